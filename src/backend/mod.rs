@@ -1,0 +1,16 @@
+//! The backend pool: the etcd members calls are balanced across.
+//!
+//! - [`endpoint`]: parsing of member URLs.
+//! - [`pool`]: the current member set, health flags, picking and retrying.
+//! - [`membership`]: the background task that refreshes the set from
+//!   MemberList and probes each member's health.
+//! - [`retry`]: which failed calls may be sent again to another member.
+
+pub mod endpoint;
+pub mod membership;
+pub mod pool;
+pub mod retry;
+
+pub use endpoint::EndpointUrl;
+pub use pool::{Backend, ChannelSettings, Pool};
+pub use retry::RetryPolicy;

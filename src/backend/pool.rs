@@ -1,0 +1,320 @@
+//! The set of etcd members in use, each with a lazily connected channel,
+//! a health flag and an in-flight counter used for balancing.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::Status;
+use tracing::{info, warn, Instrument};
+
+use super::endpoint::EndpointUrl;
+use super::retry::{Failure, RetryPolicy};
+use crate::error::ProxyError;
+
+/// How channels to members are dialled; shared by every backend.
+#[derive(Debug, Clone)]
+pub struct ChannelSettings {
+    /// Give up connecting after this long, so a dead member is noticed fast.
+    pub connect_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval (`--dial-keepalive-time`, zero = off).
+    pub keepalive_time: Option<Duration>,
+    /// How long to wait for a ping answer (`--dial-keepalive-timeout`).
+    pub keepalive_timeout: Duration,
+    /// Ping even with no stream open (`--permit-without-stream`).
+    pub permit_without_stream: bool,
+    /// TLS towards members (`--cert`, `--key`, `--cacert`), when set.
+    pub tls: Option<ClientTlsConfig>,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        ChannelSettings {
+            connect_timeout: Duration::from_secs(2),
+            keepalive_time: None,
+            keepalive_timeout: Duration::from_secs(20),
+            permit_without_stream: false,
+            tls: None,
+        }
+    }
+}
+
+impl ChannelSettings {
+    fn channel(&self, url: &EndpointUrl) -> Result<Channel, tonic::transport::Error> {
+        let mut ep = Endpoint::from_shared(url.to_string())?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true);
+        if let Some(t) = self.keepalive_time {
+            ep = ep
+                .http2_keep_alive_interval(t)
+                .keep_alive_timeout(self.keepalive_timeout)
+                .keep_alive_while_idle(self.permit_without_stream);
+        }
+        if let (Some(tls), true) = (&self.tls, url.is_tls()) {
+            ep = ep.tls_config(tls.clone())?;
+        }
+        Ok(ep.connect_lazy())
+    }
+}
+
+/// One etcd member as the proxy sees it.
+#[derive(Debug)]
+pub struct Backend {
+    /// The member's client URL, as dialled.
+    pub url: EndpointUrl,
+    /// The lazily connected HTTP/2 channel to it, shared by every call.
+    pub channel: Channel,
+    /// False while the member is unreachable or has no leader; such members
+    /// get no calls while a healthy one exists.
+    healthy: AtomicBool,
+    /// Calls under way on this member; the balancer prefers the less busy.
+    inflight: AtomicUsize,
+    /// The member's ID once a Status answer told it (0 = not yet known).
+    member_id: AtomicU64,
+}
+
+impl Backend {
+    /// Whether the member is in rotation.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The member's ID, 0 until a health probe has learnt it.
+    pub fn member_id(&self) -> u64 {
+        self.member_id.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_member_id(&self, id: u64) {
+        self.member_id.store(id, Ordering::Relaxed);
+    }
+
+    /// Counts a call as in flight until the guard drops.
+    pub fn start_call(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(self.clone())
+    }
+}
+
+/// Decrements a backend's in-flight count when a call ends.
+pub struct InflightGuard(Arc<Backend>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The shared, cheaply cloned handle to the member set.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The current set; replaced whole on every membership change.
+    backends: RwLock<Arc<Vec<Arc<Backend>>>>,
+    /// The `--endpoints` given at start, asked again when nothing else answers.
+    seeds: Vec<EndpointUrl>,
+    settings: ChannelSettings,
+    /// Woken when a call finds a member dead, so refresh runs at once.
+    refresh_now: Notify,
+}
+
+impl Pool {
+    /// A pool over the start-up endpoints; nothing is dialled until used.
+    pub fn new(seeds: Vec<EndpointUrl>, settings: ChannelSettings) -> Result<Pool, tonic::transport::Error> {
+        let inner = Arc::new(Inner {
+            backends: RwLock::new(Arc::new(Vec::new())),
+            seeds: seeds.clone(),
+            settings,
+            refresh_now: Notify::new(),
+        });
+        let pool = Pool { inner };
+        pool.set_members(seeds.into_iter().collect())?;
+        Ok(pool)
+    }
+
+    /// The endpoints given at start.
+    pub fn seeds(&self) -> &[EndpointUrl] {
+        &self.inner.seeds
+    }
+
+    /// The members in use now.
+    pub fn backends(&self) -> Arc<Vec<Arc<Backend>>> {
+        match self.inner.backends.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The URLs of the members in use now, sorted.
+    pub fn urls(&self) -> Vec<EndpointUrl> {
+        self.backends().iter().map(|b| b.url.clone()).collect()
+    }
+
+    /// Makes `urls` the member set: new members are added (assumed healthy
+    /// until a call or probe says otherwise), gone ones dropped, kept ones
+    /// keep their connection. Logs the old and new sets when they differ.
+    pub fn set_members(&self, urls: BTreeSet<EndpointUrl>) -> Result<bool, tonic::transport::Error> {
+        let old = self.backends();
+        let old_urls: BTreeSet<EndpointUrl> = old.iter().map(|b| b.url.clone()).collect();
+        if old_urls == urls {
+            return Ok(false);
+        }
+        let mut next = Vec::with_capacity(urls.len());
+        for url in &urls {
+            match old.iter().find(|b| &b.url == url) {
+                Some(b) => next.push(b.clone()),
+                None => next.push(Arc::new(Backend {
+                    url: url.clone(),
+                    channel: self.inner.settings.channel(url)?,
+                    healthy: AtomicBool::new(true),
+                    inflight: AtomicUsize::new(0),
+                    member_id: AtomicU64::new(0),
+                })),
+            }
+        }
+        let mut guard = match self.inner.backends.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(next);
+        drop(guard);
+        if !old_urls.is_empty() {
+            info!(old = %join(&old_urls), new = %join(&urls), "membership changed: backend set updated");
+        }
+        Ok(true)
+    }
+
+    /// Takes a member out of rotation and asks for a refresh now.
+    pub fn mark_unhealthy(&self, backend: &Backend, why: &str) {
+        if backend.healthy.swap(false, Ordering::Relaxed) {
+            warn!(backend = %backend.url, reason = why, "backend out of rotation");
+        }
+        self.inner.refresh_now.notify_one();
+    }
+
+    /// Like [`Pool::mark_unhealthy`], for the health prober: it asks no refresh.
+    pub(crate) fn mark_unhealthy_quiet(&self, backend: &Backend, why: &str) {
+        if backend.healthy.swap(false, Ordering::Relaxed) {
+            warn!(backend = %backend.url, reason = why, "backend out of rotation");
+        }
+    }
+
+    /// A channel to `url` with the pool's settings, for one-off calls.
+    pub(crate) fn dial(&self, url: &EndpointUrl) -> Result<Channel, tonic::transport::Error> {
+        self.inner.settings.channel(url)
+    }
+
+    /// Puts a member back in rotation after a good probe.
+    pub fn mark_healthy(&self, backend: &Backend) {
+        if !backend.healthy.swap(true, Ordering::Relaxed) {
+            info!(backend = %backend.url, "backend back in rotation");
+        }
+    }
+
+    /// Resolves when some call has asked for a membership refresh.
+    pub async fn refresh_requested(&self) {
+        self.inner.refresh_now.notified().await
+    }
+
+    /// Asks the membership task to refresh now (e.g. after a MemberAdd).
+    pub fn request_refresh(&self) {
+        self.inner.refresh_now.notify_one();
+    }
+
+    /// Picks a member not in `exclude`: the less busy of two random healthy
+    /// ones; when none is healthy, any member (its answer tells the client why).
+    pub fn pick(&self, exclude: &[EndpointUrl]) -> Option<Arc<Backend>> {
+        let all = self.backends();
+        let usable: Vec<&Arc<Backend>> = all.iter().filter(|b| !exclude.contains(&b.url)).collect();
+        let healthy: Vec<&Arc<Backend>> = usable.iter().copied().filter(|b| b.is_healthy()).collect();
+        let candidates = if healthy.is_empty() { usable } else { healthy };
+        match candidates.len() {
+            0 => None,
+            1 => Some(candidates[0].clone()),
+            n => {
+                let a = fastrand::usize(..n);
+                let mut b = fastrand::usize(..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (x, y) = (candidates[a], candidates[b]);
+                let pick = if y.inflight.load(Ordering::Relaxed) < x.inflight.load(Ordering::Relaxed) { y } else { x };
+                Some(pick.clone())
+            }
+        }
+    }
+
+    /// Runs one unary call on a member, retrying on other members as
+    /// `policy` allows. Upstream answers reach the caller unchanged.
+    pub async fn call<T, F, Fut>(&self, policy: RetryPolicy, mut attempt: F) -> Result<T, ProxyError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut tried: Vec<EndpointUrl> = Vec::new();
+        let mut last_unreached: Option<Status> = None;
+        let mut last_answer: Option<Status> = None;
+        while let Some(backend) = self.pick(&tried) {
+            tried.push(backend.url.clone());
+            let _inflight = backend.start_call();
+            let span = tracing::debug_span!("upstream", backend = %backend.url);
+            let status = match attempt(backend.channel.clone()).instrument(span).await {
+                Ok(v) => {
+                    if !backend.is_healthy() {
+                        self.mark_healthy(&backend);
+                    }
+                    return Ok(v);
+                }
+                Err(status) => status,
+            };
+            let failure = Failure::of(&status);
+            if failure.member_unhealthy() {
+                self.mark_unhealthy(&backend, status.message());
+            }
+            if !failure.retry_allowed(policy) {
+                return Err(ProxyError::Upstream(status));
+            }
+            tracing::debug!(backend = %backend.url, error = %status.message(), "retrying on another member");
+            if failure == Failure::NotReached {
+                last_unreached = Some(status);
+            } else {
+                last_answer = Some(status);
+            }
+        }
+        if let Some(answer) = last_answer {
+            return Err(ProxyError::Upstream(answer));
+        }
+        Err(ProxyError::NoMemberReachable {
+            tried: tried.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", "),
+            last: last_unreached.map(|s| describe(&s)).unwrap_or_else(|| "no endpoints configured".into()),
+        })
+    }
+}
+
+/// A transport status with its source chain, for messages operators read.
+pub fn describe(status: &Status) -> String {
+    use std::error::Error as _;
+    let mut text = status.message().to_string();
+    let mut source = status.source();
+    while let Some(err) = source {
+        let s = err.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = err.source();
+    }
+    text
+}
+
+fn join(urls: &BTreeSet<EndpointUrl>) -> String {
+    let v: Vec<&str> = urls.iter().map(|u| u.as_str()).collect();
+    format!("[{}]", v.join(", "))
+}

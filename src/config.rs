@@ -1,0 +1,50 @@
+//! The proxy's runtime configuration, built from the command line by
+//! [`crate::cli`] or directly by tests.
+
+use std::time::Duration;
+
+use crate::backend::{ChannelSettings, EndpointUrl};
+
+/// Default MemberList refresh interval. etcd's own proxy defaults to 0
+/// (never); ours refreshes by default so new members are used.
+pub const DEFAULT_AUTO_SYNC: Duration = Duration::from_secs(5);
+
+/// Everything [`crate::run`] needs to serve.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The members known at start (`--endpoints`); membership grows from them.
+    pub endpoints: Vec<EndpointUrl>,
+    /// MemberList refresh interval; `None` keeps `endpoints` fixed.
+    pub auto_sync_interval: Option<Duration>,
+    /// How often each member's health is probed.
+    pub health_interval: Duration,
+    /// How members are dialled.
+    pub channel: ChannelSettings,
+    /// Largest message the proxy sends to a member (`--max-send-bytes`).
+    pub max_send_bytes: usize,
+    /// Largest message the proxy accepts, from a client or a member (`--max-recv-bytes`).
+    pub max_recv_bytes: usize,
+    /// HTTP/2 streams one client connection may open (`--max-concurrent-streams`).
+    pub max_concurrent_streams: u32,
+    /// Server-side keep-alive ping interval (`--grpc-keepalive-interval`).
+    pub grpc_keepalive_interval: Duration,
+    /// Server-side keep-alive ping timeout (`--grpc-keepalive-timeout`).
+    pub grpc_keepalive_timeout: Duration,
+}
+
+impl Config {
+    /// etcd's defaults, for the given endpoints.
+    pub fn new(endpoints: Vec<EndpointUrl>) -> Config {
+        Config {
+            endpoints,
+            auto_sync_interval: Some(DEFAULT_AUTO_SYNC),
+            health_interval: Duration::from_secs(1),
+            channel: ChannelSettings::default(),
+            max_send_bytes: 1536 * 1024,
+            max_recv_bytes: i32::MAX as usize,
+            max_concurrent_streams: u32::MAX,
+            grpc_keepalive_interval: Duration::from_secs(2 * 3600),
+            grpc_keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}

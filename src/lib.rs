@@ -1,0 +1,24 @@
+//! etcd-grpc-proxy: a stateless etcd v3 gRPC proxy that balances calls
+//! across a cluster's members and follows membership changes.
+//!
+//! # Layout
+//! - [`cli`]: the command line, flag for flag as `etcd grpc-proxy start`.
+//! - [`config`]: the runtime configuration the CLI (or a test) builds.
+//! - [`backend`]: the member pool: membership refresh, health, balancing, retry.
+//! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
+//! - [`server`]: assembles the services on one listener.
+//! - [`error`]: the one place errors become gRPC statuses.
+//! - [`proto`]: the generated etcd v3 wire types.
+//! - [`duration`]: Go-style duration parsing for etcd's flags.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod proto;
+pub mod server;
+pub mod services;
+
+pub use config::Config;
+pub use server::{run, RunError};

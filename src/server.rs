@@ -1,0 +1,89 @@
+//! Assembles the etcd services on one listener and runs them until shutdown.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tracing::info;
+
+use crate::backend::membership::{self, MembershipSettings};
+use crate::backend::Pool;
+use crate::config::Config;
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
+use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::services::cluster::ClusterService;
+use crate::services::kv::KvService;
+use crate::services::maintenance::MaintenanceService;
+use crate::services::Context;
+
+/// Why the proxy could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A member channel could not be built from the configuration.
+    #[error("cannot set up backend channel: {0}")]
+    Backend(#[from] tonic::transport::Error),
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves the etcd v3 API on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let local = listener.local_addr()?;
+    let pool = Pool::new(config.endpoints.clone(), config.channel.clone())?;
+    let membership = tokio::spawn(membership::run(
+        pool.clone(),
+        MembershipSettings {
+            sync_interval: config.auto_sync_interval,
+            health_interval: config.health_interval,
+            probe_timeout: std::time::Duration::from_secs(1),
+        },
+    ));
+
+    let ctx = Context {
+        pool: pool.clone(),
+        upstream_max_recv: config.max_recv_bytes,
+        upstream_max_send: config.max_send_bytes,
+    };
+    let recv = config.max_recv_bytes;
+    let send = usize::MAX;
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    info!(
+        listen = %local,
+        endpoints = %config.endpoints.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(","),
+        auto_sync = ?config.auto_sync_interval,
+        "started gRPC proxy"
+    );
+    let result = Server::builder()
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(Some(config.grpc_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout))
+        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        .add_service(
+            KvServer::new(KvService { ctx: ctx.clone() })
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(send),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService { ctx: ctx.clone() })
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(send),
+        )
+        .add_service(
+            MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() })
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(send),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    membership.abort();
+    info!("gRPC proxy stopped");
+    result.map_err(RunError::from)
+}

@@ -1,0 +1,73 @@
+//! The Maintenance service. Unary calls are forwarded; Snapshot is relayed
+//! chunk by chunk from one member, never buffered whole.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::backend::RetryPolicy;
+use crate::error::RpcResult;
+use crate::forward_unary;
+use crate::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::*;
+use crate::services::{Context, Forwarded};
+
+/// Serves `etcdserverpb.Maintenance`.
+pub struct MaintenanceService {
+    /// Pool and limits shared by all services.
+    pub ctx: Context,
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, request: Request<AlarmRequest>) -> RpcResult<AlarmResponse> {
+        let policy = if request.get_ref().action == alarm_request::AlarmAction::Get as i32 {
+            RetryPolicy::Idempotent
+        } else {
+            RetryPolicy::UnlessApplied
+        };
+        forward_unary!(self, request, MaintenanceClient, alarm, policy)
+    }
+
+    async fn status(&self, request: Request<StatusRequest>) -> RpcResult<StatusResponse> {
+        forward_unary!(self, request, MaintenanceClient, status, RetryPolicy::Idempotent)
+    }
+
+    async fn defragment(&self, request: Request<DefragmentRequest>) -> RpcResult<DefragmentResponse> {
+        forward_unary!(self, request, MaintenanceClient, defragment, RetryPolicy::UnlessApplied)
+    }
+
+    async fn hash(&self, request: Request<HashRequest>) -> RpcResult<HashResponse> {
+        forward_unary!(self, request, MaintenanceClient, hash, RetryPolicy::Idempotent)
+    }
+
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> RpcResult<HashKvResponse> {
+        forward_unary!(self, request, MaintenanceClient, hash_kv, RetryPolicy::Idempotent)
+    }
+
+    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
+
+    async fn snapshot(&self, request: Request<SnapshotRequest>) -> RpcResult<Self::SnapshotStream> {
+        let (fwd, msg) = Forwarded::split(request);
+        let ctx = &self.ctx;
+        let upstream: Streaming<SnapshotResponse> = ctx
+            .pool
+            .call(RetryPolicy::Idempotent, |ch| {
+                let req = fwd.request(msg.clone());
+                let mut client = MaintenanceClient::new(ch).max_decoding_message_size(ctx.upstream_max_recv);
+                async move { client.snapshot(req).await.map(Response::into_inner) }
+            })
+            .await?;
+        Ok(Response::new(Box::pin(upstream)))
+    }
+
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> RpcResult<MoveLeaderResponse> {
+        forward_unary!(self, request, MaintenanceClient, move_leader, RetryPolicy::UnlessApplied)
+    }
+
+    async fn downgrade(&self, request: Request<DowngradeRequest>) -> RpcResult<DowngradeResponse> {
+        forward_unary!(self, request, MaintenanceClient, downgrade, RetryPolicy::UnlessApplied)
+    }
+}

@@ -1,0 +1,84 @@
+//! One file per etcd gRPC service. Each handler takes the client's request,
+//! forwards it through the [`Pool`] with the client's metadata (auth token,
+//! deadline), and hands etcd's answer back unchanged.
+
+use tonic::metadata::MetadataMap;
+use tonic::{Extensions, Request};
+
+use crate::backend::Pool;
+
+pub mod cluster;
+pub mod kv;
+pub mod maintenance;
+
+/// What every service needs: the pool and the upstream message limits.
+#[derive(Clone)]
+pub struct Context {
+    /// The members calls go to.
+    pub pool: Pool,
+    /// Largest message accepted from a member.
+    pub upstream_max_recv: usize,
+    /// Largest message sent to a member.
+    pub upstream_max_send: usize,
+}
+
+/// The client's metadata, cleaned of what belongs to its own connection,
+/// ready to be attached to each upstream attempt.
+#[derive(Clone, Debug)]
+pub struct Forwarded(MetadataMap);
+
+/// Headers that describe the client's connection or encoding, not the call.
+const HOP_BY_HOP: &[&str] = &[
+    "te",
+    "content-type",
+    "content-length",
+    "user-agent",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+    "grpc-message-type",
+    "accept-encoding",
+    "connection",
+];
+
+impl Forwarded {
+    /// Splits a client request into forwardable metadata and its message.
+    pub fn split<T>(req: Request<T>) -> (Forwarded, T) {
+        let (mut metadata, _ext, msg) = req.into_parts();
+        for h in HOP_BY_HOP {
+            metadata.remove(*h);
+        }
+        (Forwarded(metadata), msg)
+    }
+
+    /// An upstream request carrying the client's metadata.
+    pub fn request<T>(&self, msg: T) -> Request<T> {
+        Request::from_parts(self.0.clone(), Extensions::default(), msg)
+    }
+
+    /// The client's metadata as received (auth token among it).
+    pub fn metadata(&self) -> &MetadataMap {
+        &self.0
+    }
+}
+
+/// Generates a unary handler that forwards to the same RPC on a member.
+///
+/// `forward_unary!(self, request, ClientType, method, RetryPolicy::X)`
+#[macro_export]
+macro_rules! forward_unary {
+    ($self:ident, $req:ident, $client:ident, $method:ident, $policy:expr) => {{
+        let (fwd, msg) = $crate::services::Forwarded::split($req);
+        let ctx = &$self.ctx;
+        let resp = ctx
+            .pool
+            .call($policy, |ch| {
+                let req = fwd.request(msg.clone());
+                let mut client = $client::new(ch)
+                    .max_decoding_message_size(ctx.upstream_max_recv)
+                    .max_encoding_message_size(ctx.upstream_max_send);
+                async move { client.$method(req).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+        Ok(tonic::Response::new(resp))
+    }};
+}
