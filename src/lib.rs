@@ -9,6 +9,7 @@
 //! - [`server`]: assembles the services on one listener.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`proto`]: the generated etcd v3 wire types.
+//! - [`size_limit`]: etcd's wording for messages over the size limits.
 //! - [`duration`]: Go-style duration parsing for etcd's flags.
 
 pub mod backend;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod proto;
 pub mod server;
 pub mod services;
+pub mod size_limit;
 
 pub use config::Config;
 pub use server::{run, RunError};

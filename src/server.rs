@@ -66,6 +66,8 @@ pub async fn run(
         .http2_keepalive_interval(Some(config.grpc_keepalive_interval))
         .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout))
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        // etcd's wording for oversized requests, which tonic words differently.
+        .layer(tower::util::MapResponseLayer::new(crate::size_limit::rewrite))
         .add_service(
             KvServer::new(KvService { ctx: ctx.clone() })
                 .max_decoding_message_size(recv)

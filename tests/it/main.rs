@@ -1,0 +1,7 @@
+//! Integration tests: real etcd members, real clients (etcdctl and the
+//! `etcd-client` crate), and the proxy in-process.
+
+mod bad_input;
+mod kv;
+mod story;
+mod support;

@@ -1,0 +1,78 @@
+//! The proxy under test, run in-process on a port-0 listener.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use etcd_grpc_proxy::backend::EndpointUrl;
+use etcd_grpc_proxy::Config;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running proxy; stops when dropped.
+pub struct TestProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// A config for `endpoints` (comma separated) with a fast 1 s membership refresh.
+pub fn config(endpoints: &str) -> Config {
+    let urls = endpoints.split(',').map(|e| EndpointUrl::parse(e, false).expect("endpoint")).collect();
+    let mut c = Config::new(urls);
+    c.auto_sync_interval = Some(Duration::from_secs(1));
+    c
+}
+
+impl TestProxy {
+    /// Starts a proxy with default settings towards `endpoints`.
+    pub async fn start(endpoints: &str) -> TestProxy {
+        TestProxy::with_config(config(endpoints)).await
+    }
+
+    /// Starts a proxy with the given configuration.
+    pub async fn with_config(config: Config) -> TestProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            etcd_grpc_proxy::run(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("proxy run");
+        });
+        TestProxy { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    /// `127.0.0.1:<port>`, as etcdctl and etcd-client take it.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// A connected `etcd-client` client.
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint()], None).await.expect("connect etcd-client to proxy")
+    }
+
+    /// Stops the proxy and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
