@@ -6,6 +6,7 @@
 //! - [`config`]: the runtime configuration the CLI (or a test) builds.
 //! - [`backend`]: the member pool: membership refresh, health, balancing, retry.
 //! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
+//! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
 //! - [`server`]: assembles the services on one listener.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`proto`]: the generated etcd v3 wire types.
@@ -14,6 +15,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod duration;
 pub mod error;

@@ -11,7 +11,13 @@ use crate::backend::membership::{self, MembershipSettings};
 use crate::backend::Pool;
 use crate::config::Config;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
+use crate::coalesce::keepalive::KeepAliveHub;
+use crate::coalesce::watch::WatchHub;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::services::lease::LeaseService;
+use crate::services::watch::{WatchService, CLIENT_QUEUE};
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::services::cluster::ClusterService;
 use crate::services::kv::KvService;
@@ -51,6 +57,8 @@ pub async fn run(
         upstream_max_recv: config.max_recv_bytes,
         upstream_max_send: config.max_send_bytes,
     };
+    let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE);
+    let keepalive_hub = KeepAliveHub::new(pool.clone());
     let recv = config.max_recv_bytes;
     let send = usize::MAX;
 
@@ -80,6 +88,16 @@ pub async fn run(
         )
         .add_service(
             MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() })
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(send),
+        )
+        .add_service(
+            WatchServer::new(WatchService { ctx: ctx.clone(), hub: watch_hub.clone() })
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(send),
+        )
+        .add_service(
+            LeaseServer::new(LeaseService { ctx: ctx.clone(), hub: keepalive_hub.clone() })
                 .max_decoding_message_size(recv)
                 .max_encoding_message_size(send),
         )

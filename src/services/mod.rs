@@ -9,7 +9,9 @@ use crate::backend::Pool;
 
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
+pub mod watch;
 
 /// What every service needs: the pool and the upstream message limits.
 #[derive(Clone)]

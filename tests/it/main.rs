@@ -3,5 +3,7 @@
 
 mod bad_input;
 mod kv;
+mod lease;
 mod story;
 mod support;
+mod watch;

@@ -1,0 +1,565 @@
+//! Watch coalescing: watchers on the same (key, range_end) share one
+//! upstream watch (a *broadcast*), opened with prev_kv and progress notify.
+//!
+//! Each watcher remembers `next_rev`, the first revision it has not been
+//! given yet. That one number makes the hard cases simple:
+//! - a watcher asking for history older than a broadcast's position gets a
+//!   dedicated upstream watch from its start revision;
+//! - a watcher whose client stream is full is split off onto a dedicated
+//!   upstream watch from its `next_rev` (nothing dropped, nobody stalled);
+//! - when the member serving a broadcast dies or leaves rotation, the
+//!   broadcast re-opens on another member from `position + 1`, so watchers
+//!   see no error, no gap and no duplicate.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::backend::retry::Failure;
+use crate::backend::Pool;
+use crate::proto::etcdserverpb::watch_client::WatchClient;
+use crate::proto::etcdserverpb::watch_create_request::FilterType;
+use crate::proto::etcdserverpb::{watch_request, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::proto::mvccpb::event::EventType;
+use crate::services::Forwarded;
+
+/// Where a watcher's responses go: its client stream's outbound queue.
+pub type ClientTx = mpsc::Sender<Result<WatchResponse, Status>>;
+
+/// The key range a broadcast watches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WatchKey {
+    /// First key.
+    pub key: Vec<u8>,
+    /// End of the range (empty: the single key).
+    pub range_end: Vec<u8>,
+}
+
+/// What one client asked for in its create request.
+#[derive(Debug, Clone)]
+pub struct WatcherSpec {
+    /// The id the client knows this watch by (chosen by the proxy).
+    pub watch_id: i64,
+    /// First revision wanted; 0 = from now.
+    pub start_revision: i64,
+    /// Whether events carry the previous key-value.
+    pub prev_kv: bool,
+    /// Whether the client wants progress notifications.
+    pub progress_notify: bool,
+    /// Drop PUT events.
+    pub no_put: bool,
+    /// Drop DELETE events.
+    pub no_delete: bool,
+}
+
+impl WatcherSpec {
+    /// Reads a client's create request (its `watch_id` is set by the caller).
+    pub fn from_create(req: &WatchCreateRequest, watch_id: i64) -> WatcherSpec {
+        WatcherSpec {
+            watch_id,
+            start_revision: req.start_revision,
+            prev_kv: req.prev_kv,
+            progress_notify: req.progress_notify,
+            no_put: req.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: req.filters.contains(&(FilterType::Nodelete as i32)),
+        }
+    }
+}
+
+struct Watcher {
+    spec: WatcherSpec,
+    tx: ClientTx,
+    /// First revision not yet delivered; 0 until the broadcast is created.
+    next_rev: i64,
+    /// Whether the client has had its `created` response.
+    announced: bool,
+}
+
+/// Counters operators (and tests) read to see coalescing work.
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    /// Upstream watches open now.
+    pub upstream_watches: AtomicU64,
+    /// Client watchers that joined an existing broadcast (etcd's `watchers_coalescing_total`).
+    pub watchers_coalescing: AtomicU64,
+    /// Events delivered to more than one watcher, counted once per extra watcher.
+    pub events_coalescing: AtomicU64,
+    /// Upstream watches re-opened on another member.
+    pub failovers: AtomicU64,
+}
+
+/// Shared by every client watch stream of one proxy.
+pub struct WatchHub {
+    pool: Pool,
+    state: Mutex<HubState>,
+    next_id: AtomicU64,
+    /// Counters for metrics.
+    pub stats: WatchStats,
+    /// Per-stream queue size used when judging a watcher "slow".
+    queue_hint: usize,
+}
+
+#[derive(Default)]
+struct HubState {
+    /// Shareable broadcasts by key range.
+    shared: HashMap<WatchKey, Arc<Broadcast>>,
+    /// Which broadcast each watcher (by hub-wide id) is in now.
+    owner: HashMap<u64, Arc<Broadcast>>,
+}
+
+struct Broadcast {
+    key: WatchKey,
+    /// Shared broadcasts never wait on one client; dedicated ones may.
+    shared: bool,
+    /// Metadata (auth token) of the client that opened it.
+    fwd: Forwarded,
+    /// Upstream start revision for the first open (0 = now).
+    initial_start: i64,
+    state: Mutex<BroadcastState>,
+    /// Woken when the last watcher leaves.
+    emptied: Notify,
+}
+
+#[derive(Default)]
+struct BroadcastState {
+    watchers: HashMap<u64, Watcher>,
+    created: bool,
+    /// Every event at or below this revision has been handed to the watchers.
+    position: i64,
+    /// The last upstream header, for answers the proxy makes itself.
+    header: Option<ResponseHeader>,
+    closed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A handle a client stream keeps per watch, to cancel it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WatcherId(u64);
+
+impl WatchHub {
+    /// A hub over `pool`; `queue_hint` is the client stream queue size.
+    pub fn new(pool: Pool, queue_hint: usize) -> Arc<WatchHub> {
+        Arc::new(WatchHub {
+            pool,
+            state: Mutex::new(HubState::default()),
+            next_id: AtomicU64::new(1),
+            stats: WatchStats::default(),
+            queue_hint,
+        })
+    }
+
+    /// Adds a watcher: joins a live broadcast on the same range when its
+    /// start revision allows, else opens a new one. Its `created` response
+    /// is sent on `tx` once the upstream watch exists.
+    pub fn add(self: &Arc<Self>, key: WatchKey, spec: WatcherSpec, tx: ClientTx, fwd: Forwarded) -> WatcherId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut hub = lock(&self.state);
+        if let Some(b) = hub.shared.get(&key).cloned() {
+            let mut st = lock(&b.state);
+            let joinable = !st.closed
+                && if st.created {
+                    spec.start_revision == 0 || spec.start_revision > st.position
+                } else {
+                    spec.start_revision == 0 && b.initial_start == 0
+                };
+            if joinable {
+                let mut w = Watcher { spec, tx, next_rev: 0, announced: false };
+                if st.created {
+                    w.next_rev = w.spec.start_revision.max(st.position + 1);
+                    let created = WatchResponse {
+                        header: st.header.clone().map(|mut h| {
+                            h.revision = st.position;
+                            h
+                        }),
+                        watch_id: w.spec.watch_id,
+                        created: true,
+                        ..Default::default()
+                    };
+                    // Sent under the broadcast's lock, so it precedes every
+                    // event for this watcher on the client's queue.
+                    w.announced = w.tx.try_send(Ok(created)).is_ok();
+                }
+                if st.created && !w.announced {
+                    // Client queue full: this watcher waits on its own stream.
+                    drop(st);
+                    drop(hub);
+                    self.dedicated(id, w, b.key.clone(), b.fwd.clone(), true);
+                    return WatcherId(id);
+                }
+                st.watchers.insert(id, w);
+                drop(st);
+                hub.owner.insert(id, b);
+                self.stats.watchers_coalescing.fetch_add(1, Ordering::Relaxed);
+                return WatcherId(id);
+            }
+        }
+        let shared = spec.start_revision == 0 && !hub.shared.contains_key(&key);
+        let start = spec.start_revision;
+        let b = self.new_broadcast(key.clone(), shared, fwd, start);
+        lock(&b.state).watchers.insert(id, Watcher { spec, tx, next_rev: 0, announced: false });
+        if shared {
+            hub.shared.insert(key, b.clone());
+        }
+        hub.owner.insert(id, b.clone());
+        drop(hub);
+        self.spawn(b);
+        WatcherId(id)
+    }
+
+    /// Removes a watcher; the upstream watch closes with its last watcher.
+    /// Returns whether it existed.
+    pub fn remove(&self, id: WatcherId) -> bool {
+        let b = lock(&self.state).owner.remove(&id.0);
+        let Some(b) = b else { return false };
+        let mut st = lock(&b.state);
+        let existed = st.watchers.remove(&id.0).is_some();
+        if st.watchers.is_empty() {
+            drop(st);
+            b.emptied.notify_one();
+        }
+        existed
+    }
+
+    /// The highest revision up to which every event of these watchers has
+    /// been delivered, with a header to answer a progress request with.
+    pub fn progress(&self, ids: &[WatcherId]) -> Option<ResponseHeader> {
+        let hub = lock(&self.state);
+        let mut out: Option<ResponseHeader> = None;
+        for id in ids {
+            let Some(b) = hub.owner.get(&id.0) else { continue };
+            let st = lock(&b.state);
+            let Some(w) = st.watchers.get(&id.0) else { continue };
+            let rev = if w.next_rev > 0 { w.next_rev - 1 } else { st.position };
+            let mut h = st.header.clone().unwrap_or_default();
+            h.revision = rev;
+            out = match out {
+                Some(o) if o.revision <= rev => Some(o),
+                _ => Some(h),
+            };
+        }
+        out
+    }
+
+    fn new_broadcast(&self, key: WatchKey, shared: bool, fwd: Forwarded, start: i64) -> Arc<Broadcast> {
+        Arc::new(Broadcast {
+            key,
+            shared,
+            fwd,
+            initial_start: start,
+            state: Mutex::new(BroadcastState::default()),
+            emptied: Notify::new(),
+        })
+    }
+
+    fn spawn(self: &Arc<Self>, b: Arc<Broadcast>) {
+        let hub = self.clone();
+        let span = info_span!("upstream_watch", key = %String::from_utf8_lossy(&b.key.key), shared = b.shared);
+        tokio::spawn(
+            async move {
+                hub.stats.upstream_watches.fetch_add(1, Ordering::Relaxed);
+                hub.run_broadcast(&b).await;
+                hub.stats.upstream_watches.fetch_sub(1, Ordering::Relaxed);
+                hub.retire(&b);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Takes a finished broadcast out of the shared map; any watcher still
+    /// in it (it joined as the broadcast ended) gets a fresh broadcast.
+    fn retire(self: &Arc<Self>, b: &Arc<Broadcast>) {
+        let mut hub = lock(&self.state);
+        if hub.shared.get(&b.key).is_some_and(|x| Arc::ptr_eq(x, b)) {
+            hub.shared.remove(&b.key);
+        }
+        let mut st = lock(&b.state);
+        st.closed = true;
+        let left: Vec<(u64, Watcher)> = st.watchers.drain().collect();
+        drop(st);
+        drop(hub);
+        for (id, w) in left {
+            self.move_to_dedicated(id, w, b);
+        }
+    }
+
+    /// Gives watcher `id` its own upstream watch from its next revision.
+    fn move_to_dedicated(self: &Arc<Self>, id: u64, w: Watcher, from: &Arc<Broadcast>) {
+        self.dedicated(id, w, from.key.clone(), from.fwd.clone(), false);
+    }
+
+    /// Starts a dedicated broadcast for one watcher. `new` says the watcher
+    /// is not registered yet (else it is only moved, unless canceled meanwhile).
+    fn dedicated(self: &Arc<Self>, id: u64, w: Watcher, key: WatchKey, fwd: Forwarded, new: bool) {
+        let start = if w.next_rev > 0 { w.next_rev } else { w.spec.start_revision };
+        let b = self.new_broadcast(key, false, fwd, start);
+        lock(&b.state).watchers.insert(id, w);
+        let mut hub = lock(&self.state);
+        if !new && !hub.owner.contains_key(&id) {
+            return; // canceled meanwhile
+        }
+        hub.owner.insert(id, b.clone());
+        drop(hub);
+        self.spawn(b);
+    }
+
+    /// Keeps one upstream watch open for `b`, on whichever member is
+    /// healthy, until its last watcher leaves or etcd cancels it.
+    async fn run_broadcast(self: &Arc<Self>, b: &Arc<Broadcast>) {
+        let mut backoff = Duration::from_millis(50);
+        let mut opened_once = false;
+        loop {
+            if lock(&b.state).watchers.is_empty() {
+                return;
+            }
+            let Some(backend) = self.pool.pick(&[]) else {
+                tokio::time::sleep(backoff).await;
+                continue;
+            };
+            if opened_once {
+                self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+            let start = {
+                let st = lock(&b.state);
+                if st.created { st.position + 1 } else { b.initial_start }
+            };
+            let (req_tx, req_rx) = mpsc::channel(1);
+            let create = WatchRequest {
+                request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
+                    key: b.key.key.clone(),
+                    range_end: b.key.range_end.clone(),
+                    start_revision: start,
+                    progress_notify: true,
+                    prev_kv: true,
+                    ..Default::default()
+                })),
+            };
+            let _ = req_tx.send(create).await;
+            let mut client = WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
+            let mut stream = match client.watch(b.fwd.request(ReceiverStream::new(req_rx))).await {
+                Ok(r) => r.into_inner(),
+                Err(status) => {
+                    if Failure::of(&status).member_unhealthy() {
+                        self.pool.mark_unhealthy(&backend, status.message());
+                    }
+                    debug!(backend = %backend.url, error = %status.message(), "upstream watch failed to open");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            opened_once = true;
+            let mut health = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    msg = stream.message() => match msg {
+                        Ok(Some(resp)) => {
+                            backoff = Duration::from_millis(50);
+                            if self.deliver(b, resp).await == Flow::Done {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            if Failure::of(&status).member_unhealthy() {
+                                self.pool.mark_unhealthy(&backend, status.message());
+                            }
+                            warn!(backend = %backend.url, error = %status.message(), "upstream watch lost; re-opening on another member");
+                            break;
+                        }
+                    },
+                    _ = b.emptied.notified() => {
+                        if lock(&b.state).watchers.is_empty() {
+                            return;
+                        }
+                    }
+                    _ = health.tick() => {
+                        let gone = !backend.is_healthy()
+                            || !self.pool.backends().iter().any(|x| x.url == backend.url);
+                        if gone && self.pool.backends().iter().any(|x| x.is_healthy() && x.url != backend.url) {
+                            warn!(backend = %backend.url, "member left rotation; moving upstream watch");
+                            break;
+                        }
+                    }
+                }
+            }
+            drop(req_tx);
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// Hands one upstream response to every watcher of `b`.
+    async fn deliver(self: &Arc<Self>, b: &Arc<Broadcast>, resp: WatchResponse) -> Flow {
+        let mut out: Vec<Outgoing> = Vec::new();
+        let mut flow = Flow::More;
+        {
+            let mut st = lock(&b.state);
+            if resp.header.is_some() {
+                st.header = resp.header.clone();
+            }
+            let header_rev = resp.header.as_ref().map_or(0, |h| h.revision);
+            if resp.canceled {
+                // etcd ended the watch (compaction, permission...): every watcher hears it.
+                for (id, w) in st.watchers.drain() {
+                    let mut r = resp.clone();
+                    r.watch_id = w.spec.watch_id;
+                    r.created = !w.announced;
+                    out.push(Outgoing { id, tx: w.tx, resp: Some(r), next: 0, announces: false });
+                }
+                st.closed = true;
+                flow = Flow::Done;
+            } else if resp.created {
+                if !st.created {
+                    st.created = true;
+                    st.position = if b.initial_start > 0 { b.initial_start - 1 } else { header_rev };
+                }
+                let position = st.position;
+                for (id, w) in st.watchers.iter_mut() {
+                    if w.next_rev == 0 {
+                        w.next_rev = w.spec.start_revision.max(position + 1);
+                    }
+                    if !w.announced {
+                        let r = WatchResponse {
+                            header: resp.header.clone(),
+                            watch_id: w.spec.watch_id,
+                            created: true,
+                            ..Default::default()
+                        };
+                        out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: Some(r), next: w.next_rev, announces: true });
+                    }
+                }
+            } else if resp.events.is_empty() {
+                // Progress notification: everything up to header_rev is delivered.
+                st.position = st.position.max(header_rev);
+                for (id, w) in st.watchers.iter_mut() {
+                    if w.announced && w.next_rev <= header_rev + 1 {
+                        w.next_rev = header_rev + 1;
+                        if w.spec.progress_notify {
+                            let r = WatchResponse { header: resp.header.clone(), watch_id: w.spec.watch_id, ..Default::default() };
+                            out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: Some(r), next: w.next_rev, announces: false });
+                        }
+                    }
+                }
+            } else {
+                let last = resp.events.last().and_then(|e| e.kv.as_ref()).map_or(0, |kv| kv.mod_revision);
+                st.position = st.position.max(last);
+                let mut receivers = 0u64;
+                for (id, w) in st.watchers.iter() {
+                    let events: Vec<_> = resp
+                        .events
+                        .iter()
+                        .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= w.next_rev))
+                        .filter(|e| {
+                            let put = e.r#type == EventType::Put as i32;
+                            !(put && w.spec.no_put || !put && w.spec.no_delete)
+                        })
+                        .map(|e| {
+                            let mut e = e.clone();
+                            if !w.spec.prev_kv {
+                                e.prev_kv = None;
+                            }
+                            e
+                        })
+                        .collect();
+                    let next = w.next_rev.max(last + 1);
+                    let r = (!events.is_empty()).then(|| {
+                        receivers += 1;
+                        WatchResponse { header: resp.header.clone(), watch_id: w.spec.watch_id, events, ..Default::default() }
+                    });
+                    out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: r, next, announces: false });
+                }
+                if receivers > 1 {
+                    self.stats
+                        .events_coalescing
+                        .fetch_add(resp.events.len() as u64 * (receivers - 1), Ordering::Relaxed);
+                }
+            }
+        }
+
+        if flow == Flow::Done {
+            {
+                let mut hub = lock(&self.state);
+                for o in &out {
+                    hub.owner.remove(&o.id);
+                }
+            }
+            for o in out {
+                if let Some(r) = o.resp {
+                    let _ = o.tx.send(Ok(r)).await;
+                }
+            }
+            return flow;
+        }
+
+        let mut done: Vec<(u64, i64, bool)> = Vec::with_capacity(out.len());
+        let mut slow: Vec<u64> = Vec::new();
+        let mut gone: Vec<u64> = Vec::new();
+        for o in out {
+            let Some(r) = o.resp else {
+                done.push((o.id, o.next, false));
+                continue;
+            };
+            if b.shared {
+                match o.tx.try_send(Ok(r)) {
+                    Ok(()) => done.push((o.id, o.next, o.announces)),
+                    Err(mpsc::error::TrySendError::Full(_)) => slow.push(o.id),
+                    Err(mpsc::error::TrySendError::Closed(_)) => gone.push(o.id),
+                }
+            } else if o.tx.send(Ok(r)).await.is_ok() {
+                done.push((o.id, o.next, o.announces));
+            } else {
+                gone.push(o.id);
+            }
+        }
+        let mut detached = Vec::new();
+        {
+            let mut st = lock(&b.state);
+            for (id, next, announced) in done {
+                if let Some(w) = st.watchers.get_mut(&id) {
+                    w.next_rev = w.next_rev.max(next);
+                    w.announced |= announced;
+                }
+            }
+            for id in gone {
+                st.watchers.remove(&id);
+            }
+            for id in slow {
+                if let Some(w) = st.watchers.remove(&id) {
+                    detached.push((id, w));
+                }
+            }
+        }
+        for (id, w) in detached {
+            debug!(watch_id = w.spec.watch_id, queue = self.queue_hint, "slow watcher split onto its own upstream watch");
+            self.move_to_dedicated(id, w, b);
+        }
+        flow
+    }
+}
+
+/// One response for one watcher, and what delivering it means for its state.
+struct Outgoing {
+    id: u64,
+    tx: ClientTx,
+    /// `None`: nothing to send (all events filtered), only advance `next`.
+    resp: Option<WatchResponse>,
+    next: i64,
+    announces: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    More,
+    Done,
+}

@@ -1,0 +1,80 @@
+//! The Lease service. Grant, Revoke, TimeToLive and Leases are forwarded;
+//! keep-alives go through the [`KeepAliveHub`], which coalesces them.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::backend::RetryPolicy;
+use crate::coalesce::keepalive::KeepAliveHub;
+use crate::error::RpcResult;
+use crate::forward_unary;
+use crate::proto::etcdserverpb::lease_client::LeaseClient;
+use crate::proto::etcdserverpb::lease_server::Lease;
+use crate::proto::etcdserverpb::*;
+use crate::services::Context;
+
+/// Serves `etcdserverpb.Lease`.
+pub struct LeaseService {
+    /// Pool and limits shared by all services.
+    pub ctx: Context,
+    /// Keep-alives of every client stream.
+    pub hub: Arc<KeepAliveHub>,
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> RpcResult<LeaseGrantResponse> {
+        forward_unary!(self, request, LeaseClient, lease_grant, RetryPolicy::UnlessApplied)
+    }
+
+    async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> RpcResult<LeaseRevokeResponse> {
+        let id = request.get_ref().id;
+        self.hub.forget(id);
+        let result: RpcResult<LeaseRevokeResponse> =
+            forward_unary!(self, request, LeaseClient, lease_revoke, RetryPolicy::UnlessApplied);
+        self.hub.forget(id);
+        result
+    }
+
+    type LeaseKeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> RpcResult<Self::LeaseKeepAliveStream> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        let hub = self.hub.clone();
+        let task = async move {
+            loop {
+                tokio::select! {
+                    msg = inbound.message() => match msg {
+                        Ok(Some(req)) => {
+                            let (hub, tx) = (hub.clone(), tx.clone());
+                            tokio::spawn(async move {
+                                let answer = hub.keep_alive(req.id).await;
+                                let _ = tx.send(answer).await;
+                            });
+                        }
+                        _ => break,
+                    },
+                    _ = tx.closed() => break,
+                }
+            }
+        };
+        tokio::spawn(task.instrument(tracing::info_span!("keepalive_stream")));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn lease_time_to_live(&self, request: Request<LeaseTimeToLiveRequest>) -> RpcResult<LeaseTimeToLiveResponse> {
+        forward_unary!(self, request, LeaseClient, lease_time_to_live, RetryPolicy::Idempotent)
+    }
+
+    async fn lease_leases(&self, request: Request<LeaseLeasesRequest>) -> RpcResult<LeaseLeasesResponse> {
+        forward_unary!(self, request, LeaseClient, lease_leases, RetryPolicy::Idempotent)
+    }
+}

@@ -1,0 +1,107 @@
+//! Leases through the proxy: etcdctl as direct, coalesced keep-alives, and
+//! a lease that outlives the member holding its upstream keep-alive.
+
+use std::time::Duration;
+
+use crate::support::{etcdctl, Cluster, TestProxy};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lease_commands_work_through_the_proxy() {
+    let cluster = Cluster::start(1).await;
+    let proxy = TestProxy::start(&cluster.members[0].addr()).await;
+    let via = proxy.endpoint();
+    let out = etcdctl(&via, &["lease", "grant", "60"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && text.contains("granted with TTL(60s)"), "{text}");
+    let id = text.split_whitespace().nth(1).unwrap().to_string();
+
+    let out = etcdctl(&via, &["put", "leased", "v", &format!("--lease={id}")]);
+    assert!(out.status.success());
+    let out = etcdctl(&via, &["lease", "keep-alive", "--once", &id]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains(&format!("lease {id} keepalived with TTL(60)")), "{text}");
+    let out = etcdctl(&via, &["lease", "timetolive", &id, "--keys"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("granted with TTL(60s)") && text.contains("attached keys([leased])"), "{text}");
+    let out = etcdctl(&via, &["lease", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let out = etcdctl(&via, &["lease", "revoke", &id]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
+    let out = etcdctl(&via, &["get", "leased"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    // etcd's error for a lease that no longer exists, unchanged.
+    let out = etcdctl(&via, &["lease", "revoke", &id]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("etcdserver: requested lease not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_lease_reaches_every_keep_alive_stream_as_ttl_zero() {
+    let cluster = Cluster::start(1).await;
+    let proxy = TestProxy::start(&cluster.members[0].addr()).await;
+    let mut client = proxy.client().await;
+    let id = client.lease_grant(30, None).await.unwrap().id();
+    let mut streams = Vec::new();
+    for _ in 0..10 {
+        // etcd-client sends one keep-alive when it opens the stream.
+        let (keeper, mut stream) = client.lease_keep_alive(id).await.unwrap();
+        assert!(stream.message().await.unwrap().unwrap().ttl() > 0);
+        streams.push((keeper, stream));
+    }
+    client.lease_revoke(id).await.unwrap();
+    for (keeper, stream) in streams.iter_mut() {
+        keeper.keep_alive().await.unwrap();
+        let resp = stream.message().await.unwrap().unwrap();
+        assert_eq!(resp.id(), id);
+        assert_eq!(resp.ttl(), 0, "a revoked lease answers TTL 0, as etcd does");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_kept_alive_by_100_streams_survives_death_of_the_keepalive_member() {
+    let mut cluster = Cluster::start(3).await;
+    let proxy = TestProxy::start(&cluster.endpoints()).await;
+    let mut client = proxy.client().await;
+    let ttl = 3;
+    let id = client.lease_grant(ttl, None).await.unwrap().id();
+    let before: Vec<f64> =
+        cluster.members.iter().map(|m| m.metric("grpc_server_started_total", &["grpc_method=\"LeaseKeepAlive\""])).collect();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (mut keeper, mut stream) = client.lease_keep_alive(id).await.unwrap();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut answered = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if keeper.keep_alive().await.is_ok() {
+                    if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(2), stream.message()).await {
+                        assert!(r.ttl() > 0, "lease expired while kept alive");
+                        answered += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            answered
+        }));
+    }
+    // Find the member holding the upstream keep-alive stream, and kill it.
+    let holder = crate::support::eventually("an upstream keep-alive stream on a member", Duration::from_secs(10), || {
+        let idx = cluster
+            .members
+            .iter()
+            .zip(&before)
+            .position(|(m, b)| m.metric("grpc_server_started_total", &["grpc_method=\"LeaseKeepAlive\""]) > *b);
+        async move { idx }
+    })
+    .await;
+    cluster.members[holder].kill();
+    // Keep going for more than twice the TTL: the lease must not expire.
+    tokio::time::sleep(Duration::from_secs(2 * ttl as u64 + 2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        assert!(t.await.unwrap() > 0, "every client stream got answers");
+    }
+    let ttl_left = client.lease_time_to_live(id, None).await.unwrap().ttl();
+    assert!(ttl_left > 0, "lease survived the keep-alive member's death (ttl {ttl_left})");
+}
