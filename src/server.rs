@@ -13,7 +13,13 @@ use crate::config::Config;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::coalesce::keepalive::KeepAliveHub;
 use crate::coalesce::watch::WatchHub;
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
+use crate::services::auth::AuthService;
+use crate::services::election::ElectionService;
+use crate::services::lock::LockService;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::services::lease::LeaseService;
@@ -98,6 +104,21 @@ pub async fn run(
         )
         .add_service(
             LeaseServer::new(LeaseService { ctx: ctx.clone(), hub: keepalive_hub.clone() })
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(send),
+        )
+        .add_service(
+            AuthServer::new(AuthService { ctx: ctx.clone() })
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(send),
+        )
+        .add_service(
+            ElectionServer::new(ElectionService { ctx: ctx.clone() })
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(send),
+        )
+        .add_service(
+            LockServer::new(LockService { ctx: ctx.clone() })
                 .max_decoding_message_size(recv)
                 .max_encoding_message_size(send),
         )

@@ -63,8 +63,28 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(Box::pin(upstream)))
     }
 
+    /// etcd only accepts MoveLeader on the current leader: ask any member
+    /// who leads, then send the call to that member.
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> RpcResult<MoveLeaderResponse> {
-        forward_unary!(self, request, MaintenanceClient, move_leader, RetryPolicy::UnlessApplied)
+        let leader = self
+            .ctx
+            .pool
+            .call(RetryPolicy::Idempotent, |ch| async move {
+                MaintenanceClient::new(ch).status(StatusRequest {}).await.map(|r| r.into_inner().leader)
+            })
+            .await?;
+        let target = self.ctx.pool.backends().iter().find(|b| b.member_id() == leader).cloned();
+        let Some(backend) = target else {
+            // Leader not probed yet: let etcd answer (it says "not leader" if so).
+            return forward_unary!(self, request, MaintenanceClient, move_leader, RetryPolicy::UnlessApplied);
+        };
+        let (fwd, msg) = Forwarded::split(request);
+        let _inflight = backend.start_call();
+        let resp = MaintenanceClient::new(backend.channel.clone())
+            .move_leader(fwd.request(msg))
+            .await
+            .map_err(|s| Status::from(crate::error::ProxyError::Upstream(s)))?;
+        Ok(resp)
     }
 
     async fn downgrade(&self, request: Request<DowngradeRequest>) -> RpcResult<DowngradeResponse> {

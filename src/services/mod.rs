@@ -7,9 +7,12 @@ use tonic::{Extensions, Request};
 
 use crate::backend::Pool;
 
+pub mod auth;
 pub mod cluster;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 

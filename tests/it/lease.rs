@@ -42,10 +42,8 @@ async fn revoked_lease_reaches_every_keep_alive_stream_as_ttl_zero() {
     let id = client.lease_grant(30, None).await.unwrap().id();
     let mut streams = Vec::new();
     for _ in 0..10 {
-        // etcd-client sends one keep-alive when it opens the stream.
-        let (keeper, mut stream) = client.lease_keep_alive(id).await.unwrap();
-        assert!(stream.message().await.unwrap().unwrap().ttl() > 0);
-        streams.push((keeper, stream));
+        // etcd-client consumes the answer to its first keep-alive itself.
+        streams.push(client.lease_keep_alive(id).await.unwrap());
     }
     client.lease_revoke(id).await.unwrap();
     for (keeper, stream) in streams.iter_mut() {

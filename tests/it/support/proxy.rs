@@ -32,6 +32,13 @@ impl TestProxy {
 
     /// Starts a proxy with the given configuration.
     pub async fn with_config(config: Config) -> TestProxy {
+        // RUST_LOG=etcd_grpc_proxy=debug shows the proxy's logs in a test run.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let (stop, stopped) = oneshot::channel::<()>();
