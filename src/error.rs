@@ -95,6 +95,37 @@ pub fn size_limit_status(code: Code, message: &str) -> Option<(Code, String)> {
     Some((Code::ResourceExhausted, text))
 }
 
+/// The cancel reason for a watch whose permission check failed with
+/// `status`: etcd writes grpc-go's text of the refusal
+/// (`rpc error: code = PermissionDenied desc = etcdserver: permission denied`),
+/// which clients compare.
+pub fn watch_refusal_reason(status: &Status) -> String {
+    format!("rpc error: code = {} desc = {}", go_code_name(status.code()), status.message())
+}
+
+/// grpc-go's name of a status code, as it prints in error strings.
+pub fn go_code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

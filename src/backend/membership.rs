@@ -83,6 +83,7 @@ async fn probe(backend: &Backend, probe_timeout: Duration) -> Result<(), String>
             if let Some(h) = &resp.header {
                 backend.set_member_id(h.member_id);
             }
+            backend.set_leader_seen(resp.leader);
             if resp.leader == 0 {
                 Err("etcdserver: no leader".into())
             } else {

@@ -76,6 +76,8 @@ pub struct Backend {
     inflight: AtomicUsize,
     /// The member's ID once a Status answer told it (0 = not yet known).
     member_id: AtomicU64,
+    /// The leader this member last reported (0 until probed or without leader).
+    leader_seen: AtomicU64,
 }
 
 impl Backend {
@@ -91,6 +93,17 @@ impl Backend {
 
     pub(crate) fn set_member_id(&self, id: u64) {
         self.member_id.store(id, Ordering::Relaxed);
+    }
+
+    /// Records the leader the member reported in its last Status.
+    pub(crate) fn set_leader_seen(&self, id: u64) {
+        self.leader_seen.store(id, Ordering::Relaxed);
+    }
+
+    /// Whether the member said, at its last probe, that it leads the cluster.
+    pub fn is_leader(&self) -> bool {
+        let me = self.member_id();
+        me != 0 && self.leader_seen.load(Ordering::Relaxed) == me
     }
 
     /// Counts a call as in flight until the guard drops.
@@ -152,6 +165,11 @@ impl Pool {
         }
     }
 
+    /// The healthy member that leads the cluster, as last probed.
+    pub fn leader(&self) -> Option<Arc<Backend>> {
+        self.backends().iter().find(|b| b.is_healthy() && b.is_leader()).cloned()
+    }
+
     /// The URLs of the members in use now, sorted.
     pub fn urls(&self) -> Vec<EndpointUrl> {
         self.backends().iter().map(|b| b.url.clone()).collect()
@@ -176,6 +194,7 @@ impl Pool {
                     healthy: AtomicBool::new(true),
                     inflight: AtomicUsize::new(0),
                     member_id: AtomicU64::new(0),
+                    leader_seen: AtomicU64::new(0),
                 })),
             }
         }

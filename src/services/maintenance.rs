@@ -20,6 +20,12 @@ pub struct MaintenanceService {
     pub ctx: Context,
 }
 
+/// Status through the balanced pool, for when the leader did not answer.
+async fn forward_unary_split(svc: &MaintenanceService, fwd: Forwarded, msg: StatusRequest) -> RpcResult<StatusResponse> {
+    let request = fwd.request(msg);
+    forward_unary!(svc, request, MaintenanceClient, status, RetryPolicy::Idempotent)
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, request: Request<AlarmRequest>) -> RpcResult<AlarmResponse> {
@@ -31,7 +37,20 @@ impl Maintenance for MaintenanceService {
         forward_unary!(self, request, MaintenanceClient, alarm, policy)
     }
 
+    /// Answered by the leader when one is known: the proxy stands for the
+    /// whole cluster, and tools such as `etcdctl move-leader` look for the
+    /// endpoint whose Status says it leads.
     async fn status(&self, request: Request<StatusRequest>) -> RpcResult<StatusResponse> {
+        if let Some(leader) = self.ctx.pool.leader() {
+            let (fwd, msg) = Forwarded::split(request);
+            let _inflight = leader.start_call();
+            let answer = MaintenanceClient::new(leader.channel.clone()).status(fwd.request(msg.clone())).await;
+            match answer {
+                Ok(resp) => return Ok(resp),
+                // The leader just went away: any other member will do.
+                Err(_) => return forward_unary_split(self, fwd, msg).await,
+            }
+        }
         forward_unary!(self, request, MaintenanceClient, status, RetryPolicy::Idempotent)
     }
 
@@ -63,27 +82,20 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(Box::pin(upstream)))
     }
 
-    /// etcd only accepts MoveLeader on the current leader: ask any member
-    /// who leads, then send the call to that member.
+    /// etcd only accepts MoveLeader on the current leader, so the call goes
+    /// to the member the probes last saw leading; without one, any member
+    /// answers (etcd then says "not leader" as it would directly).
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> RpcResult<MoveLeaderResponse> {
-        let leader = self
-            .ctx
-            .pool
-            .call(RetryPolicy::Idempotent, |ch| async move {
-                MaintenanceClient::new(ch).status(StatusRequest {}).await.map(|r| r.into_inner().leader)
-            })
-            .await?;
-        let target = self.ctx.pool.backends().iter().find(|b| b.member_id() == leader).cloned();
-        let Some(backend) = target else {
-            // Leader not probed yet: let etcd answer (it says "not leader" if so).
+        let Some(leader) = self.ctx.pool.leader() else {
             return forward_unary!(self, request, MaintenanceClient, move_leader, RetryPolicy::UnlessApplied);
         };
         let (fwd, msg) = Forwarded::split(request);
-        let _inflight = backend.start_call();
-        let resp = MaintenanceClient::new(backend.channel.clone())
+        let _inflight = leader.start_call();
+        let resp = MaintenanceClient::new(leader.channel.clone())
             .move_leader(fwd.request(msg))
             .await
             .map_err(|s| Status::from(crate::error::ProxyError::Upstream(s)))?;
+        self.ctx.pool.request_refresh();
         Ok(resp)
     }
 

@@ -134,7 +134,7 @@ impl ClientStream {
                     watch_id,
                     created: true,
                     canceled: true,
-                    cancel_reason: status.message().to_string(),
+                    cancel_reason: crate::error::watch_refusal_reason(&status),
                     ..Default::default()
                 })
                 .await;
@@ -146,12 +146,10 @@ impl ClientStream {
         Ok(())
     }
 
-    /// A client with an auth token may only join a shared upstream watch on
-    /// a range it may read: checked with a count-only Range under its token.
+    /// A client may only join a shared upstream watch (opened under another
+    /// client's token) on a range it may read itself: checked with a
+    /// count-only Range under its own token, or without one, for every create.
     async fn check_permission(&self, create: &WatchCreateRequest) -> Result<(), Status> {
-        if self.fwd.metadata().get("token").is_none() && self.fwd.metadata().get("authorization").is_none() {
-            return Ok(());
-        }
         let probe = RangeRequest {
             key: create.key.clone(),
             range_end: create.range_end.clone(),

@@ -1,9 +1,12 @@
 //! Integration tests: real etcd members, real clients (etcdctl and the
 //! `etcd-client` crate), and the proxy in-process.
 
+mod auth;
 mod bad_input;
+mod election_lock;
 mod kv;
 mod lease;
+mod maintenance;
 mod story;
 mod support;
 mod watch;

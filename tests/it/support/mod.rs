@@ -1,8 +1,10 @@
 //! Test support: real etcd members and in-process proxies, cleaned up on drop.
 
+pub mod background;
 pub mod etcd;
 pub mod proxy;
 
+pub use background::Background;
 pub use etcd::{etcdctl, Cluster};
 pub use proxy::TestProxy;
 

@@ -1,0 +1,105 @@
+//! Maintenance and Cluster through the proxy: `endpoint status`, `hashkv`,
+//! `snapshot save`, `defrag`, `alarm list`, `member list` and `move-leader`
+//! work as they do against a member.
+
+use std::time::Duration;
+
+use crate::support::{etcdctl, eventually, Cluster, TestProxy};
+
+fn ok(endpoint: &str, args: &[&str]) -> String {
+    let out = etcdctl(endpoint, args);
+    assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `endpoint status -w simple` fields: endpoint, id, version, size, is leader, ...
+fn status_fields(line: &str) -> Vec<String> {
+    line.split(',').map(|f| f.trim().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_commands_work_through_the_proxy() {
+    let cluster = Cluster::start(1).await;
+    let direct = cluster.members[0].addr();
+    let proxy = TestProxy::start(&direct).await;
+    let via = proxy.endpoint();
+
+    for i in 0..50 {
+        ok(&via, &["put", &format!("k{i}"), &"v".repeat(1000)]);
+    }
+
+    // Status and HashKV answer with the member's numbers.
+    let status = ok(&via, &["endpoint", "status"]);
+    assert!(status.contains("3.4."), "{status}");
+    let hash_direct = ok(&direct, &["endpoint", "hashkv"]);
+    let hash_proxy = ok(&via, &["endpoint", "hashkv"]);
+    assert_eq!(
+        hash_proxy.split(',').nth(1).map(str::trim),
+        hash_direct.split(',').nth(1).map(str::trim),
+        "hashkv differs"
+    );
+
+    // The snapshot streams through whole and is a valid database.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snap.db");
+    let saved = ok(&via, &["snapshot", "save", file.to_str().unwrap()]);
+    assert!(saved.contains("Snapshot saved"), "{saved}");
+    let snap = ok(&direct, &["snapshot", "status", file.to_str().unwrap(), "-w", "json"]);
+    assert!(snap.contains("\"revision\":51"), "{snap}");
+
+    assert!(ok(&via, &["defrag"]).contains("Finished defragmenting"));
+    assert_eq!(ok(&via, &["alarm", "list"]), ok(&direct, &["alarm", "list"]));
+    assert_eq!(ok(&via, &["member", "list"]), ok(&direct, &["member", "list"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_through_the_proxy_reaches_the_leader() {
+    let cluster = Cluster::start(3).await;
+    let proxy = TestProxy::start(&cluster.members[0].addr()).await;
+    let via = proxy.endpoint();
+
+    // The proxy answers Status from the leader once it has probed the
+    // members (five answers in a row, so not by chance).
+    let leader_id = eventually("proxy status answered by the leader", Duration::from_secs(20), || {
+        let via = via.clone();
+        async move {
+            let mut ids = Vec::new();
+            for _ in 0..5 {
+                let out = etcdctl(&via, &["endpoint", "status"]);
+                let line = String::from_utf8_lossy(&out.stdout).into_owned();
+                let f = status_fields(&line);
+                if !out.status.success() || f.get(4).map(String::as_str) != Some("true") {
+                    return None;
+                }
+                ids.push(f[1].clone());
+            }
+            ids.windows(2).all(|w| w[0] == w[1]).then(|| ids[0].clone())
+        }
+    })
+    .await;
+
+    let members = ok(&via, &["member", "list"]);
+    let target = members
+        .lines()
+        .map(|l| l.split(',').next().unwrap_or("").trim().to_string())
+        .find(|id| *id != leader_id)
+        .expect("another member");
+
+    let moved = ok(&via, &["move-leader", &target]);
+    assert!(moved.contains(&format!("Leadership transferred from {leader_id} to {target}")), "{moved}");
+
+    let direct = cluster.endpoints();
+    eventually("new leader seen directly", Duration::from_secs(20), || {
+        let (direct, target) = (direct.clone(), target.clone());
+        async move {
+            let out = etcdctl(&direct, &["endpoint", "status"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines().any(|l| {
+                let f = status_fields(l);
+                f.get(1) == Some(&target) && f.get(4).map(String::as_str) == Some("true")
+            })
+            .then_some(())
+        }
+    })
+    .await;
+}
