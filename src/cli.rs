@@ -11,6 +11,7 @@ use crate::backend::EndpointUrl;
 use crate::config::Config;
 use crate::duration::parse_go_duration;
 use crate::error::ConfigError;
+use crate::namespace::Namespace;
 
 /// `etcd-grpc-proxy`: a drop-in replacement for `etcd grpc-proxy`.
 #[derive(Debug, Parser)]
@@ -196,7 +197,6 @@ impl StartArgs {
             ("discovery-srv", &self.discovery_srv, ""),
             ("discovery-srv-name", &self.discovery_srv_name, ""),
             ("insecure-discovery", &self.insecure_discovery, "false"),
-            ("namespace", &self.namespace, ""),
             ("resolver-prefix", &self.resolver_prefix, ""),
             ("resolver-ttl", &self.resolver_ttl, "0"),
             ("metrics-addr", &self.metrics_addr, ""),
@@ -255,6 +255,7 @@ impl StartArgs {
         config.max_concurrent_streams = self.max_concurrent_streams;
         config.grpc_keepalive_interval = duration("grpc-keepalive-interval", &self.grpc_keepalive_interval)?;
         config.grpc_keepalive_timeout = duration("grpc-keepalive-timeout", &self.grpc_keepalive_timeout)?;
+        config.namespace = Namespace::new(self.namespace.as_deref().unwrap_or(""));
         Ok(config)
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::backend::{ChannelSettings, EndpointUrl};
+use crate::namespace::Namespace;
 
 /// Default MemberList refresh interval. etcd's own proxy defaults to 0
 /// (never); ours refreshes by default so new members are used.
@@ -30,6 +31,8 @@ pub struct Config {
     pub grpc_keepalive_interval: Duration,
     /// Server-side keep-alive ping timeout (`--grpc-keepalive-timeout`).
     pub grpc_keepalive_timeout: Duration,
+    /// The key prefix clients are confined to (`--namespace`), if any.
+    pub namespace: Option<Namespace>,
 }
 
 impl Config {
@@ -45,6 +48,7 @@ impl Config {
             max_concurrent_streams: u32::MAX,
             grpc_keepalive_interval: Duration::from_secs(2 * 3600),
             grpc_keepalive_timeout: Duration::from_secs(20),
+            namespace: None,
         }
     }
 }

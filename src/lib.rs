@@ -7,6 +7,7 @@
 //! - [`backend`]: the member pool: membership refresh, health, balancing, retry.
 //! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
 //! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
+//! - [`namespace`]: `--namespace`, keys moved under a prefix and back.
 //! - [`server`]: assembles the services on one listener.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`proto`]: the generated etcd v3 wire types.
@@ -19,6 +20,7 @@ pub mod coalesce;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod namespace;
 pub mod proto;
 pub mod server;
 pub mod services;

@@ -62,6 +62,7 @@ pub async fn run(
         pool: pool.clone(),
         upstream_max_recv: config.max_recv_bytes,
         upstream_max_send: config.max_send_bytes,
+        namespace: config.namespace.clone().map(std::sync::Arc::new),
     };
     let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE);
     let keepalive_hub = KeepAliveHub::new(pool.clone());

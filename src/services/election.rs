@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::RetryPolicy;
@@ -22,21 +22,46 @@ pub struct ElectionService {
 
 #[tonic::async_trait]
 impl Election for ElectionService {
-    async fn campaign(&self, request: Request<CampaignRequest>) -> RpcResult<CampaignResponse> {
-        forward_unary!(self, request, ElectionClient, campaign, RetryPolicy::UnlessApplied)
+    async fn campaign(&self, mut request: Request<CampaignRequest>) -> RpcResult<CampaignResponse> {
+        let ns = self.ctx.namespace.clone();
+        if let Some(ns) = &ns {
+            ns.name_in(&mut request.get_mut().name);
+        }
+        let mut resp: Response<CampaignResponse> =
+            forward_unary!(self, request, ElectionClient, campaign, RetryPolicy::UnlessApplied)?;
+        if let (Some(ns), Some(leader)) = (&ns, resp.get_mut().leader.as_mut()) {
+            ns.leader_key_out(leader);
+        }
+        Ok(resp)
     }
 
-    async fn proclaim(&self, request: Request<ProclaimRequest>) -> RpcResult<ProclaimResponse> {
+    async fn proclaim(&self, mut request: Request<ProclaimRequest>) -> RpcResult<ProclaimResponse> {
+        if let (Some(ns), Some(leader)) = (&self.ctx.namespace, request.get_mut().leader.as_mut()) {
+            ns.leader_key_in(leader);
+        }
         forward_unary!(self, request, ElectionClient, proclaim, RetryPolicy::UnlessApplied)
     }
 
-    async fn leader(&self, request: Request<LeaderRequest>) -> RpcResult<LeaderResponse> {
-        forward_unary!(self, request, ElectionClient, leader, RetryPolicy::Idempotent)
+    async fn leader(&self, mut request: Request<LeaderRequest>) -> RpcResult<LeaderResponse> {
+        let ns = self.ctx.namespace.clone();
+        if let Some(ns) = &ns {
+            ns.name_in(&mut request.get_mut().name);
+        }
+        let mut resp: Response<LeaderResponse> =
+            forward_unary!(self, request, ElectionClient, leader, RetryPolicy::Idempotent)?;
+        if let (Some(ns), Some(kv)) = (&ns, resp.get_mut().kv.as_mut()) {
+            ns.kv_out(kv);
+        }
+        Ok(resp)
     }
 
     type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send + 'static>>;
 
-    async fn observe(&self, request: Request<LeaderRequest>) -> RpcResult<Self::ObserveStream> {
+    async fn observe(&self, mut request: Request<LeaderRequest>) -> RpcResult<Self::ObserveStream> {
+        let ns = self.ctx.namespace.clone();
+        if let Some(ns) = &ns {
+            ns.name_in(&mut request.get_mut().name);
+        }
         let (fwd, msg) = Forwarded::split(request);
         let ctx = &self.ctx;
         let upstream: Streaming<LeaderResponse> = ctx
@@ -47,10 +72,24 @@ impl Election for ElectionService {
                 async move { client.observe(req).await.map(Response::into_inner) }
             })
             .await?;
-        Ok(Response::new(Box::pin(upstream)))
+        let Some(ns) = ns else {
+            return Ok(Response::new(Box::pin(upstream)));
+        };
+        let relative = upstream.map(move |answer| {
+            answer.map(|mut resp| {
+                if let Some(kv) = resp.kv.as_mut() {
+                    ns.kv_out(kv);
+                }
+                resp
+            })
+        });
+        Ok(Response::new(Box::pin(relative)))
     }
 
-    async fn resign(&self, request: Request<ResignRequest>) -> RpcResult<ResignResponse> {
+    async fn resign(&self, mut request: Request<ResignRequest>) -> RpcResult<ResignResponse> {
+        if let (Some(ns), Some(leader)) = (&self.ctx.namespace, request.get_mut().leader.as_mut()) {
+            ns.leader_key_in(leader);
+        }
         forward_unary!(self, request, ElectionClient, resign, RetryPolicy::UnlessApplied)
     }
 }

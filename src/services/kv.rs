@@ -3,7 +3,7 @@
 //! Reads are retried on another member when one is unavailable; writes only
 //! when they never reached a member (see [`crate::backend::retry`]).
 
-use tonic::Request;
+use tonic::{Request, Response};
 
 use crate::backend::RetryPolicy;
 use crate::error::RpcResult;
@@ -31,25 +31,57 @@ pub fn txn_is_read_only(txn: &TxnRequest) -> bool {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
-        forward_unary!(self, request, KvClient, range, RetryPolicy::Idempotent)
+    async fn range(&self, mut request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
+        let ns = self.ctx.namespace.clone();
+        if let Some(ns) = &ns {
+            ns.range_in(request.get_mut())?;
+        }
+        let mut resp: Response<RangeResponse> = forward_unary!(self, request, KvClient, range, RetryPolicy::Idempotent)?;
+        if let Some(ns) = &ns {
+            ns.range_out(resp.get_mut());
+        }
+        Ok(resp)
     }
 
-    async fn put(&self, request: Request<PutRequest>) -> RpcResult<PutResponse> {
-        forward_unary!(self, request, KvClient, put, RetryPolicy::UnlessApplied)
+    async fn put(&self, mut request: Request<PutRequest>) -> RpcResult<PutResponse> {
+        let ns = self.ctx.namespace.clone();
+        if let Some(ns) = &ns {
+            ns.put_in(request.get_mut())?;
+        }
+        let mut resp: Response<PutResponse> = forward_unary!(self, request, KvClient, put, RetryPolicy::UnlessApplied)?;
+        if let Some(ns) = &ns {
+            ns.put_out(resp.get_mut());
+        }
+        Ok(resp)
     }
 
-    async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> RpcResult<DeleteRangeResponse> {
-        forward_unary!(self, request, KvClient, delete_range, RetryPolicy::UnlessApplied)
+    async fn delete_range(&self, mut request: Request<DeleteRangeRequest>) -> RpcResult<DeleteRangeResponse> {
+        let ns = self.ctx.namespace.clone();
+        if let Some(ns) = &ns {
+            ns.delete_in(request.get_mut())?;
+        }
+        let mut resp: Response<DeleteRangeResponse> = forward_unary!(self, request, KvClient, delete_range, RetryPolicy::UnlessApplied)?;
+        if let Some(ns) = &ns {
+            ns.delete_out(resp.get_mut());
+        }
+        Ok(resp)
     }
 
-    async fn txn(&self, request: Request<TxnRequest>) -> RpcResult<TxnResponse> {
+    async fn txn(&self, mut request: Request<TxnRequest>) -> RpcResult<TxnResponse> {
+        let ns = self.ctx.namespace.clone();
+        if let Some(ns) = &ns {
+            ns.txn_in(request.get_mut())?;
+        }
         let policy = if txn_is_read_only(request.get_ref()) {
             RetryPolicy::Idempotent
         } else {
             RetryPolicy::UnlessApplied
         };
-        forward_unary!(self, request, KvClient, txn, policy)
+        let mut resp: Response<TxnResponse> = forward_unary!(self, request, KvClient, txn, policy)?;
+        if let Some(ns) = &ns {
+            ns.txn_out(resp.get_mut());
+        }
+        Ok(resp)
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> RpcResult<CompactionResponse> {

@@ -71,7 +71,12 @@ impl Lease for LeaseService {
     }
 
     async fn lease_time_to_live(&self, request: Request<LeaseTimeToLiveRequest>) -> RpcResult<LeaseTimeToLiveResponse> {
-        forward_unary!(self, request, LeaseClient, lease_time_to_live, RetryPolicy::Idempotent)
+        let mut resp: Response<LeaseTimeToLiveResponse> =
+            forward_unary!(self, request, LeaseClient, lease_time_to_live, RetryPolicy::Idempotent)?;
+        if let Some(ns) = &self.ctx.namespace {
+            ns.lease_keys_out(resp.get_mut());
+        }
+        Ok(resp)
     }
 
     async fn lease_leases(&self, request: Request<LeaseLeasesRequest>) -> RpcResult<LeaseLeasesResponse> {

@@ -20,11 +20,23 @@ pub struct LockService {
 
 #[tonic::async_trait]
 impl Lock for LockService {
-    async fn lock(&self, request: Request<LockRequest>) -> RpcResult<LockResponse> {
-        forward_unary!(self, request, LockClient, lock, RetryPolicy::UnlessApplied)
+    async fn lock(&self, mut request: Request<LockRequest>) -> RpcResult<LockResponse> {
+        let ns = self.ctx.namespace.clone();
+        if let Some(ns) = &ns {
+            ns.name_in(&mut request.get_mut().name);
+        }
+        let mut resp: tonic::Response<LockResponse> =
+            forward_unary!(self, request, LockClient, lock, RetryPolicy::UnlessApplied)?;
+        if let Some(ns) = &ns {
+            ns.key_out(&mut resp.get_mut().key);
+        }
+        Ok(resp)
     }
 
-    async fn unlock(&self, request: Request<UnlockRequest>) -> RpcResult<UnlockResponse> {
+    async fn unlock(&self, mut request: Request<UnlockRequest>) -> RpcResult<UnlockResponse> {
+        if let Some(ns) = &self.ctx.namespace {
+            ns.key_in(&mut request.get_mut().key);
+        }
         forward_unary!(self, request, LockClient, unlock, RetryPolicy::UnlessApplied)
     }
 }

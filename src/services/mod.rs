@@ -5,7 +5,10 @@
 use tonic::metadata::MetadataMap;
 use tonic::{Extensions, Request};
 
+use std::sync::Arc;
+
 use crate::backend::Pool;
+use crate::namespace::Namespace;
 
 pub mod auth;
 pub mod cluster;
@@ -25,6 +28,8 @@ pub struct Context {
     pub upstream_max_recv: usize,
     /// Largest message sent to a member.
     pub upstream_max_send: usize,
+    /// The key prefix clients are confined to (`--namespace`), if any.
+    pub namespace: Option<Arc<Namespace>>,
 }
 
 /// The client's metadata, cleaned of what belongs to its own connection,
@@ -84,6 +89,6 @@ macro_rules! forward_unary {
                 async move { client.$method(req).await.map(tonic::Response::into_inner) }
             })
             .await?;
-        Ok(tonic::Response::new(resp))
+        Ok::<_, tonic::Status>(tonic::Response::new(resp))
     }};
 }

@@ -3,7 +3,10 @@
 //! onto upstream watches and fails them over between members.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,14 +37,25 @@ pub struct WatchService {
 
 #[tonic::async_trait]
 impl Watch for WatchService {
-    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> RpcResult<Self::WatchStream> {
         let (fwd, inbound) = Forwarded::split(request);
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let stream = ClientStream { hub: self.hub.clone(), ctx: self.ctx.clone(), fwd, tx, ids: HashMap::new(), next_id: 0 };
         tokio::spawn(stream.run(inbound).instrument(tracing::info_span!("watch_stream")));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let answers = ReceiverStream::new(rx);
+        let Some(ns) = self.ctx.namespace.clone() else {
+            return Ok(Response::new(Box::pin(answers)));
+        };
+        // Events come back with keys relative to the client's namespace.
+        let relative = answers.map(move |answer| {
+            answer.map(|mut resp| {
+                ns.watch_out(&mut resp);
+                resp
+            })
+        });
+        Ok(Response::new(Box::pin(relative)))
     }
 }
 
@@ -108,7 +122,10 @@ impl ClientStream {
         }
     }
 
-    async fn create(&mut self, create: WatchCreateRequest) -> Result<(), ()> {
+    async fn create(&mut self, mut create: WatchCreateRequest) -> Result<(), ()> {
+        if let Some(ns) = &self.ctx.namespace {
+            ns.watch_in(&mut create);
+        }
         let watch_id = if create.watch_id != 0 {
             if self.ids.contains_key(&create.watch_id) {
                 return self

@@ -7,6 +7,7 @@ mod election_lock;
 mod kv;
 mod lease;
 mod maintenance;
+mod namespace;
 mod story;
 mod support;
 mod watch;
