@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::duration::parse_go_duration;
 use crate::error::ConfigError;
 use crate::namespace::Namespace;
+use crate::registration::Registration;
 
 /// `etcd-grpc-proxy`: a drop-in replacement for `etcd grpc-proxy`.
 #[derive(Debug, Parser)]
@@ -190,6 +191,36 @@ fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
 }
 
 impl StartArgs {
+    /// `--resolver-prefix`, `--resolver-ttl` and `--advertise-client-url`,
+    /// checked together as etcd checks them.
+    fn registration(&self) -> Result<Option<Registration>, ConfigError> {
+        let prefix = self.resolver_prefix.clone().unwrap_or_default();
+        let raw_ttl = self.resolver_ttl.clone().unwrap_or_else(|| "0".into());
+        let ttl: i64 = raw_ttl.trim().parse().map_err(|_| ConfigError::InvalidValue {
+            flag: "resolver-ttl",
+            value: raw_ttl.clone(),
+            reason: "expected a whole number of seconds".into(),
+        })?;
+        match (prefix.is_empty(), ttl) {
+            (true, t) if t > 0 => Err(ConfigError::Conflict(format!(
+                "invalid resolver-prefix \"\": --resolver-ttl={t} needs --resolver-prefix"
+            ))),
+            (true, _) => Ok(None),
+            (false, t) if t < 1 => Err(ConfigError::Conflict(format!(
+                "invalid resolver-ttl {t}: --resolver-prefix needs --resolver-ttl of at least 1 second"
+            ))),
+            (false, t) if self.advertise_client_url.trim().is_empty() => Err(ConfigError::Conflict(format!(
+                "invalid advertise-client-url \"\": --resolver-prefix with --resolver-ttl={t} needs the address to register"
+            ))),
+            (false, t) => Ok(Some(Registration {
+                prefix: prefix.trim_end_matches('/').to_string(),
+                ttl_secs: t,
+                advertise: self.advertise_client_url.trim().to_string(),
+                hostname: crate::registration::hostname(),
+            })),
+        }
+    }
+
     /// Checks every flag and builds the runtime configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         for (flag, value, default) in [
@@ -197,8 +228,6 @@ impl StartArgs {
             ("discovery-srv", &self.discovery_srv, ""),
             ("discovery-srv-name", &self.discovery_srv_name, ""),
             ("insecure-discovery", &self.insecure_discovery, "false"),
-            ("resolver-prefix", &self.resolver_prefix, ""),
-            ("resolver-ttl", &self.resolver_ttl, "0"),
             ("metrics-addr", &self.metrics_addr, ""),
             ("enable-pprof", &self.enable_pprof, "false"),
             ("cert", &self.cert, ""),
@@ -256,6 +285,7 @@ impl StartArgs {
         config.grpc_keepalive_interval = duration("grpc-keepalive-interval", &self.grpc_keepalive_interval)?;
         config.grpc_keepalive_timeout = duration("grpc-keepalive-timeout", &self.grpc_keepalive_timeout)?;
         config.namespace = Namespace::new(self.namespace.as_deref().unwrap_or(""));
+        config.registration = self.registration()?;
         Ok(config)
     }
 }
@@ -292,6 +322,18 @@ mod tests {
         assert!(err.contains("--discovery-srv"), "{err}");
         // etcd's default spelled out is harmless.
         parse(&["p", "start", "--auto-tls=false"]).unwrap();
+    }
+
+    #[test]
+    fn registration_flags_go_together() {
+        let c = parse(&["p", "start", "--resolver-prefix=/proxies", "--resolver-ttl=5", "--advertise-client-url=10.0.0.1:23790"]).unwrap();
+        let r = c.registration.unwrap();
+        assert_eq!(r.key(), "/proxies/10.0.0.1:23790");
+        assert!(parse(&["p", "start", "--resolver-prefix=/proxies"]).unwrap_err().contains("resolver-ttl"));
+        assert!(parse(&["p", "start", "--resolver-ttl=5"]).unwrap_err().contains("resolver-prefix"));
+        assert!(parse(&["p", "start", "--resolver-prefix=/p", "--resolver-ttl=5", "--advertise-client-url="]).unwrap_err().contains("advertise-client-url"));
+        assert!(parse(&["p", "start", "--resolver-ttl=soon"]).unwrap_err().contains("resolver-ttl"));
+        assert!(parse(&["p", "start"]).unwrap().registration.is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::backend::{ChannelSettings, EndpointUrl};
 use crate::namespace::Namespace;
+use crate::registration::Registration;
 
 /// Default MemberList refresh interval. etcd's own proxy defaults to 0
 /// (never); ours refreshes by default so new members are used.
@@ -33,6 +34,8 @@ pub struct Config {
     pub grpc_keepalive_timeout: Duration,
     /// The key prefix clients are confined to (`--namespace`), if any.
     pub namespace: Option<Namespace>,
+    /// Where this proxy registers itself (`--resolver-prefix`), if anywhere.
+    pub registration: Option<Registration>,
 }
 
 impl Config {
@@ -49,6 +52,7 @@ impl Config {
             grpc_keepalive_interval: Duration::from_secs(2 * 3600),
             grpc_keepalive_timeout: Duration::from_secs(20),
             namespace: None,
+            registration: None,
         }
     }
 }

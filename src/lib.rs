@@ -8,6 +8,7 @@
 //! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
 //! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
 //! - [`namespace`]: `--namespace`, keys moved under a prefix and back.
+//! - [`registration`]: `--resolver-prefix`, proxies registered in etcd and listed by MemberList.
 //! - [`server`]: assembles the services on one listener.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`proto`]: the generated etcd v3 wire types.
@@ -22,6 +23,7 @@ pub mod duration;
 pub mod error;
 pub mod namespace;
 pub mod proto;
+pub mod registration;
 pub mod server;
 pub mod services;
 pub mod size_limit;

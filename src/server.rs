@@ -41,6 +41,15 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
+/// A background task that ends with the proxy, even when `run` itself is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Serves the etcd v3 API on `listener` until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -49,14 +58,14 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let local = listener.local_addr()?;
     let pool = Pool::new(config.endpoints.clone(), config.channel.clone())?;
-    let membership = tokio::spawn(membership::run(
+    let membership = AbortOnDrop(tokio::spawn(membership::run(
         pool.clone(),
         MembershipSettings {
             sync_interval: config.auto_sync_interval,
             health_interval: config.health_interval,
             probe_timeout: std::time::Duration::from_secs(1),
         },
-    ));
+    )));
 
     let ctx = Context {
         pool: pool.clone(),
@@ -66,6 +75,10 @@ pub async fn run(
     };
     let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE);
     let keepalive_hub = KeepAliveHub::new(pool.clone());
+    let (lease_tx, registered_lease) = tokio::sync::watch::channel(0i64);
+    let registration = config.registration.clone().map(|reg| {
+        AbortOnDrop(tokio::spawn(crate::registration::run(pool.clone(), keepalive_hub.clone(), reg, lease_tx)))
+    });
     let recv = config.max_recv_bytes;
     let send = usize::MAX;
 
@@ -89,7 +102,7 @@ pub async fn run(
                 .max_encoding_message_size(send),
         )
         .add_service(
-            ClusterServer::new(ClusterService { ctx: ctx.clone() })
+            ClusterServer::new(ClusterService { ctx: ctx.clone(), registration: config.registration.clone() })
                 .max_decoding_message_size(recv)
                 .max_encoding_message_size(send),
         )
@@ -125,7 +138,12 @@ pub async fn run(
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
-    membership.abort();
+    if let Some(task) = registration {
+        drop(task);
+        let lease = *registered_lease.borrow();
+        crate::registration::unregister(&pool, lease).await;
+    }
+    drop(membership);
     info!("gRPC proxy stopped");
     result.map_err(RunError::from)
 }

@@ -10,12 +10,15 @@ use crate::forward_unary;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::*;
+use crate::registration::{self, Registered, Registration};
 use crate::services::Context;
 
 /// Serves `etcdserverpb.Cluster`.
 pub struct ClusterService {
     /// Pool and limits shared by all services.
     pub ctx: Context,
+    /// With `--resolver-prefix`, MemberList lists the registered proxies.
+    pub registration: Option<Registration>,
 }
 
 impl ClusterService {
@@ -47,8 +50,29 @@ impl Cluster for ClusterService {
         self.changed(r)
     }
 
+    /// Without `--resolver-prefix`, the cluster's own list. With it, the
+    /// proxies registered under the prefix (this one alone until any is
+    /// visible), so clients that sync endpoints only ever learn addresses
+    /// where a proxy listens.
     async fn member_list(&self, request: Request<MemberListRequest>) -> RpcResult<MemberListResponse> {
-        forward_unary!(self, request, ClusterClient, member_list, RetryPolicy::Idempotent)
+        let Some(reg) = &self.registration else {
+            return forward_unary!(self, request, ClusterClient, member_list, RetryPolicy::Idempotent);
+        };
+        let (header, mut found) = registration::list(&self.ctx.pool, reg).await?;
+        if found.is_empty() {
+            found.push(Registered { addr: reg.advertise.clone(), name: reg.hostname.clone() });
+        }
+        let members = found
+            .into_iter()
+            .map(|r| Member {
+                id: registration::member_id(&r.addr),
+                name: r.name,
+                peer_ur_ls: Vec::new(),
+                client_ur_ls: vec![r.addr],
+                is_learner: false,
+            })
+            .collect();
+        Ok(tonic::Response::new(MemberListResponse { header, members }))
     }
 
     async fn member_promote(&self, request: Request<MemberPromoteRequest>) -> RpcResult<MemberPromoteResponse> {

@@ -8,6 +8,7 @@ mod kv;
 mod lease;
 mod maintenance;
 mod namespace;
+mod registration;
 mod story;
 mod support;
 mod watch;

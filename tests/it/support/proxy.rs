@@ -32,6 +32,12 @@ impl TestProxy {
 
     /// Starts a proxy with the given configuration.
     pub async fn with_config(config: Config) -> TestProxy {
+        TestProxy::with_config_for(|_| config).await
+    }
+
+    /// Starts a proxy whose configuration depends on the address it listens on
+    /// (e.g. `--advertise-client-url`).
+    pub async fn with_config_for(config_for: impl FnOnce(SocketAddr) -> Config) -> TestProxy {
         // RUST_LOG=etcd_grpc_proxy=debug shows the proxy's logs in a test run.
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -41,6 +47,7 @@ impl TestProxy {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
+        let config = config_for(addr);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             etcd_grpc_proxy::run(config, listener, async {
