@@ -11,6 +11,7 @@ use crate::backend::EndpointUrl;
 use crate::config::Config;
 use crate::duration::parse_go_duration;
 use crate::error::ConfigError;
+use crate::cache::CacheLimits;
 use crate::namespace::Namespace;
 use crate::registration::Registration;
 
@@ -99,6 +100,12 @@ pub struct StartArgs {
     /// advertise address to register (must be reachable by clients); used with --resolver-prefix
     #[arg(long, default_value = "127.0.0.1:23790")]
     pub advertise_client_url: String,
+    /// (ours) most serializable Range answers cached; 0 turns the range cache off
+    #[arg(long, default_value_t = 2048)]
+    pub cache_max_entries: usize,
+    /// (ours) most bytes of Range answers cached
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub cache_max_bytes: usize,
 
     // ---- not implemented yet: refused unless given etcd's default ----
     /// minimum interval a client should wait before pinging the proxy
@@ -286,6 +293,7 @@ impl StartArgs {
         config.grpc_keepalive_timeout = duration("grpc-keepalive-timeout", &self.grpc_keepalive_timeout)?;
         config.namespace = Namespace::new(self.namespace.as_deref().unwrap_or(""));
         config.registration = self.registration()?;
+        config.cache = CacheLimits { max_entries: self.cache_max_entries, max_bytes: self.cache_max_bytes };
         Ok(config)
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::backend::{ChannelSettings, EndpointUrl};
+use crate::cache::CacheLimits;
 use crate::namespace::Namespace;
 use crate::registration::Registration;
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub namespace: Option<Namespace>,
     /// Where this proxy registers itself (`--resolver-prefix`), if anywhere.
     pub registration: Option<Registration>,
+    /// Range cache bounds (`--cache-max-entries`, `--cache-max-bytes`).
+    pub cache: CacheLimits,
 }
 
 impl Config {
@@ -53,6 +56,7 @@ impl Config {
             grpc_keepalive_timeout: Duration::from_secs(20),
             namespace: None,
             registration: None,
+            cache: CacheLimits::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`config`]: the runtime configuration the CLI (or a test) builds.
 //! - [`backend`]: the member pool: membership refresh, health, balancing, retry.
 //! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
+//! - [`cache`]: the serializable range cache, kept coherent by one watch.
 //! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
 //! - [`namespace`]: `--namespace`, keys moved under a prefix and back.
 //! - [`registration`]: `--resolver-prefix`, proxies registered in etcd and listed by MemberList.
@@ -16,6 +17,7 @@
 //! - [`duration`]: Go-style duration parsing for etcd's flags.
 
 pub mod backend;
+pub mod cache;
 pub mod cli;
 pub mod coalesce;
 pub mod config;

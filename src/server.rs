@@ -9,6 +9,7 @@ use tracing::info;
 
 use crate::backend::membership::{self, MembershipSettings};
 use crate::backend::Pool;
+use crate::cache::RangeCache;
 use crate::config::Config;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::coalesce::keepalive::KeepAliveHub;
@@ -72,8 +73,10 @@ pub async fn run(
         upstream_max_recv: config.max_recv_bytes,
         upstream_max_send: config.max_send_bytes,
         namespace: config.namespace.clone().map(std::sync::Arc::new),
+        cache: RangeCache::new(config.cache),
     };
     let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE);
+    let cache_follower = AbortOnDrop(tokio::spawn(ctx.cache.clone().follow(watch_hub.clone(), pool.clone())));
     let keepalive_hub = KeepAliveHub::new(pool.clone());
     let (lease_tx, registered_lease) = tokio::sync::watch::channel(0i64);
     let registration = config.registration.clone().map(|reg| {
@@ -143,6 +146,7 @@ pub async fn run(
         let lease = *registered_lease.borrow();
         crate::registration::unregister(&pool, lease).await;
     }
+    drop(cache_follower);
     drop(membership);
     info!("gRPC proxy stopped");
     result.map_err(RunError::from)

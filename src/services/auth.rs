@@ -21,8 +21,13 @@ pub struct AuthService {
 
 #[tonic::async_trait]
 impl Auth for AuthService {
+    /// Once auth is on, nothing cached for token-less clients may be served.
     async fn auth_enable(&self, request: Request<AuthEnableRequest>) -> RpcResult<AuthEnableResponse> {
-        forward_unary!(self, request, AuthClient, auth_enable, RetryPolicy::UnlessApplied)
+        self.ctx.cache.suspend();
+        let answer: RpcResult<AuthEnableResponse> =
+            forward_unary!(self, request, AuthClient, auth_enable, RetryPolicy::UnlessApplied);
+        self.ctx.cache.suspend();
+        answer
     }
 
     async fn auth_disable(&self, request: Request<AuthDisableRequest>) -> RpcResult<AuthDisableResponse> {

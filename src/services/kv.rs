@@ -6,6 +6,7 @@
 use tonic::{Request, Response};
 
 use crate::backend::RetryPolicy;
+use crate::cache;
 use crate::error::RpcResult;
 use crate::forward_unary;
 use crate::proto::etcdserverpb::kv_client::KvClient;
@@ -29,14 +30,35 @@ pub fn txn_is_read_only(txn: &TxnRequest) -> bool {
     })
 }
 
+/// The revision an answer was made at (0 when etcd sent no header).
+fn revision(header: &Option<ResponseHeader>) -> i64 {
+    header.as_ref().map_or(0, |h| h.revision)
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
+    /// Serializable reads may be answered from the [`RangeCache`]; every
+    /// answer that may be cached is stored on its way back.
     async fn range(&self, mut request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
         let ns = self.ctx.namespace.clone();
         if let Some(ns) = &ns {
             ns.range_in(request.get_mut())?;
         }
+        let cache = &self.ctx.cache;
+        let cache_key = cache.cache_key(request.get_ref(), request.metadata());
+        if let Some(key) = &cache_key {
+            if let Some(mut hit) = cache.get(key) {
+                if let Some(ns) = &ns {
+                    ns.range_out(&mut hit);
+                }
+                return Ok(Response::new(hit));
+            }
+        }
+        let asked = cache_key.as_ref().map(|_| request.get_ref().clone());
         let mut resp: Response<RangeResponse> = forward_unary!(self, request, KvClient, range, RetryPolicy::Idempotent)?;
+        if let (Some(key), Some(asked)) = (cache_key, asked) {
+            cache.put(key, &asked, resp.get_ref());
+        }
         if let Some(ns) = &ns {
             ns.range_out(resp.get_mut());
         }
@@ -48,7 +70,9 @@ impl Kv for KvService {
         if let Some(ns) = &ns {
             ns.put_in(request.get_mut())?;
         }
+        let touched = cache::touched_by_put(request.get_ref());
         let mut resp: Response<PutResponse> = forward_unary!(self, request, KvClient, put, RetryPolicy::UnlessApplied)?;
+        self.ctx.cache.written(&touched, revision(&resp.get_ref().header));
         if let Some(ns) = &ns {
             ns.put_out(resp.get_mut());
         }
@@ -60,7 +84,9 @@ impl Kv for KvService {
         if let Some(ns) = &ns {
             ns.delete_in(request.get_mut())?;
         }
+        let touched = cache::touched_by_delete(request.get_ref());
         let mut resp: Response<DeleteRangeResponse> = forward_unary!(self, request, KvClient, delete_range, RetryPolicy::UnlessApplied)?;
+        self.ctx.cache.written(&touched, revision(&resp.get_ref().header));
         if let Some(ns) = &ns {
             ns.delete_out(resp.get_mut());
         }
@@ -77,7 +103,9 @@ impl Kv for KvService {
         } else {
             RetryPolicy::UnlessApplied
         };
+        let touched = cache::touched_by_txn(request.get_ref());
         let mut resp: Response<TxnResponse> = forward_unary!(self, request, KvClient, txn, policy)?;
+        self.ctx.cache.written(&touched, revision(&resp.get_ref().header));
         if let Some(ns) = &ns {
             ns.txn_out(resp.get_mut());
         }

@@ -8,6 +8,7 @@ use tonic::{Extensions, Request};
 use std::sync::Arc;
 
 use crate::backend::Pool;
+use crate::cache::RangeCache;
 use crate::namespace::Namespace;
 
 pub mod auth;
@@ -30,6 +31,8 @@ pub struct Context {
     pub upstream_max_send: usize,
     /// The key prefix clients are confined to (`--namespace`), if any.
     pub namespace: Option<Arc<Namespace>>,
+    /// Serializable range answers shared by clients without a token.
+    pub cache: Arc<RangeCache>,
 }
 
 /// The client's metadata, cleaned of what belongs to its own connection,

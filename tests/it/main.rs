@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod cache;
 mod election_lock;
 mod kv;
 mod lease;
