@@ -103,3 +103,39 @@ async fn move_leader_through_the_proxy_reaches_the_leader() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_add_promote_update_remove_are_forwarded() {
+    let cluster = Cluster::start(3).await;
+    let direct = cluster.endpoints();
+    let proxy = TestProxy::start(&cluster.members[0].addr()).await;
+    let via = proxy.endpoint();
+    let peer = format!("http://127.0.0.1:{}", crate::support::free_port());
+
+    // etcd says "unhealthy cluster" for the first seconds after start.
+    let added = eventually("member add accepted", Duration::from_secs(30), || {
+        let (via, peer) = (via.clone(), peer.clone());
+        async move {
+            let out = etcdctl(&via, &["member", "add", "spare", &format!("--peer-urls={peer}"), "--learner"]);
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    })
+    .await;
+    assert!(added.contains("added to cluster"), "{added}");
+    let list = ok(&via, &["member", "list"]);
+    let line = list.lines().find(|l| l.contains(&peer)).expect("new member listed").to_string();
+    let id = line.split(',').next().unwrap().trim().to_string();
+    assert!(line.contains("unstarted") && line.trim_end().ends_with("true"), "{line}");
+
+    // Promote of a learner that never started: etcd's refusal, word for word.
+    let d = etcdctl(&direct, &["member", "promote", &id]);
+    let p = etcdctl(&via, &["member", "promote", &id]);
+    assert!(!d.status.success() && !p.status.success());
+    let last = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("").to_string();
+    assert_eq!(last(&p), last(&d));
+
+    let other_peer = format!("http://127.0.0.1:{}", crate::support::free_port());
+    assert!(ok(&via, &["member", "update", &id, &format!("--peer-urls={other_peer}")]).contains("updated"));
+    assert!(ok(&via, &["member", "remove", &id]).contains("removed"));
+    assert!(!ok(&direct, &["member", "list"]).contains(&id));
+}
