@@ -250,7 +250,6 @@ impl StartArgs {
             ("listen-cipher-suites", &self.listen_cipher_suites, ""),
             ("tls-min-version", &self.tls_min_version, "TLS1.2"),
             ("tls-max-version", &self.tls_max_version, ""),
-            ("experimental-serializable-ordering", &self.experimental_serializable_ordering, "false"),
             ("experimental-leasing-prefix", &self.experimental_leasing_prefix, ""),
             ("experimental-enable-grpc-logging", &self.experimental_enable_grpc_logging, "false"),
         ] {
@@ -293,6 +292,17 @@ impl StartArgs {
         config.grpc_keepalive_timeout = duration("grpc-keepalive-timeout", &self.grpc_keepalive_timeout)?;
         config.namespace = Namespace::new(self.namespace.as_deref().unwrap_or(""));
         config.registration = self.registration()?;
+        config.serializable_ordering = match self.experimental_serializable_ordering.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::InvalidValue {
+                    flag: "experimental-serializable-ordering",
+                    value: other.into(),
+                    reason: "expected true or false".into(),
+                })
+            }
+        };
         config.cache = CacheLimits { max_entries: self.cache_max_entries, max_bytes: self.cache_max_bytes };
         Ok(config)
     }
@@ -330,6 +340,13 @@ mod tests {
         assert!(err.contains("--discovery-srv"), "{err}");
         // etcd's default spelled out is harmless.
         parse(&["p", "start", "--auto-tls=false"]).unwrap();
+    }
+
+    #[test]
+    fn serializable_ordering_is_a_switch() {
+        assert!(parse(&["p", "start", "--experimental-serializable-ordering"]).unwrap().serializable_ordering);
+        assert!(!parse(&["p", "start"]).unwrap().serializable_ordering);
+        assert!(parse(&["p", "start", "--experimental-serializable-ordering=maybe"]).is_err());
     }
 
     #[test]

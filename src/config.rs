@@ -39,6 +39,9 @@ pub struct Config {
     pub registration: Option<Registration>,
     /// Range cache bounds (`--cache-max-entries`, `--cache-max-bytes`).
     pub cache: CacheLimits,
+    /// Serializable reads never go back in revision
+    /// (`--experimental-serializable-ordering`).
+    pub serializable_ordering: bool,
 }
 
 impl Config {
@@ -57,6 +60,7 @@ impl Config {
             namespace: None,
             registration: None,
             cache: CacheLimits::default(),
+            serializable_ordering: false,
         }
     }
 }

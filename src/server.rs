@@ -74,6 +74,7 @@ pub async fn run(
         upstream_max_send: config.max_send_bytes,
         namespace: config.namespace.clone().map(std::sync::Arc::new),
         cache: RangeCache::new(config.cache),
+        serializable_floor: config.serializable_ordering.then(Default::default),
     };
     let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE);
     let cache_follower = AbortOnDrop(tokio::spawn(ctx.cache.clone().follow(watch_hub.clone(), pool.clone())));

@@ -3,6 +3,8 @@
 //! Reads are retried on another member when one is unavailable; writes only
 //! when they never reached a member (see [`crate::backend::retry`]).
 
+use std::sync::atomic::Ordering;
+
 use tonic::{Request, Response};
 
 use crate::backend::RetryPolicy;
@@ -30,16 +32,8 @@ pub fn txn_is_read_only(txn: &TxnRequest) -> bool {
     })
 }
 
-/// The revision an answer was made at (0 when etcd sent no header).
-fn revision(header: &Option<ResponseHeader>) -> i64 {
-    header.as_ref().map_or(0, |h| h.revision)
-}
-
-#[tonic::async_trait]
-impl Kv for KvService {
-    /// Serializable reads may be answered from the [`RangeCache`]; every
-    /// answer that may be cached is stored on its way back.
-    async fn range(&self, mut request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
+impl KvService {
+    async fn range_once(&self, mut request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
         let ns = self.ctx.namespace.clone();
         if let Some(ns) = &ns {
             ns.range_in(request.get_mut())?;
@@ -63,6 +57,39 @@ impl Kv for KvService {
             ns.range_out(resp.get_mut());
         }
         Ok(resp)
+    }
+}
+
+/// The revision an answer was made at (0 when etcd sent no header).
+fn revision(header: &Option<ResponseHeader>) -> i64 {
+    header.as_ref().map_or(0, |h| h.revision)
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    /// Serializable reads may be answered from the [`RangeCache`]; every
+    /// answer that may be cached is stored on its way back.
+    async fn range(&self, request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
+        let Some(floor) = self.ctx.serializable_floor.clone() else {
+            return self.range_once(request).await;
+        };
+        if !request.get_ref().serializable {
+            return self.range_once(request).await;
+        }
+        // --experimental-serializable-ordering: an answer older than one
+        // already given is replaced by a linearizable read, which cannot be.
+        let (metadata, extensions, msg) = request.into_parts();
+        let retry = (metadata.clone(), extensions.clone(), msg.clone());
+        let answer = self.range_once(Request::from_parts(metadata, extensions, msg)).await?;
+        let rev = revision(&answer.get_ref().header);
+        if rev >= floor.fetch_max(rev, Ordering::AcqRel) {
+            return Ok(answer);
+        }
+        let (metadata, extensions, mut msg) = retry;
+        msg.serializable = false;
+        let fresh = self.range_once(Request::from_parts(metadata, extensions, msg)).await?;
+        floor.fetch_max(revision(&fresh.get_ref().header), Ordering::AcqRel);
+        Ok(fresh)
     }
 
     async fn put(&self, mut request: Request<PutRequest>) -> RpcResult<PutResponse> {

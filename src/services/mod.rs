@@ -33,6 +33,9 @@ pub struct Context {
     pub namespace: Option<Arc<Namespace>>,
     /// Serializable range answers shared by clients without a token.
     pub cache: Arc<RangeCache>,
+    /// With `--experimental-serializable-ordering`, the highest revision a
+    /// serializable read has answered with; older answers are read again.
+    pub serializable_floor: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 /// The client's metadata, cleaned of what belongs to its own connection,
