@@ -544,7 +544,51 @@ impl WatchHub {
             debug!(watch_id = w.spec.watch_id, queue = self.queue_hint, "slow watcher split onto its own upstream watch");
             self.move_to_dedicated(id, w, b);
         }
+        if !b.shared {
+            self.try_rejoin(b);
+        }
         flow
+    }
+
+    /// A watcher on its own upstream watch (it started in the past, or was
+    /// too slow) joins the shared broadcast on its range once it has caught
+    /// up with it: from then on it costs no upstream watch of its own.
+    /// Joining needs the shared stream to be no further than this one, so
+    /// nothing between the two positions is missed; events the shared
+    /// stream then sends at or below this position are skipped per watcher.
+    /// (It is checked as events arrive: etcd 3.4 answers a progress request
+    /// with its current revision even before history is replayed, so that
+    /// answer cannot tell when a stream has caught up.)
+    fn try_rejoin(&self, b: &Arc<Broadcast>) {
+        let mut hub = lock(&self.state);
+        let Some(shared) = hub.shared.get(&b.key).cloned() else { return };
+        if Arc::ptr_eq(&shared, b) {
+            return;
+        }
+        let mut mine = lock(&b.state);
+        let mut theirs = lock(&shared.state);
+        let ready = !theirs.closed
+            && theirs.created
+            && !mine.closed
+            && mine.created
+            && theirs.position <= mine.position
+            && mine.watchers.values().all(|w| w.announced);
+        if !ready || mine.watchers.is_empty() {
+            return;
+        }
+        let position = mine.position;
+        let moved: Vec<(u64, Watcher)> = mine.watchers.drain().collect();
+        for (id, mut w) in moved {
+            w.next_rev = w.next_rev.max(position + 1);
+            debug!(watch_id = w.spec.watch_id, position, "caught-up watcher joins the shared upstream watch");
+            theirs.watchers.insert(id, w);
+            hub.owner.insert(id, shared.clone());
+            self.stats.watchers_coalescing.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(theirs);
+        drop(mine);
+        drop(hub);
+        b.emptied.notify_one();
     }
 }
 

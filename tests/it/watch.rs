@@ -226,3 +226,51 @@ async fn proxy_watchers_see_exactly_what_direct_sees_across_member_death() {
         assert_eq!(got, want, "proxy watcher {i} differs from direct");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_from_the_past_catches_up_alone_then_joins_the_shared_watch() {
+    let cluster = Cluster::start(1).await;
+    let proxy = TestProxy::start(&cluster.members[0].addr()).await;
+    let mut client = proxy.client().await;
+    let baseline = eventually("the range cache's own watch is open", Duration::from_secs(10), || {
+        let n = watchers_on(&cluster).iter().sum::<f64>();
+        async move { (n >= 1.0).then_some(n) }
+    })
+    .await;
+
+    let (_, mut live) = watch(&mut client, "j", None).await;
+    let first = revision(&mut client).await + 1;
+    for v in ["1", "2", "3"] {
+        client.put("j", v, None).await.unwrap();
+    }
+    assert_eq!(collect(&mut live, 3).await.len(), 3);
+
+    // From the past: its own upstream watch replays history...
+    let (_, mut late) = watch(&mut client, "j", Some(WatchOptions::new().with_start_revision(first))).await;
+    let history: Vec<String> = collect(&mut late, 3).await.into_iter().map(|e| e.2).collect();
+    assert_eq!(history, ["1", "2", "3"]);
+    // ...and at the next event, once both streams are at the same revision,
+    // it joins the shared one: one upstream watch for both again.
+    client.put("j", "4", None).await.unwrap();
+    for s in [&mut live, &mut late] {
+        let got: Vec<String> = collect(s, 1).await.into_iter().map(|e| e.2).collect();
+        assert_eq!(got, ["4"]);
+    }
+    eventually("caught-up watcher shares the upstream watch", Duration::from_secs(20), || {
+        let n = watchers_on(&cluster).iter().sum::<f64>() - baseline;
+        async move { (n == 1.0).then_some(()) }
+    })
+    .await;
+
+    // Both get the next events exactly once, in order.
+    client.put("j", "5", None).await.unwrap();
+    for s in [&mut live, &mut late] {
+        let got: Vec<String> = collect(s, 1).await.into_iter().map(|e| e.2).collect();
+        assert_eq!(got, ["5"]);
+    }
+    client.put("j", "6", None).await.unwrap();
+    for s in [&mut live, &mut late] {
+        let got: Vec<String> = collect(s, 1).await.into_iter().map(|e| e.2).collect();
+        assert_eq!(got, ["6"], "no duplicate after joining");
+    }
+}
