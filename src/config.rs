@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use crate::backend::{ChannelSettings, EndpointUrl};
+use crate::discovery::SrvDiscovery;
+use crate::tls::{BackendTls, ListenTls};
 
 /// Default MemberList refresh interval. etcd's own proxy defaults to 0
 /// (never); ours refreshes by default so new members are used.
@@ -30,6 +32,17 @@ pub struct Config {
     pub grpc_keepalive_interval: Duration,
     /// Server-side keep-alive ping timeout (`--grpc-keepalive-timeout`).
     pub grpc_keepalive_timeout: Duration,
+    /// TLS served to clients (`--cert-file`, `--auto-tls`, ...); `None` = plain TCP.
+    pub listen_tls: Option<ListenTls>,
+    /// TLS towards members (`--cert`, `--key`, `--cacert`,
+    /// `--insecure-skip-tls-verify`); `https` members without it use the system's roots.
+    pub backend_tls: Option<BackendTls>,
+    /// DNS SRV discovery of the members at start (`--discovery-srv`); what
+    /// it finds replaces `endpoints`.
+    pub discovery: Option<SrvDiscovery>,
+    /// The DNS server SRV discovery asks instead of the system's resolvers
+    /// (`$ETCD_GRPC_PROXY_DNS_SERVER`; tests point it at a loopback responder).
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -45,6 +58,10 @@ impl Config {
             max_concurrent_streams: u32::MAX,
             grpc_keepalive_interval: Duration::from_secs(2 * 3600),
             grpc_keepalive_timeout: Duration::from_secs(20),
+            listen_tls: None,
+            backend_tls: None,
+            discovery: None,
+            dns_server: None,
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
 //! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
 //! - [`server`]: assembles the services on one listener.
+//! - [`tls`]: TLS towards clients and towards members.
+//! - [`discovery`]: DNS SRV discovery of the members at start.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`proto`]: the generated etcd v3 wire types.
 //! - [`size_limit`]: etcd's wording for messages over the size limits.
@@ -17,12 +19,14 @@ pub mod backend;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
+pub mod discovery;
 pub mod duration;
 pub mod error;
 pub mod proto;
 pub mod server;
 pub mod services;
 pub mod size_limit;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{run, RunError};

@@ -2,8 +2,10 @@
 //! `etcd-client` crate), and the proxy in-process.
 
 mod bad_input;
+mod discovery;
 mod kv;
 mod lease;
 mod story;
 mod support;
+mod tls;
 mod watch;

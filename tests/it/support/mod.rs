@@ -1,7 +1,9 @@
 //! Test support: real etcd members and in-process proxies, cleaned up on drop.
 
 pub mod etcd;
+pub mod pki;
 pub mod proxy;
+pub mod tls_etcd;
 
 pub use etcd::{etcdctl, Cluster};
 pub use proxy::TestProxy;
