@@ -415,8 +415,8 @@ mod tests {
 
     #[test]
     fn unimplemented_flags_are_named() {
-        let err = parse(&["p", "start", "--namespace=x/"]).unwrap_err();
-        assert!(err.contains("--namespace"), "{err}");
+        let err = parse(&["p", "start", "--experimental-leasing-prefix=lp/"]).unwrap_err();
+        assert!(err.contains("--experimental-leasing-prefix"), "{err}");
         // etcd's default spelled out is harmless.
         parse(&["p", "start", "--auto-tls=false"]).unwrap();
     }

@@ -243,3 +243,32 @@ async fn bad_tls_files_stop_the_proxy_with_the_flag_named() {
     let err = etcd_grpc_proxy::run(cfg, listener, async {}).await.unwrap_err().to_string();
     assert!(err.contains("--cacert"), "{err}");
 }
+
+/// The binary's answer to bad TLS flags: an exit code and a message naming the flag.
+fn proxy_cli(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-grpc-proxy"))
+        .args(["start", "--listen-addr=127.0.0.1:0", "--endpoints=127.0.0.1:1"])
+        .args(args)
+        .output()
+        .expect("run proxy binary");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn the_binary_names_the_bad_tls_flag() {
+    let (code, err) = proxy_cli(&["--cert-file=/nonexistent/c.pem", "--key-file=/nonexistent/k.pem"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--cert-file") && err.contains("/nonexistent/c.pem"), "{err}");
+    let (code, err) = proxy_cli(&["--auto-tls", "--listen-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_FAKE"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--listen-cipher-suites") && err.contains("TLS_FAKE"), "{err}");
+    let (code, err) = proxy_cli(&["--auto-tls", "--tls-min-version=TLS1.3", "--tls-max-version=TLS1.2"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--tls-min-version") && err.contains("--tls-max-version"), "{err}");
+    let (code, err) = proxy_cli(&["--auto-tls", "--self-signed-cert-validity=0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--self-signed-cert-validity"), "{err}");
+    let (code, err) = proxy_cli(&["--cacert=/nonexistent/ca.pem"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--cacert"), "{err}");
+}
