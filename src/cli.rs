@@ -106,7 +106,7 @@ pub struct StartArgs {
     /// minimum interval a client should wait before pinging the proxy
     #[arg(long)]
     pub grpc_keepalive_min_time: Option<String>,
-    /// domain name to query for SRV records describing cluster endpoints
+    /// domain name to query for SRV records describing cluster endpoints (asks the system's DNS, or $ETCD_GRPC_PROXY_DNS_SERVER when set)
     #[arg(long)]
     pub discovery_srv: Option<String>,
     /// service name to query when using DNS discovery

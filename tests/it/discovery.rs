@@ -172,3 +172,37 @@ async fn ssl_srv_records_with_a_service_name_find_a_tls_member() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_discovers_through_the_dns_server_env_var() {
+    let cluster = Cluster::start(1).await;
+    let port = port_of(&cluster.members[0].addr());
+    let dns = fake_dns(vec![("_etcd-client-edge._tcp.etcd.test".into(), "localhost.".into(), port)]).await;
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
+    let _child = KillOnDrop(std::process::Command::new(env!("CARGO_BIN_EXE_etcd-grpc-proxy"))
+        .args(["grpc-proxy", "start", &format!("--listen-addr={listen}"), "--endpoints=127.0.0.1:1"])
+        .args(["--discovery-srv=etcd.test", "--discovery-srv-name=edge", "--insecure-discovery"])
+        .env(etcd_grpc_proxy::cli::DNS_SERVER_ENV, dns.addr.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the proxy binary"));
+    crate::support::eventually("put through the discovering proxy binary", Duration::from_secs(30), || {
+        let listen = listen.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || etcdctl(&listen, &["put", "bin-srv", "ok"])).await.ok()?;
+            out.status.success().then_some(())
+        }
+    })
+    .await;
+}
+
+/// A child process killed when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

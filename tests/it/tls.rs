@@ -272,3 +272,53 @@ fn the_binary_names_the_bad_tls_flag() {
     assert_ne!(code, 0);
     assert!(err.contains("--cacert"), "{err}");
 }
+
+/// The binary, killed on drop.
+struct ProxyProcess(std::process::Child);
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_with_etcds_tls_flags_end_to_end() {
+    let pki = Pki::new();
+    let member = TlsMember::start(&pki).await;
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
+    let arg = |flag: &str, p: &Path| format!("--{flag}={}", p.display());
+    let _proxy = ProxyProcess(
+        std::process::Command::new(env!("CARGO_BIN_EXE_etcd-grpc-proxy"))
+            .args(["grpc-proxy", "start", &format!("--listen-addr={listen}")])
+            // No scheme: https, because backend TLS flags are given.
+            .arg(format!("--endpoints={}", member.addr()))
+            .arg(arg("cert", &pki.client.cert))
+            .arg(arg("key", &pki.client.key))
+            .arg(arg("cacert", &pki.ca))
+            .arg(arg("cert-file", &pki.server.cert))
+            .arg(arg("key-file", &pki.server.key))
+            .arg(arg("trusted-ca-file", &pki.ca))
+            .arg("--listen-cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384")
+            .arg("--tls-min-version=TLS1.2")
+            .arg("--tls-max-version=TLS1.3")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the proxy binary"),
+    );
+    let flags = pki.etcdctl_flags(&pki.client);
+    crate::support::eventually("put through the proxy binary over TLS", Duration::from_secs(30), || {
+        let (listen, flags) = (listen.clone(), flags.clone());
+        async move {
+            let (ok, _, _) = ctl_async(listen, flags, vec!["put", "bin", "tls"]).await;
+            ok.then_some(())
+        }
+    })
+    .await;
+    let (ok, out, err) = ctl_async(member.addr(), flags.clone(), vec!["get", "bin", "--print-value-only"]).await;
+    assert!(ok && out.trim() == "tls", "the member has the value: {err}");
+    let (ok, _, _) = ctl_async(listen, vec![format!("--cacert={}", pki.ca.display()), "--command-timeout=3s".into()], vec!["get", "bin"]).await;
+    assert!(!ok, "no client certificate: refused");
+}
