@@ -12,6 +12,10 @@
 //!   [`crate::backend::ChannelSettings`].
 //!
 //! rustls with the ring provider does it all; no OpenSSL is needed.
+//! [`reload`] re-reads the served certificate and the CRL when their files
+//! change, as etcd does.
+
+mod reload;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -366,10 +370,6 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// Builds the rustls server configuration (ALPN `h2` and `http/1.1`).
 pub fn server_config(tls: &ListenTls) -> Result<ServerConfig, TlsError> {
     tls.check().map_err(TlsError::Setup)?;
-    let (certs, key) = match &tls.cert {
-        ServerCert::Files { cert, key } => (load_certs("cert-file", cert)?, load_key("key-file", key)?),
-        ServerCert::Auto { dir, hosts, validity_years } => auto_cert(dir, hosts, *validity_years)?,
-    };
     let provider = Arc::new(provider(&tls.cipher_suites));
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(tls.min_version, tls.max_version))
@@ -380,13 +380,13 @@ pub fn server_config(tls: &ListenTls) -> Result<ServerConfig, TlsError> {
             for cert in load_certs("trusted-ca-file", ca)? {
                 roots.add(cert).map_err(|e| file_err("trusted-ca-file", ca, format!("unusable CA certificate: {e}")))?;
             }
-            let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-            if let Some(crl) = &tls.client_crl {
-                verifier = verifier.with_crls(load_crls("client-crl-file", crl)?).allow_unknown_revocation_status();
-            }
-            let verifier = verifier
-                .build()
-                .map_err(|e| TlsError::Setup(format!("--trusted-ca-file / --client-crl-file: {e}")))?;
+            let roots = Arc::new(roots);
+            let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match &tls.client_crl {
+                Some(crl) => Arc::new(reload::ReloadingClientVerifier::new(roots, crl, provider.clone())?),
+                None => WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+                    .build()
+                    .map_err(|e| file_err("trusted-ca-file", ca, e))?,
+            };
             builder.with_client_cert_verifier(verifier)
         }
         None => {
@@ -396,10 +396,17 @@ pub fn server_config(tls: &ListenTls) -> Result<ServerConfig, TlsError> {
             builder.with_no_client_auth()
         }
     };
-    let flag = if matches!(tls.cert, ServerCert::Files { .. }) { "key-file" } else { "auto-tls" };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Setup(format!("--cert-file / --{flag}: certificate and key do not go together: {e}")))?;
+    let mut config = match &tls.cert {
+        ServerCert::Files { cert, key } => {
+            builder.with_cert_resolver(Arc::new(reload::ReloadingCert::new(cert, key, provider.clone())?))
+        }
+        ServerCert::Auto { dir, hosts, validity_years } => {
+            let (certs, key) = auto_cert(dir, hosts, *validity_years)?;
+            builder
+                .with_single_cert(certs, key)
+                .map_err(|e| TlsError::Setup(format!("--auto-tls: generated certificate unusable: {e}")))?
+        }
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

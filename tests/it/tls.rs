@@ -322,3 +322,46 @@ async fn the_binary_with_etcds_tls_flags_end_to_end() {
     let (ok, _, _) = ctl_async(listen, vec![format!("--cacert={}", pki.ca.display()), "--command-timeout=3s".into()], vec!["get", "bin"]).await;
     assert!(!ok, "no client certificate: refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificates_and_crls_apply_without_a_restart() {
+    let mut pki = Pki::new();
+    let (c2, c2_serial) = pki.issue("client-two", &[]);
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key, crl) = (files.path().join("cert.pem"), files.path().join("key.pem"), files.path().join("crl.pem"));
+    std::fs::copy(&pki.server.cert, &cert).unwrap();
+    std::fs::copy(&pki.server.key, &key).unwrap();
+    std::fs::copy(pki.crl(&[]), &crl).unwrap();
+
+    let cluster = Cluster::start(1).await;
+    let mut cfg = config(&cluster.endpoints());
+    let mut listen = ListenTls::from_files(&cert, &key);
+    listen.trusted_ca = Some(pki.ca.clone());
+    listen.client_crl = Some(crl.clone());
+    cfg.listen_tls = Some(listen);
+    let proxy = TestProxy::with_config(cfg).await;
+    let short = |mut f: Vec<String>| {
+        f.push("--command-timeout=3s".into());
+        f
+    };
+
+    let (ok, _, err) = ctl_async(proxy.endpoint(), pki.etcdctl_flags(&c2), vec!["put", "rot", "1"]).await;
+    assert!(ok, "client-two before revocation: {err}");
+    // Revoke client-two: its next connection is refused, others still work.
+    std::fs::copy(pki.crl(&[c2_serial]), &crl).unwrap();
+    let (ok, _, _) = ctl_async(proxy.endpoint(), short(pki.etcdctl_flags(&c2)), vec!["get", "rot"]).await;
+    assert!(!ok, "client-two must be refused once the CRL file revokes it");
+    let (ok, _, err) = ctl_async(proxy.endpoint(), pki.etcdctl_flags(&pki.client), vec!["get", "rot"]).await;
+    assert!(ok, "other clients still served: {err}");
+
+    // Serve a certificate from another CA: clients trusting only the old CA now refuse the proxy.
+    let other = Pki::new();
+    std::fs::copy(&other.server.key, &key).unwrap();
+    std::fs::copy(&other.server.cert, &cert).unwrap();
+    let mut flags = pki.etcdctl_flags(&pki.client);
+    flags[0] = format!("--cacert={}", other.ca.display());
+    let (ok, out, err) = ctl_async(proxy.endpoint(), flags, vec!["get", "rot", "--print-value-only"]).await;
+    assert!(ok && out.trim() == "1", "new server certificate served: {err}");
+    let (ok, _, _) = ctl_async(proxy.endpoint(), short(pki.etcdctl_flags(&pki.client)), vec!["get", "rot"]).await;
+    assert!(!ok, "the old CA no longer verifies the proxy");
+}
