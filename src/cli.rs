@@ -3,6 +3,8 @@
 //! implement yet is refused with an error naming it when it is given a
 //! value other than etcd's default; it is never silently ignored.
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -10,10 +12,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::backend::EndpointUrl;
 use crate::config::Config;
 use crate::duration::parse_go_duration;
+use crate::discovery::SrvDiscovery;
 use crate::error::ConfigError;
 use crate::cache::CacheLimits;
 use crate::namespace::Namespace;
 use crate::registration::Registration;
+use crate::tls::{parse_cipher_suites, BackendTls, ListenTls, TlsVersion};
 
 /// `etcd-grpc-proxy`: a drop-in replacement for `etcd grpc-proxy`.
 #[derive(Debug, Parser)]
@@ -111,7 +115,7 @@ pub struct StartArgs {
     /// minimum interval a client should wait before pinging the proxy
     #[arg(long)]
     pub grpc_keepalive_min_time: Option<String>,
-    /// domain name to query for SRV records describing cluster endpoints
+    /// domain name to query for SRV records describing cluster endpoints (asks the system's DNS, or $ETCD_GRPC_PROXY_DNS_SERVER when set)
     #[arg(long)]
     pub discovery_srv: Option<String>,
     /// service name to query when using DNS discovery
@@ -232,33 +236,18 @@ impl StartArgs {
     pub fn into_config(self) -> Result<Config, ConfigError> {
         for (flag, value, default) in [
             ("grpc-keepalive-min-time", &self.grpc_keepalive_min_time, "5s"),
-            ("discovery-srv", &self.discovery_srv, ""),
-            ("discovery-srv-name", &self.discovery_srv_name, ""),
-            ("insecure-discovery", &self.insecure_discovery, "false"),
             ("metrics-addr", &self.metrics_addr, ""),
             ("enable-pprof", &self.enable_pprof, "false"),
-            ("cert", &self.cert, ""),
-            ("key", &self.key, ""),
-            ("cacert", &self.cacert, ""),
-            ("insecure-skip-tls-verify", &self.insecure_skip_tls_verify, "false"),
-            ("cert-file", &self.cert_file, ""),
-            ("key-file", &self.key_file, ""),
-            ("trusted-ca-file", &self.trusted_ca_file, ""),
-            ("auto-tls", &self.auto_tls, "false"),
-            ("client-crl-file", &self.client_crl_file, ""),
-            ("self-signed-cert-validity", &self.self_signed_cert_validity, "1"),
-            ("listen-cipher-suites", &self.listen_cipher_suites, ""),
-            ("tls-min-version", &self.tls_min_version, "TLS1.2"),
-            ("tls-max-version", &self.tls_max_version, ""),
             ("experimental-leasing-prefix", &self.experimental_leasing_prefix, ""),
             ("experimental-enable-grpc-logging", &self.experimental_enable_grpc_logging, "false"),
         ] {
             not_yet(flag, value, default)?;
         }
 
+        let backend_tls = self.backend_tls()?;
         let mut endpoints = Vec::new();
         for raw in self.endpoints.iter().filter(|e| !e.trim().is_empty()) {
-            let url = EndpointUrl::parse(raw, false).map_err(|e| ConfigError::InvalidValue {
+            let url = EndpointUrl::parse(raw, backend_tls.is_some()).map_err(|e| ConfigError::InvalidValue {
                 flag: "endpoints",
                 value: raw.clone(),
                 reason: e.to_string(),
@@ -304,7 +293,146 @@ impl StartArgs {
             }
         };
         config.cache = CacheLimits { max_entries: self.cache_max_entries, max_bytes: self.cache_max_bytes };
+        config.listen_tls = self.listen_tls()?;
+        config.backend_tls = backend_tls;
+        config.discovery = self.discovery()?;
+        config.dns_server = dns_server_from_env()?;
         Ok(config)
+    }
+
+    /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--auto-tls` and the
+    /// flags that shape them; `None` when the listener serves plain TCP.
+    fn listen_tls(&self) -> Result<Option<ListenTls>, ConfigError> {
+        let cert = non_empty(&self.cert_file);
+        let key = non_empty(&self.key_file);
+        let ca = non_empty(&self.trusted_ca_file);
+        let auto = flag_bool("auto-tls", &self.auto_tls)?;
+        let validity = match non_empty(&self.self_signed_cert_validity) {
+            None => 1,
+            Some(v) => v.parse::<u32>().map_err(|e| ConfigError::InvalidValue {
+                flag: "self-signed-cert-validity",
+                value: v.into(),
+                reason: e.to_string(),
+            })?,
+        };
+        let min = match non_empty(&self.tls_min_version) {
+            None => TlsVersion::Tls12,
+            Some(v) => TlsVersion::parse(v)
+                .map_err(|reason| ConfigError::InvalidValue { flag: "tls-min-version", value: v.into(), reason })?,
+        };
+        let max = match non_empty(&self.tls_max_version) {
+            None => None,
+            Some(v) => Some(
+                TlsVersion::parse(v)
+                    .map_err(|reason| ConfigError::InvalidValue { flag: "tls-max-version", value: v.into(), reason })?,
+            ),
+        };
+        let suites = match non_empty(&self.listen_cipher_suites) {
+            None => Vec::new(),
+            Some(v) => parse_cipher_suites(v)
+                .map_err(|reason| ConfigError::InvalidValue { flag: "listen-cipher-suites", value: v.into(), reason })?,
+        };
+        if auto && validity == 0 {
+            return Err(ConfigError::Conflict(
+                "--self-signed-cert-validity is invalid: it must be greater than 0 with --auto-tls".into(),
+            ));
+        }
+        let mut tls = match (cert, key, ca) {
+            (Some(cert), Some(key), _) => ListenTls::from_files(cert, key),
+            (None, None, None) if auto => ListenTls::auto(Path::new(&self.data_dir), &self.listen_addr, validity),
+            (None, None, None) => {
+                for (flag, value) in [
+                    ("client-crl-file", &self.client_crl_file),
+                    ("listen-cipher-suites", &self.listen_cipher_suites),
+                    ("tls-max-version", &self.tls_max_version),
+                ] {
+                    if non_empty(value).is_some() {
+                        tracing::warn!(flag, "flag has no effect: the proxy serves plain TCP (no --cert-file or --auto-tls)");
+                    }
+                }
+                return Ok(None);
+            }
+            (None, _, _) => {
+                return Err(ConfigError::Conflict(
+                    "--cert-file is required with --key-file or --trusted-ca-file (or use --auto-tls without them)".into(),
+                ))
+            }
+            (Some(_), None, _) => return Err(ConfigError::Conflict("--key-file is required with --cert-file".into())),
+        };
+        if let Some(ca) = ca {
+            tls.trusted_ca = Some(ca.into());
+        }
+        tls.client_crl = non_empty(&self.client_crl_file).map(Into::into);
+        tls.cipher_suites = suites;
+        tls.min_version = min;
+        tls.max_version = max;
+        tls.check().map_err(ConfigError::Conflict)?;
+        Ok(Some(tls))
+    }
+
+    /// `--cert`, `--key`, `--cacert`, `--insecure-skip-tls-verify`; `None` when none is set.
+    fn backend_tls(&self) -> Result<Option<BackendTls>, ConfigError> {
+        let tls = BackendTls {
+            cert: non_empty(&self.cert).map(Into::into),
+            key: non_empty(&self.key).map(Into::into),
+            cacert: non_empty(&self.cacert).map(Into::into),
+            insecure_skip_verify: flag_bool("insecure-skip-tls-verify", &self.insecure_skip_tls_verify)?,
+        };
+        match (&tls.cert, &tls.key) {
+            (Some(_), None) => return Err(ConfigError::Conflict("--cert needs --key".into())),
+            (None, Some(_)) => return Err(ConfigError::Conflict("--key needs --cert".into())),
+            _ => {}
+        }
+        let any = tls.cert.is_some() || tls.cacert.is_some() || tls.insecure_skip_verify;
+        Ok(any.then_some(tls))
+    }
+
+    /// `--discovery-srv`, `--discovery-srv-name`, `--insecure-discovery`.
+    fn discovery(&self) -> Result<Option<SrvDiscovery>, ConfigError> {
+        let insecure = flag_bool("insecure-discovery", &self.insecure_discovery)?;
+        let Some(domain) = non_empty(&self.discovery_srv) else {
+            if non_empty(&self.discovery_srv_name).is_some() {
+                return Err(ConfigError::Conflict("--discovery-srv-name needs --discovery-srv".into()));
+            }
+            return Ok(None);
+        };
+        Ok(Some(SrvDiscovery {
+            domain: domain.to_string(),
+            service_name: non_empty(&self.discovery_srv_name).map(str::to_string),
+            insecure,
+        }))
+    }
+}
+
+/// The environment variable naming the DNS server `--discovery-srv` asks
+/// (`ip:port`), instead of the system's resolvers.
+pub const DNS_SERVER_ENV: &str = "ETCD_GRPC_PROXY_DNS_SERVER";
+
+fn dns_server_from_env() -> Result<Option<SocketAddr>, ConfigError> {
+    match std::env::var(DNS_SERVER_ENV) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse::<SocketAddr>().map(Some).map_err(|e| {
+            ConfigError::Conflict(format!("${DNS_SERVER_ENV}={v:?} is not an ip:port address: {e}"))
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// The flag's value, treating an empty string as not given (etcd's default).
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// A boolean flag as Go's `strconv.ParseBool` reads it.
+fn flag_bool(flag: &'static str, value: &Option<String>) -> Result<bool, ConfigError> {
+    match value.as_deref() {
+        None => Ok(false),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False" | "") => Ok(false),
+        Some(other) => Err(ConfigError::InvalidValue {
+            flag,
+            value: other.into(),
+            reason: "expected true or false".into(),
+        }),
     }
 }
 
@@ -336,8 +464,8 @@ mod tests {
 
     #[test]
     fn unimplemented_flags_are_named() {
-        let err = parse(&["p", "start", "--discovery-srv=example.com"]).unwrap_err();
-        assert!(err.contains("--discovery-srv"), "{err}");
+        let err = parse(&["p", "start", "--experimental-leasing-prefix=lp/"]).unwrap_err();
+        assert!(err.contains("--experimental-leasing-prefix"), "{err}");
         // etcd's default spelled out is harmless.
         parse(&["p", "start", "--auto-tls=false"]).unwrap();
     }
@@ -366,5 +494,47 @@ mod tests {
         assert!(parse(&["p", "start", "--endpoints=http://x"]).unwrap_err().contains("--endpoints"));
         assert!(parse(&["p", "start", "--endpoints-auto-sync-interval=soon"]).is_err());
         assert!(parse(&["p", "start", "--no-such-flag"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_are_checked_as_etcd_checks_them() {
+        let err = parse(&["p", "start", "--cert-file=c.pem", "--key-file=k.pem", "--listen-cipher-suites=TLS_BOGUS"]).unwrap_err();
+        assert!(err.contains("--listen-cipher-suites") && err.contains("TLS_BOGUS"), "{err}");
+        let err = parse(&["p", "start", "--auto-tls", "--tls-min-version=TLS1.3", "--tls-max-version=TLS1.2"]).unwrap_err();
+        assert!(err.contains("--tls-min-version"), "{err}");
+        let err = parse(&["p", "start", "--auto-tls", "--tls-min-version=TLS1.3", "--listen-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]).unwrap_err();
+        assert!(err.contains("--listen-cipher-suites"), "{err}");
+        let err = parse(&["p", "start", "--auto-tls", "--tls-min-version=TLS1.0"]).unwrap_err();
+        assert!(err.contains("--tls-min-version"), "{err}");
+        let err = parse(&["p", "start", "--auto-tls", "--self-signed-cert-validity=0"]).unwrap_err();
+        assert!(err.contains("--self-signed-cert-validity"), "{err}");
+        let err = parse(&["p", "start", "--key-file=k.pem"]).unwrap_err();
+        assert!(err.contains("--cert-file"), "{err}");
+        let err = parse(&["p", "start", "--cert-file=c.pem"]).unwrap_err();
+        assert!(err.contains("--key-file"), "{err}");
+        let err = parse(&["p", "start", "--cert=c.pem"]).unwrap_err();
+        assert!(err.contains("--key"), "{err}");
+        let err = parse(&["p", "start", "--insecure-skip-tls-verify=maybe"]).unwrap_err();
+        assert!(err.contains("--insecure-skip-tls-verify"), "{err}");
+        let c = parse(&["p", "start", "--cert-file=c.pem", "--key-file=k.pem", "--trusted-ca-file=ca.pem"]).unwrap();
+        assert!(c.listen_tls.unwrap().trusted_ca.is_some());
+    }
+
+    #[test]
+    fn backend_tls_flags_make_bare_endpoints_https() {
+        let c = parse(&["p", "start", "--endpoints=127.0.0.1:2379,http://127.0.0.1:2380", "--cacert=ca.pem"]).unwrap();
+        assert_eq!(c.endpoints[0].as_str(), "https://127.0.0.1:2379");
+        assert_eq!(c.endpoints[1].as_str(), "http://127.0.0.1:2380");
+        let c = parse(&["p", "start", "--insecure-skip-tls-verify"]).unwrap();
+        assert_eq!(c.endpoints[0].as_str(), "https://127.0.0.1:2379");
+        assert!(c.listen_tls.is_none());
+    }
+
+    #[test]
+    fn discovery_flags() {
+        let c = parse(&["p", "start", "--discovery-srv=example.test", "--discovery-srv-name=prod", "--insecure-discovery"]).unwrap();
+        let d = c.discovery.unwrap();
+        assert_eq!((d.domain.as_str(), d.service_name.as_deref(), d.insecure), ("example.test", Some("prod"), true));
+        assert!(parse(&["p", "start", "--discovery-srv-name=prod"]).unwrap_err().contains("--discovery-srv"));
     }
 }

@@ -7,6 +7,8 @@ use crate::backend::{ChannelSettings, EndpointUrl};
 use crate::cache::CacheLimits;
 use crate::namespace::Namespace;
 use crate::registration::Registration;
+use crate::discovery::SrvDiscovery;
+use crate::tls::{BackendTls, ListenTls};
 
 /// Default MemberList refresh interval. etcd's own proxy defaults to 0
 /// (never); ours refreshes by default so new members are used.
@@ -42,6 +44,17 @@ pub struct Config {
     /// Serializable reads never go back in revision
     /// (`--experimental-serializable-ordering`).
     pub serializable_ordering: bool,
+    /// TLS served to clients (`--cert-file`, `--auto-tls`, ...); `None` = plain TCP.
+    pub listen_tls: Option<ListenTls>,
+    /// TLS towards members (`--cert`, `--key`, `--cacert`,
+    /// `--insecure-skip-tls-verify`); `https` members without it use the system's roots.
+    pub backend_tls: Option<BackendTls>,
+    /// DNS SRV discovery of the members at start (`--discovery-srv`); what
+    /// it finds replaces `endpoints`.
+    pub discovery: Option<SrvDiscovery>,
+    /// The DNS server SRV discovery asks instead of the system's resolvers
+    /// (`$ETCD_GRPC_PROXY_DNS_SERVER`; tests point it at a loopback responder).
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -61,6 +74,10 @@ impl Config {
             registration: None,
             cache: CacheLimits::default(),
             serializable_ordering: false,
+            listen_tls: None,
+            backend_tls: None,
+            discovery: None,
+            dns_server: None,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - [`namespace`]: `--namespace`, keys moved under a prefix and back.
 //! - [`registration`]: `--resolver-prefix`, proxies registered in etcd and listed by MemberList.
 //! - [`server`]: assembles the services on one listener.
+//! - [`tls`]: TLS towards clients and towards members.
+//! - [`discovery`]: DNS SRV discovery of the members at start.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`proto`]: the generated etcd v3 wire types.
 //! - [`size_limit`]: etcd's wording for messages over the size limits.
@@ -21,6 +23,7 @@ pub mod cache;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
+pub mod discovery;
 pub mod duration;
 pub mod error;
 pub mod namespace;
@@ -29,6 +32,7 @@ pub mod registration;
 pub mod server;
 pub mod services;
 pub mod size_limit;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{run, RunError};

@@ -40,6 +40,12 @@ pub enum RunError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS flags cannot be used.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// `--discovery-srv` found no member.
+    #[error("{0}")]
+    Discovery(#[from] crate::discovery::DiscoveryError),
 }
 
 /// A background task that ends with the proxy, even when `run` itself is dropped.
@@ -58,7 +64,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let local = listener.local_addr()?;
-    let pool = Pool::new(config.endpoints.clone(), config.channel.clone())?;
+    let tls_acceptor = crate::tls::server_acceptor(config.listen_tls.as_ref())?;
+    let mut channel = config.channel.clone();
+    if let Some(backend_tls) = &config.backend_tls {
+        channel.tls = Some(backend_tls.load()?);
+    }
+    let endpoints = match &config.discovery {
+        Some(d) => crate::discovery::discover(d, config.dns_server).await?,
+        None => config.endpoints.clone(),
+    };
+    let pool = Pool::new(endpoints.clone(), channel)?;
     let membership = AbortOnDrop(tokio::spawn(membership::run(
         pool.clone(),
         MembershipSettings {
@@ -86,14 +101,14 @@ pub async fn run(
     let recv = config.max_recv_bytes;
     let send = usize::MAX;
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     info!(
         listen = %local,
-        endpoints = %config.endpoints.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(","),
+        tls = tls_acceptor.is_some(),
+        endpoints = %endpoints.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(","),
         auto_sync = ?config.auto_sync_interval,
         "started gRPC proxy"
     );
-    let result = Server::builder()
+    let router = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(Some(config.grpc_keepalive_interval))
         .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout))
@@ -139,9 +154,16 @@ pub async fn run(
             LockServer::new(LockService { ctx: ctx.clone() })
                 .max_decoding_message_size(recv)
                 .max_encoding_message_size(send),
-        )
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        );
+    let result = match tls_acceptor {
+        Some(acceptor) => {
+            router.serve_with_incoming_shutdown(crate::tls::accept_stream(listener, acceptor), shutdown).await
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    };
     if let Some(task) = registration {
         drop(task);
         let lease = *registered_lease.borrow();

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 use tracing::{info, warn, Instrument};
 
@@ -27,8 +27,9 @@ pub struct ChannelSettings {
     pub keepalive_timeout: Duration,
     /// Ping even with no stream open (`--permit-without-stream`).
     pub permit_without_stream: bool,
-    /// TLS towards members (`--cert`, `--key`, `--cacert`), when set.
-    pub tls: Option<ClientTlsConfig>,
+    /// TLS towards `https` members (`--cert`, `--key`, `--cacert`,
+    /// `--insecure-skip-tls-verify`); `None` uses the system's roots.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ChannelSettings {
@@ -55,8 +56,12 @@ impl ChannelSettings {
                 .keep_alive_timeout(self.keepalive_timeout)
                 .keep_alive_while_idle(self.permit_without_stream);
         }
-        if let (Some(tls), true) = (&self.tls, url.is_tls()) {
-            ep = ep.tls_config(tls.clone())?;
+        if url.is_tls() {
+            let tls = self.tls.clone().unwrap_or_else(crate::tls::ClientTls::system_roots);
+            ep = match tls.verifier {
+                Some(verifier) => ep.tls_config_with_verifier(tls.config, verifier)?,
+                None => ep.tls_config(tls.config)?,
+            };
         }
         Ok(ep.connect_lazy())
     }

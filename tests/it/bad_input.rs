@@ -26,9 +26,9 @@ fn malformed_endpoint_is_refused() {
 
 #[test]
 fn unimplemented_flag_is_named_not_ignored() {
-    let (code, err) = proxy_cli(&["grpc-proxy", "start", "--discovery-srv=example.com"]);
+    let (code, err) = proxy_cli(&["grpc-proxy", "start", "--experimental-leasing-prefix=lp/"]);
     assert_eq!(code, 2);
-    assert!(err.contains("--discovery-srv") && err.contains("not implemented"), "{err}");
+    assert!(err.contains("--experimental-leasing-prefix") && err.contains("not implemented"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

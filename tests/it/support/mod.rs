@@ -2,7 +2,9 @@
 
 pub mod background;
 pub mod etcd;
+pub mod pki;
 pub mod proxy;
+pub mod tls_etcd;
 
 pub use background::Background;
 pub use etcd::{etcdctl, Cluster};

@@ -1,0 +1,84 @@
+//! A one-member etcd serving its clients over TLS with required client
+//! certificates (`--cert-file --key-file --trusted-ca-file
+//! --client-cert-auth`, https client URL). Health is polled on a plain
+//! `--listen-metrics-urls` port.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::etcd::http_get;
+use super::pki::Pki;
+use super::{eventually, free_port};
+
+/// The TLS member; killed on drop.
+pub struct TlsMember {
+    /// `https://127.0.0.1:<port>`.
+    pub client_url: String,
+    /// `127.0.0.1:<port>` of the plain metrics/health listener.
+    pub metrics_addr: String,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+fn etcd_bin() -> PathBuf {
+    std::env::var("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/usr/bin/etcd"))
+}
+
+impl TlsMember {
+    /// Starts the member with the PKI's server certificate and waits until it is healthy.
+    pub async fn start(pki: &Pki) -> TlsMember {
+        let dir = tempfile::tempdir().expect("member dir");
+        let client_url = format!("https://127.0.0.1:{}", free_port());
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log file");
+        let child = Command::new(etcd_bin())
+            .args(["--name", "t1"])
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=t1={peer_url}"))
+            .arg(format!("--listen-metrics-urls=http://{metrics_addr}"))
+            .arg(format!("--cert-file={}", pki.server.cert.display()))
+            .arg(format!("--key-file={}", pki.server.key.display()))
+            .arg(format!("--trusted-ca-file={}", pki.ca.display()))
+            .arg("--client-cert-auth")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        let member = TlsMember { client_url, metrics_addr, child: Some(child), _dir: dir };
+        let addr = member.metrics_addr.clone();
+        eventually("TLS etcd member healthy", Duration::from_secs(60), || {
+            let addr = addr.clone();
+            async move {
+                let body = tokio::task::spawn_blocking(move || http_get(&addr, "/health")).await.ok()??;
+                body.contains("\"health\":\"true\"").then_some(())
+            }
+        })
+        .await;
+        member
+    }
+
+    /// `127.0.0.1:<port>` without scheme.
+    pub fn addr(&self) -> String {
+        self.client_url.trim_start_matches("https://").to_string()
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.addr().rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for TlsMember {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
