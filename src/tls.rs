@@ -469,11 +469,8 @@ pub fn accept_stream(
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                match handshake(&acceptor, tcp, peer).await {
-                    Some(tls) => {
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    None => {}
+                if let Some(tls) = handshake(&acceptor, tcp, peer).await {
+                    let _ = tx.send(Ok(tls)).await;
                 }
             });
         }
