@@ -30,7 +30,24 @@ pub struct Config {
     pub grpc_keepalive_interval: Duration,
     /// Server-side keep-alive ping timeout (`--grpc-keepalive-timeout`).
     pub grpc_keepalive_timeout: Duration,
+    /// `host:port` serving the HTTP endpoints too (`--metrics-addr`, its URL's authority).
+    pub metrics_addr: Option<String>,
+    /// Whether `/debug/pprof/` answers (`--enable-pprof`).
+    pub enable_pprof: bool,
+    /// How long the proxy keeps serving, not ready, after a shutdown
+    /// signal before it closes its listeners (`--drain-grace-period`).
+    pub drain_grace_period: Duration,
+    /// How long in-flight calls may take after the listeners close before
+    /// connections are dropped (`--drain-timeout`).
+    pub drain_timeout: Duration,
 }
+
+/// Default `--drain-grace-period`: long enough for load balancers polling
+/// `/readyz` every 1-2 s to take the proxy out.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Default `--drain-timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Config {
     /// etcd's defaults, for the given endpoints.
@@ -45,6 +62,10 @@ impl Config {
             max_concurrent_streams: u32::MAX,
             grpc_keepalive_interval: Duration::from_secs(2 * 3600),
             grpc_keepalive_timeout: Duration::from_secs(20),
+            metrics_addr: None,
+            enable_pprof: false,
+            drain_grace_period: DEFAULT_DRAIN_GRACE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }

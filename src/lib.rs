@@ -7,7 +7,13 @@
 //! - [`backend`]: the member pool: membership refresh, health, balancing, retry.
 //! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
 //! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
-//! - [`server`]: assembles the services on one listener.
+//! - [`server`]: serves gRPC and HTTP on one listener; the drain sequence.
+//! - [`grpc_service`]: the gRPC stack (spans, size-limit wording, metrics, drain cut).
+//! - [`http_api`]: `/health`, `/livez`, `/readyz`, `/metrics`, `/debug/pprof`.
+//! - [`health`]: backend health checks behind `/health` and `/readyz`.
+//! - [`metrics`]: Prometheus counters and their text exposition.
+//! - [`drain`]: the draining state and its hooks.
+//! - [`env`]: `ETCD_GRPC_PROXY_*` environment variables as flags.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`proto`]: the generated etcd v3 wire types.
 //! - [`size_limit`]: etcd's wording for messages over the size limits.
@@ -17,12 +23,18 @@ pub mod backend;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
+pub mod drain;
 pub mod duration;
+pub mod env;
 pub mod error;
+pub mod grpc_service;
+pub mod health;
+pub mod http_api;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod services;
 pub mod size_limit;
 
 pub use config::Config;
-pub use server::{run, RunError};
+pub use server::{run, run_with, RunError, RunOptions};

@@ -93,6 +93,11 @@ impl Backend {
         self.member_id.store(id, Ordering::Relaxed);
     }
 
+    /// Calls under way on this member now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
     /// Counts a call as in flight until the guard drops.
     pub fn start_call(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Ordering::Relaxed);
@@ -109,6 +114,13 @@ impl Drop for InflightGuard {
     }
 }
 
+/// Pool-wide counters, exported as metrics.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Unary calls sent again to another member after a failure.
+    pub retries: AtomicU64,
+}
+
 /// The shared, cheaply cloned handle to the member set.
 #[derive(Clone)]
 pub struct Pool {
@@ -123,6 +135,7 @@ struct Inner {
     settings: ChannelSettings,
     /// Woken when a call finds a member dead, so refresh runs at once.
     refresh_now: Notify,
+    stats: PoolStats,
 }
 
 impl Pool {
@@ -133,10 +146,16 @@ impl Pool {
             seeds: seeds.clone(),
             settings,
             refresh_now: Notify::new(),
+            stats: PoolStats::default(),
         });
         let pool = Pool { inner };
         pool.set_members(seeds.into_iter().collect())?;
         Ok(pool)
+    }
+
+    /// Pool-wide counters.
+    pub fn stats(&self) -> &PoolStats {
+        &self.inner.stats
     }
 
     /// The endpoints given at start.
@@ -282,6 +301,7 @@ impl Pool {
                 return Err(ProxyError::Upstream(status));
             }
             tracing::debug!(backend = %backend.url, error = %status.message(), "retrying on another member");
+            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
             if failure == Failure::NotReached {
                 last_unreached = Some(status);
             } else {

@@ -16,7 +16,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
-/// What every service needs: the pool and the upstream message limits.
+/// What every service needs: the pool, the upstream message limits and the metrics.
 #[derive(Clone)]
 pub struct Context {
     /// The members calls go to.
@@ -25,6 +25,8 @@ pub struct Context {
     pub upstream_max_recv: usize,
     /// Largest message sent to a member.
     pub upstream_max_send: usize,
+    /// Shared counters (the range cache counts its hits and misses here).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The client's metadata, cleaned of what belongs to its own connection,

@@ -2,6 +2,8 @@
 //! `etcd-client` crate), and the proxy in-process.
 
 mod bad_input;
+mod drain;
+mod health;
 mod kv;
 mod lease;
 mod story;

@@ -1,6 +1,7 @@
 //! Test support: real etcd members and in-process proxies, cleaned up on drop.
 
 pub mod etcd;
+pub mod http;
 pub mod proxy;
 
 pub use etcd::{etcdctl, Cluster};
