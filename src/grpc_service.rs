@@ -58,10 +58,32 @@ impl GrpcService {
         let cut = method
             .filter(|m| m.grpc_type() != GrpcType::Unary && !is_snapshot(req.uri().path()))
             .map(|_| self.drain.cut_signal());
+        let deadline = req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
         let routes = self.routes.clone();
         Box::pin(
             async move {
-                let resp = match routes.oneshot(req).await {
+                // The client's deadline bounds the wait for the answer, as tonic's own server does.
+                let answer = async move {
+                    match deadline {
+                        None => routes.oneshot(req).await,
+                        Some(d) => match tokio::time::timeout(d, routes.oneshot(req)).await {
+                            Ok(r) => r,
+                            Err(_) => Ok(tonic::Status::deadline_exceeded("Timeout expired").into_http()),
+                        },
+                    }
+                };
+                // A stream whose handler has not answered yet (an Observe
+                // waiting for a leader) is ended by the drain too.
+                let resp = match cut.clone() {
+                    None => answer.await,
+                    Some(mut rx) => tokio::select! {
+                        r = answer => r,
+                        _ = async { let _ = rx.wait_for(|cut| *cut).await; } => {
+                            Ok(tonic::Status::unavailable(DRAIN_MESSAGE).into_http())
+                        }
+                    },
+                };
+                let resp = match resp {
                     Ok(r) => r,
                     Err(never) => match never {},
                 };
@@ -93,6 +115,25 @@ impl GrpcService {
             .instrument(span),
         )
     }
+}
+
+/// Reads a `grpc-timeout` header value (`<up to 8 digits><H|M|S|m|u|n>`).
+pub fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 fn is_snapshot(path: &str) -> bool {
@@ -265,7 +306,18 @@ impl Drop for Observed {
 
 #[cfg(test)]
 mod tests {
-    use super::MsgCounter;
+    use super::{parse_grpc_timeout, MsgCounter};
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_parse_and_garbage_is_ignored() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        for bad in ["", "S", "5", "5x", "123456789S", "-1S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn counts_messages_across_frame_boundaries() {

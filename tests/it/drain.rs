@@ -48,6 +48,13 @@ async fn drain_ends_streams_finishes_unary_calls_and_clients_move_on() {
     // A long-lived watch stream on A.
     let mut watcher = a.client().await;
     let mut watch_stream = watcher.watch("drain-watch", None).await.expect("watch via A");
+    // A keep-alive stream and an Observe stream on A.
+    let (mut keeper, mut keepalive_stream) = watcher.lease_keep_alive(waiter_lease).await.expect("keep-alive via A");
+    keeper.keep_alive().await.expect("send a keep-alive");
+    keepalive_stream.message().await.expect("keep-alive stream").expect("keep-alive answer");
+    via_b.campaign("drain-election", "leader", holder_lease).await.expect("campaign via B");
+    let mut observe_stream = watcher.observe("drain-election").await.expect("observe via A");
+    observe_stream.message().await.expect("observe stream").expect("current leader");
 
     // Clients writing in a loop, through A until A says it is not ready.
     let moved = Arc::new(AtomicBool::new(false));
@@ -92,21 +99,27 @@ async fn drain_ends_streams_finishes_unary_calls_and_clients_move_on() {
     assert!(not_ready.body.contains("draining"), "{not_ready:?}");
     moved.store(true, Ordering::Relaxed);
 
-    // The watch stream ends with Unavailable once the grace period is over.
-    let ended = tokio::time::timeout(BOUND, async {
-        loop {
-            match watch_stream.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => break None,
-                Err(e) => break Some(e.to_string()),
-            }
-        }
-    })
-    .await
-    .expect("watch stream ended within the bound");
-    if let Some(e) = &ended {
-        assert!(e.contains("shutting down") || e.contains("Unavailable") || e.contains("unavailable"), "{e}");
+    // Long-lived streams end with Unavailable once the grace period is over.
+    macro_rules! ends {
+        ($what:literal, $stream:expr) => {{
+            let ended = tokio::time::timeout(BOUND, async {
+                loop {
+                    match $stream.message().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break None,
+                        Err(e) => break Some(e.to_string()),
+                    }
+                }
+            })
+            .await
+            .expect(concat!($what, " stream ended within the bound"));
+            let e = ended.expect(concat!($what, " stream ended with an error status"));
+            assert!(e.contains("shutting down"), "{}: {e}", $what);
+        }};
     }
+    ends!("watch", watch_stream);
+    ends!("keep-alive", keepalive_stream);
+    ends!("observe", observe_stream);
 
     // The listener closes, while the Lock call is still waiting.
     eventually("A's listener closed", BOUND, || {
