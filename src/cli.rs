@@ -100,7 +100,7 @@ pub struct StartArgs {
     /// listen for /metrics, /health, /livez and /readyz on an additional address (a URL, http:// only)
     #[arg(long, default_value = "")]
     pub metrics_addr: String,
-    /// serve /debug/pprof/ (a page telling how to profile with perf; Rust has no Go pprof)
+    /// serve /debug/pprof/ (GET /debug/pprof/profile?seconds=N answers a CPU flamegraph SVG)
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub enable_pprof: bool,
     /// (ours) on SIGTERM/SIGINT, keep serving this long with /readyz at 503 before closing the listener

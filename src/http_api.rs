@@ -1,7 +1,7 @@
 //! The plain HTTP endpoints served beside gRPC on the listen address and
 //! on `--metrics-addr`: etcd's `/health`, `/metrics`, `/proxy/health`,
 //! `/proxy/metrics`, plus `/livez` and `/readyz` for orchestrators, and
-//! `/debug/pprof/` with `--enable-pprof`. GET only, as in etcd.
+//! `/debug/pprof/` with `--enable-pprof` (see [`crate::profile`]). GET only, as in etcd.
 
 use std::sync::Arc;
 
@@ -57,14 +57,34 @@ fn health_json(result: Result<(), String>) -> Response<Body> {
     }
 }
 
-/// Where to look for a CPU profile, since this build has no in-process profiler.
-const PPROF_PAGE: &str = "etcd-grpc-proxy has no in-process profiler (Go's pprof does not exist in Rust builds).\n\
-To take a CPU profile of the running proxy, use Linux perf:\n\
+/// `/debug/pprof/`: what this build offers instead of Go's pprof.
+const PPROF_INDEX: &str = "etcd-grpc-proxy CPU profiling (--enable-pprof)\n\
 \n\
-    perf record -F 99 -g -p <pid> -- sleep 30\n\
-    perf report            # or: perf script | inferno-flamegraph > proxy.svg\n\
+    GET /debug/pprof/profile?seconds=N   samples the process for N seconds (default 30, at most 300)\n\
+                                         and answers a flamegraph SVG (image/svg+xml)\n\
 \n\
-The binary keeps its symbols; build with `CARGO_PROFILE_RELEASE_DEBUG=true` for line numbers.\n";
+Go's other pprof endpoints (heap, goroutine, ...) do not exist in a Rust build.\n\
+For a perf profile instead: perf record -F 99 -g -p <pid> -- sleep 30\n";
+
+async fn pprof(path: &str, query: Option<&str>) -> Response<Body> {
+    use crate::profile::{cpu_flamegraph, seconds_from_query, ProfileError};
+    match path.trim_end_matches('/') {
+        "/debug/pprof" => reply(StatusCode::OK, "text/plain; charset=utf-8", PPROF_INDEX),
+        "/debug/pprof/profile" => {
+            let result = match seconds_from_query(query) {
+                Ok(length) => cpu_flamegraph(length).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(svg) => reply(StatusCode::OK, "image/svg+xml", svg),
+                Err(e @ ProfileError::BadSeconds(_)) => reply(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", format!("{e}\n")),
+                Err(e @ ProfileError::Busy) => reply(StatusCode::CONFLICT, "text/plain; charset=utf-8", format!("{e}\n")),
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", format!("{e}\n")),
+            }
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", PPROF_INDEX),
+    }
+}
 
 impl HttpApi {
     /// Answers one HTTP request.
@@ -93,7 +113,7 @@ impl HttpApi {
                 }
             }
             "/metrics" | "/proxy/metrics" => reply(StatusCode::OK, METRICS_CONTENT_TYPE, self.sources.render()),
-            _ => reply(StatusCode::NOT_IMPLEMENTED, "text/plain; charset=utf-8", PPROF_PAGE),
+            _ => pprof(path, req.uri().query()).await,
         }
     }
 }

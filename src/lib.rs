@@ -13,6 +13,7 @@
 //! - [`health`]: backend health checks behind `/health` and `/readyz`.
 //! - [`metrics`]: Prometheus counters and their text exposition.
 //! - [`drain`]: the draining state and its hooks.
+//! - [`profile`]: CPU flamegraphs for `--enable-pprof`.
 //! - [`env`]: `ETCD_GRPC_PROXY_*` environment variables as flags.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`proto`]: the generated etcd v3 wire types.
@@ -31,6 +32,7 @@ pub mod grpc_service;
 pub mod health;
 pub mod http_api;
 pub mod metrics;
+pub mod profile;
 pub mod proto;
 pub mod server;
 pub mod services;

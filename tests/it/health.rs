@@ -35,6 +35,10 @@ async fn http_endpoints_on_the_grpc_port_and_on_metrics_addr() {
         assert_eq!(ready.body, "ok\n");
         let live = get(&addr, "/livez").await.expect("livez");
         assert_eq!((live.status, live.body.as_str()), (200, "ok\n"));
+        // HTTP/1.0 too, as simple health checkers (and the Dockerfile's) speak it.
+        let a = addr.clone();
+        let old = tokio::task::spawn_blocking(move || crate::support::etcd::http_get(&a, "/readyz")).await.unwrap();
+        assert_eq!(old.as_deref(), Some("ok\n"));
         for path in ["/health", "/proxy/health"] {
             let h = get(&addr, path).await.expect("health");
             assert_eq!(h.status, 200, "{path} on {addr}: {h:?}");
@@ -71,18 +75,35 @@ async fn http_endpoints_on_the_grpc_port_and_on_metrics_addr() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pprof_flag_serves_a_page_pointing_at_perf() {
+async fn pprof_flag_serves_a_cpu_flamegraph() {
     let cluster = Cluster::start(1).await;
     let mut c = config(&cluster.endpoints());
     c.enable_pprof = true;
     let proxy = TestProxy::with_config(c).await;
-    let a = eventually("pprof page", Duration::from_secs(10), || {
-        let addr = proxy.endpoint();
-        async move { get(&addr, "/debug/pprof/profile?seconds=1").await }
+    let addr = proxy.endpoint();
+    let index = eventually("pprof index", Duration::from_secs(10), || {
+        let addr = addr.clone();
+        async move { get(&addr, "/debug/pprof/").await }
     })
     .await;
-    assert_eq!(a.status, 501, "{a:?}");
-    assert!(a.body.contains("perf record -F 99 -g -p"), "{a:?}");
+    assert_eq!(index.status, 200, "{index:?}");
+    assert!(index.body.contains("/debug/pprof/profile?seconds=N"), "{index:?}");
+    assert_eq!(get(&addr, "/debug/pprof/profile?seconds=0").await.expect("bad seconds").status, 400);
+
+    // Keep the proxy busy while it profiles itself.
+    let mut client = proxy.client().await;
+    let load = tokio::spawn(async move {
+        for i in 0..100_000u32 {
+            if client.put("pprof-load", i.to_string(), None).await.is_err() {
+                break;
+            }
+        }
+    });
+    let profile = get(&addr, "/debug/pprof/profile?seconds=2").await.expect("profile");
+    load.abort();
+    assert_eq!(profile.status, 200, "{}", &profile.head);
+    assert!(profile.head.to_ascii_lowercase().contains("content-type: image/svg+xml"), "{}", profile.head);
+    assert!(profile.body.contains("<svg"), "not an SVG");
     proxy.stop().await;
 }
 
