@@ -23,6 +23,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tonic::body::Body;
 use tonic::service::Routes;
 use tracing::{debug, info, warn, Instrument};
@@ -160,7 +161,8 @@ pub async fn serve_connection<I: Io>(io: I, app: App, builder: Arc<Builder<Tokio
     }
 }
 
-/// Accepts connections on `listener` until `stop` turns true, then closes it.
+/// Accepts connections on `listener` until `stop` turns true, then closes
+/// it; returns the connections still being served, to abort at the hard limit.
 async fn accept_loop(
     listener: TcpListener,
     app: App,
@@ -168,8 +170,10 @@ async fn accept_loop(
     acceptor: Option<Acceptor>,
     graceful: &GracefulShutdown,
     mut stop: watch::Receiver<bool>,
-) {
+) -> JoinSet<()> {
+    let mut conns = JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
             accepted = listener.accept() => match accepted {
@@ -185,7 +189,7 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let (app, builder, watcher, acceptor) = (app.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
         let span = tracing::debug_span!("conn", %peer);
-        tokio::spawn(
+        conns.spawn(
             async move {
                 match acceptor {
                     None => serve_connection(tcp, app, builder, watcher).await,
@@ -198,6 +202,7 @@ async fn accept_loop(
             .instrument(span),
         );
     }
+    conns
 }
 
 /// Like [`run`], with a TLS acceptor, a ready metrics listener or drain hooks.
@@ -265,9 +270,12 @@ pub async fn run_with(
 
     let main_loop = accept_loop(listener, app.clone(), builder.clone(), options.acceptor, &graceful, stop_rx.clone());
     let metrics_loop = async {
-        if let Some(l) = metrics_listener {
-            let app = App { grpc_enabled: false, ..app.clone() };
-            accept_loop(l, app, builder.clone(), None, &graceful, stop_rx.clone()).await;
+        match metrics_listener {
+            Some(l) => {
+                let app = App { grpc_enabled: false, ..app.clone() };
+                accept_loop(l, app, builder.clone(), None, &graceful, stop_rx.clone()).await
+            }
+            None => JoinSet::new(),
         }
     };
     let sequence = async {
@@ -278,11 +286,17 @@ pub async fn run_with(
         info!("draining: listeners closed");
         stop_tx.send_replace(true);
     };
-    tokio::join!(main_loop, metrics_loop, sequence);
+    let (mut main_conns, mut metrics_conns, ()) = tokio::join!(main_loop, metrics_loop, sequence);
 
     drain.cut_streams();
     if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
-        warn!(timeout = ?config.drain_timeout, "connections still open after the drain timeout; closing them");
+        warn!(
+            timeout = ?config.drain_timeout,
+            open = main_conns.len() + metrics_conns.len(),
+            "connections still open after the drain timeout; closing them"
+        );
+        main_conns.abort_all();
+        metrics_conns.abort_all();
     }
     membership.abort();
     info!("gRPC proxy stopped");

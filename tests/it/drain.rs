@@ -190,3 +190,35 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
     .await;
     assert!(exit.success(), "exit status {exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_that_never_ends_cannot_hold_the_drain_past_its_timeout() {
+    let cluster = Cluster::start(1).await;
+    let mut c = config(&cluster.endpoints());
+    c.drain_grace_period = Duration::ZERO;
+    c.drain_timeout = Duration::from_secs(2);
+    let mut proxy = TestProxy::with_config(c).await;
+
+    // A lock held directly on the member; a Lock through the proxy waits forever.
+    let mut direct = etcd_client::Client::connect([cluster.members[0].addr()], None).await.expect("direct client");
+    let lease = direct.lease_grant(60, None).await.expect("lease").id();
+    direct.lock("stuck", Some(LockOptions::new().with_lease(lease))).await.expect("lock");
+    let mut waiter = proxy.client().await;
+    let waiter_lease = waiter.lease_grant(60, None).await.expect("lease").id();
+    let stuck = tokio::spawn(async move { waiter.lock("stuck", Some(LockOptions::new().with_lease(waiter_lease))).await });
+    let addr = proxy.endpoint();
+    eventually("Lock call in flight", Duration::from_secs(20), || {
+        let addr = addr.clone();
+        async move {
+            let body = get(&addr, "/metrics").await?.body;
+            (metric(&body, "grpc_server_started_total", &["grpc_method=\"Lock\""]) >= 1.0).then_some(())
+        }
+    })
+    .await;
+
+    proxy.begin_shutdown();
+    tokio::time::timeout(BOUND, proxy.finished()).await.expect("run returned at the drain timeout");
+    // The connection was closed under the stuck call: the client hears about it.
+    let answer = tokio::time::timeout(BOUND, stuck).await.expect("the stuck call ended").expect("task");
+    assert!(answer.is_err(), "the Lock cannot have succeeded: {answer:?}");
+}
