@@ -151,6 +151,8 @@ pub struct Metrics {
     methods: Vec<MethodCounters>,
     /// Calls to paths outside the etcd API (answered Unimplemented).
     unknown_methods: AtomicU64,
+    /// When the proxy started, in seconds since the Unix epoch.
+    start_time: f64,
 }
 
 impl Default for Metrics {
@@ -161,6 +163,10 @@ impl Default for Metrics {
             cache_keys: AtomicU64::new(0),
             methods: METHODS.iter().map(|_| MethodCounters::default()).collect(),
             unknown_methods: AtomicU64::new(0),
+            start_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
         }
     }
 }
@@ -285,6 +291,7 @@ impl Sources {
         self.render_streams(&mut out);
         self.render_backends(&mut out);
         self.render_grpc(&mut out);
+        render_process(&mut out, m.start_time);
         out
     }
 
@@ -371,9 +378,61 @@ impl Sources {
     }
 }
 
+/// The standard `process_*` metrics, read from `/proc/self` (Linux; each
+/// is left out when it cannot be read).
+fn render_process(out: &mut String, start_time: f64) {
+    header(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+    let _ = writeln!(out, "process_start_time_seconds {start_time}");
+    if let Some(cpu) = process_cpu_seconds() {
+        header(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+        let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    if let Some(rss) = kb("VmRSS:") {
+        header(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        let _ = writeln!(out, "process_resident_memory_bytes {}", rss * 1024);
+    }
+    if let Some(vsz) = kb("VmSize:") {
+        header(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+        let _ = writeln!(out, "process_virtual_memory_bytes {}", vsz * 1024);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        header(out, "process_open_fds", "gauge", "Number of open file descriptors.");
+        let _ = writeln!(out, "process_open_fds {}", fds.count());
+    }
+}
+
+/// utime + stime from `/proc/self/stat`, in seconds (Linux's USER_HZ is 100).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_metrics_are_read_from_proc() {
+        let mut out = String::new();
+        render_process(&mut out, 1.0);
+        assert!(out.contains("process_start_time_seconds 1"));
+        if cfg!(target_os = "linux") {
+            assert!(out.contains("process_resident_memory_bytes "), "{out}");
+            assert!(process_cpu_seconds().is_some());
+        }
+    }
 
     #[test]
     fn paths_map_to_methods() {
