@@ -110,6 +110,18 @@ pub struct StartArgs {
     /// (ours) most bytes of Range answers cached
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub cache_max_bytes: usize,
+    /// listen for /metrics, /health, /livez and /readyz on an additional address (a URL, http:// only)
+    #[arg(long, default_value = "")]
+    pub metrics_addr: String,
+    /// serve /debug/pprof/ (GET /debug/pprof/profile?seconds=N answers a CPU flamegraph SVG)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub enable_pprof: bool,
+    /// (ours) on SIGTERM/SIGINT, keep serving this long with /readyz at 503 before closing the listener
+    #[arg(long, default_value = "5s")]
+    pub drain_grace_period: String,
+    /// (ours) after the listener closes, how long in-flight calls may take before connections are dropped
+    #[arg(long, default_value = "10s")]
+    pub drain_timeout: String,
 
     // ---- not implemented yet: refused unless given etcd's default ----
     /// minimum interval a client should wait before pinging the proxy
@@ -133,12 +145,6 @@ pub struct StartArgs {
     /// TTL in seconds when registering proxy endpoints
     #[arg(long)]
     pub resolver_ttl: Option<String>,
-    /// listen for /metrics requests on an additional interface (a URL)
-    #[arg(long)]
-    pub metrics_addr: Option<String>,
-    /// enable runtime profiling data via HTTP
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub enable_pprof: Option<String>,
     /// TLS certificate for connections to etcd members
     #[arg(long)]
     pub cert: Option<String>,
@@ -201,6 +207,29 @@ fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
     parse_go_duration(value).map_err(|reason| ConfigError::InvalidValue { flag, value: value.into(), reason })
 }
 
+/// `--metrics-addr`: a URL like `http://127.0.0.1:9379`; its `host:port` is bound.
+fn metrics_addr(value: &str) -> Result<Option<String>, ConfigError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let bad = |reason: &str| ConfigError::InvalidValue { flag: "metrics-addr", value: value.into(), reason: reason.into() };
+    let rest = if let Some(rest) = value.strip_prefix("http://") {
+        rest
+    } else if value.starts_with("https://") {
+        return Err(bad("https is not supported for --metrics-addr by this proxy; use an http:// URL (or put a TLS terminator in front)"));
+    } else {
+        return Err(bad("expected a URL like http://127.0.0.1:9379"));
+    };
+    let authority = rest.trim_end_matches('/');
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !authority.contains('/') && port.parse::<u16>().is_ok() => {
+            Ok(Some(authority.to_string()))
+        }
+        _ => Err(bad("expected host:port after http://, e.g. http://127.0.0.1:9379")),
+    }
+}
+
 impl StartArgs {
     /// `--resolver-prefix`, `--resolver-ttl` and `--advertise-client-url`,
     /// checked together as etcd checks them.
@@ -236,8 +265,6 @@ impl StartArgs {
     pub fn into_config(self) -> Result<Config, ConfigError> {
         for (flag, value, default) in [
             ("grpc-keepalive-min-time", &self.grpc_keepalive_min_time, "5s"),
-            ("metrics-addr", &self.metrics_addr, ""),
-            ("enable-pprof", &self.enable_pprof, "false"),
             ("experimental-leasing-prefix", &self.experimental_leasing_prefix, ""),
             ("experimental-enable-grpc-logging", &self.experimental_enable_grpc_logging, "false"),
         ] {
@@ -297,6 +324,10 @@ impl StartArgs {
         config.backend_tls = backend_tls;
         config.discovery = self.discovery()?;
         config.dns_server = dns_server_from_env()?;
+        config.metrics_addr = metrics_addr(&self.metrics_addr)?;
+        config.enable_pprof = self.enable_pprof;
+        config.drain_grace_period = duration("drain-grace-period", &self.drain_grace_period)?;
+        config.drain_timeout = duration("drain-timeout", &self.drain_timeout)?;
         Ok(config)
     }
 
@@ -487,6 +518,26 @@ mod tests {
         assert!(parse(&["p", "start", "--resolver-prefix=/p", "--resolver-ttl=5", "--advertise-client-url="]).unwrap_err().contains("advertise-client-url"));
         assert!(parse(&["p", "start", "--resolver-ttl=soon"]).unwrap_err().contains("resolver-ttl"));
         assert!(parse(&["p", "start"]).unwrap().registration.is_none());
+    }
+
+    #[test]
+    fn metrics_addr_is_an_http_url() {
+        let c = parse(&["p", "start", "--metrics-addr=http://127.0.0.1:9379"]).unwrap();
+        assert_eq!(c.metrics_addr.as_deref(), Some("127.0.0.1:9379"));
+        assert!(parse(&["p", "start"]).unwrap().metrics_addr.is_none());
+        let err = parse(&["p", "start", "--metrics-addr=https://127.0.0.1:9379"]).unwrap_err();
+        assert!(err.contains("https is not supported"), "{err}");
+        assert!(parse(&["p", "start", "--metrics-addr=127.0.0.1:9379"]).is_err());
+        assert!(parse(&["p", "start", "--metrics-addr=http://127.0.0.1"]).is_err());
+    }
+
+    #[test]
+    fn drain_flags_and_pprof() {
+        let c = parse(&["p", "start", "--drain-grace-period=1s", "--drain-timeout=3s", "--enable-pprof"]).unwrap();
+        assert_eq!(c.drain_grace_period, Duration::from_secs(1));
+        assert_eq!(c.drain_timeout, Duration::from_secs(3));
+        assert!(c.enable_pprof);
+        assert!(parse(&["p", "start", "--drain-grace-period=later"]).is_err());
     }
 
     #[test]

@@ -55,7 +55,24 @@ pub struct Config {
     /// The DNS server SRV discovery asks instead of the system's resolvers
     /// (`$ETCD_GRPC_PROXY_DNS_SERVER`; tests point it at a loopback responder).
     pub dns_server: Option<std::net::SocketAddr>,
+    /// `host:port` serving the HTTP endpoints too (`--metrics-addr`, its URL's authority).
+    pub metrics_addr: Option<String>,
+    /// Whether `/debug/pprof/` answers (`--enable-pprof`).
+    pub enable_pprof: bool,
+    /// How long the proxy keeps serving, not ready, after a shutdown
+    /// signal before it closes its listeners (`--drain-grace-period`).
+    pub drain_grace_period: Duration,
+    /// How long in-flight calls may take after the listeners close before
+    /// connections are dropped (`--drain-timeout`).
+    pub drain_timeout: Duration,
 }
+
+/// Default `--drain-grace-period`: long enough for load balancers polling
+/// `/readyz` every 1-2 s to take the proxy out.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Default `--drain-timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Config {
     /// etcd's defaults, for the given endpoints.
@@ -78,6 +95,10 @@ impl Config {
             backend_tls: None,
             discovery: None,
             dns_server: None,
+            metrics_addr: None,
+            enable_pprof: false,
+            drain_grace_period: DEFAULT_DRAIN_GRACE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }

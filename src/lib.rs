@@ -10,9 +10,16 @@
 //! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
 //! - [`namespace`]: `--namespace`, keys moved under a prefix and back.
 //! - [`registration`]: `--resolver-prefix`, proxies registered in etcd and listed by MemberList.
-//! - [`server`]: assembles the services on one listener.
 //! - [`tls`]: TLS towards clients and towards members.
 //! - [`discovery`]: DNS SRV discovery of the members at start.
+//! - [`server`]: serves gRPC and HTTP on one listener; the drain sequence.
+//! - [`grpc_service`]: the gRPC stack (spans, size-limit wording, metrics, drain cut).
+//! - [`http_api`]: `/health`, `/livez`, `/readyz`, `/metrics`, `/debug/pprof`.
+//! - [`health`]: backend health checks behind `/health` and `/readyz`.
+//! - [`metrics`]: Prometheus counters and their text exposition.
+//! - [`drain`]: the draining state and its hooks.
+//! - [`profile`]: CPU flamegraphs for `--enable-pprof`.
+//! - [`env`]: `ETCD_GRPC_PROXY_*` environment variables as flags.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`proto`]: the generated etcd v3 wire types.
 //! - [`size_limit`]: etcd's wording for messages over the size limits.
@@ -24,9 +31,16 @@ pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod discovery;
+pub mod drain;
 pub mod duration;
+pub mod env;
 pub mod error;
 pub mod namespace;
+pub mod grpc_service;
+pub mod health;
+pub mod http_api;
+pub mod metrics;
+pub mod profile;
 pub mod proto;
 pub mod registration;
 pub mod server;
@@ -35,4 +49,4 @@ pub mod size_limit;
 pub mod tls;
 
 pub use config::Config;
-pub use server::{run, RunError};
+pub use server::{run, run_with, RunError, RunOptions};

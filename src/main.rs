@@ -1,5 +1,7 @@
-//! The `etcd-grpc-proxy` binary: parses the command line and calls
-//! [`etcd_grpc_proxy::run`] until SIGINT or SIGTERM.
+//! The `etcd-grpc-proxy` binary: parses the command line (with
+//! `ETCD_GRPC_PROXY_*` variables filling absent flags) and calls
+//! [`etcd_grpc_proxy::run`]; SIGINT or SIGTERM starts the drain, after
+//! which the process exits 0.
 
 use std::process::ExitCode;
 
@@ -8,7 +10,7 @@ use etcd_grpc_proxy::cli::Cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = Cli::parse().start_args();
+    let args = Cli::parse_from(etcd_grpc_proxy::env::args_from_env()).start_args();
     let level = if args.debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -28,7 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(&listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -43,10 +45,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // The drain has already bounded its own wait; do not wait on stragglers.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM (which start the drain).
 async fn shutdown_signal() {
     #[cfg(unix)]
     {

@@ -1,34 +1,59 @@
-//! Assembles the etcd services on one listener and runs them until shutdown.
+//! Serves gRPC and HTTP on one listener, as etcd does, and runs the drain
+//! sequence on shutdown.
+//!
+//! Each accepted connection is served by hyper (HTTP/1.1 and HTTP/2):
+//! requests with a `content-type: application/grpc*` header go to the etcd
+//! services ([`GrpcService`]), everything else to [`HttpApi`]. The same
+//! HTTP endpoints are served on `--metrics-addr` when set.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
-use tracing::info;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::body::Body;
+use tonic::service::Routes;
+use tracing::{debug, info, warn, Instrument};
 
 use crate::backend::membership::{self, MembershipSettings};
 use crate::backend::Pool;
-use crate::cache::RangeCache;
-use crate::config::Config;
-use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::coalesce::keepalive::KeepAliveHub;
 use crate::coalesce::watch::WatchHub;
+use crate::cache::RangeCache;
+use crate::config::Config;
+use crate::drain::{Drain, DrainHook};
+use crate::grpc_service::GrpcService;
+use crate::http_api::HttpApi;
+use crate::metrics::{Metrics, Sources};
 use crate::proto::etcdserverpb::auth_server::AuthServer;
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::services::auth::AuthService;
-use crate::services::election::ElectionService;
-use crate::services::lock::LockService;
-use crate::proto::etcdserverpb::lease_server::LeaseServer;
-use crate::proto::etcdserverpb::watch_server::WatchServer;
-use crate::services::lease::LeaseService;
-use crate::services::watch::{WatchService, CLIENT_QUEUE};
-use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::services::cluster::ClusterService;
+use crate::services::election::ElectionService;
 use crate::services::kv::KvService;
+use crate::services::lease::LeaseService;
+use crate::services::lock::LockService;
 use crate::services::maintenance::MaintenanceService;
+use crate::services::watch::{WatchService, CLIENT_QUEUE};
 use crate::services::Context;
 
 /// Why the proxy could not run.
@@ -40,6 +65,14 @@ pub enum RunError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// `--metrics-addr` could not be bound.
+    #[error("cannot listen on --metrics-addr {addr}: {source}")]
+    MetricsAddr {
+        /// The address asked for.
+        addr: String,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
     /// The TLS flags cannot be used.
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
@@ -57,14 +90,162 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Serves the etcd v3 API on `listener` until `shutdown` resolves.
+/// A connection's byte stream once accepted (plain TCP, or TLS around it).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The future of an [`Acceptor`]: the stream to serve HTTP on.
+pub type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn Io>>> + Send>>;
+
+/// Turns an accepted TCP stream into the stream HTTP is served on, e.g. a
+/// TLS handshake. Runs on the connection's own task, never in the accept loop.
+pub type Acceptor = Arc<dyn Fn(TcpStream) -> AcceptFuture + Send + Sync>;
+
+/// Extras for [`run_with`]; `Default` gives what [`run`] does.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Wraps each connection of the main listener (TLS); `None`: plain TCP.
+    pub acceptor: Option<Acceptor>,
+    /// A listener for the HTTP endpoints; `None`: bind `config.metrics_addr` if set.
+    pub metrics_listener: Option<TcpListener>,
+    /// Work to do when the drain starts (see [`Drain::on_drain`]).
+    pub drain_hooks: Vec<DrainHook>,
+}
+
+/// Serves the etcd v3 API on `listener` until `shutdown` resolves, then drains.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    run_with(config, listener, shutdown, RunOptions::default()).await
+}
+
+/// What every connection serves: gRPC or HTTP, by content type.
+#[derive(Clone)]
+pub struct App {
+    grpc: GrpcService,
+    http: Arc<HttpApi>,
+    /// Whether gRPC is served (false on `--metrics-addr`).
+    grpc_enabled: bool,
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+impl tower::Service<Request<Incoming>> for App {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        if self.grpc_enabled && is_grpc(&req) {
+            self.grpc.call(req)
+        } else {
+            let http = self.http.clone();
+            Box::pin(async move { Ok(http.handle(req).await) })
+        }
+    }
+}
+
+/// hyper's connection settings, as tonic's server would set them.
+fn connection_builder(config: &Config) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .keep_alive_interval(Some(config.grpc_keepalive_interval))
+        .keep_alive_timeout(config.grpc_keepalive_timeout);
+    builder.http1().timer(TokioTimer::new());
+    builder
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on one accepted connection until it closes,
+/// or until the graceful shutdown `watcher` belongs to is signalled.
+pub async fn serve_connection<I: Io>(io: I, app: App, builder: Arc<Builder<TokioExecutor>>, watcher: Watcher) {
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    if let Err(e) = watcher.watch(conn).await {
+        debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Accepts connections on `listener` until `stop` turns true, then closes
+/// it; returns the connections still being served, to abort at the hard limit.
+async fn accept_loop(
+    listener: TcpListener,
+    app: App,
+    builder: Arc<Builder<TokioExecutor>>,
+    acceptor: Option<Acceptor>,
+    graceful: &GracefulShutdown,
+    mut stop: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let (tcp, peer) = tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (app, builder, watcher, acceptor) = (app.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
+        let span = tracing::debug_span!("conn", %peer);
+        conns.spawn(
+            async move {
+                match acceptor {
+                    None => serve_connection(tcp, app, builder, watcher).await,
+                    Some(accept) => match accept(tcp).await {
+                        Ok(io) => serve_connection(io, app, builder, watcher).await,
+                        Err(e) => debug!(error = %e, "connection setup failed"),
+                    },
+                }
+            }
+            .instrument(span),
+        );
+    }
+    conns
+}
+
+/// Like [`run`], with a TLS acceptor, a ready metrics listener or drain hooks.
+///
+/// On `shutdown`: `/readyz` answers 503 and the drain hooks run; after
+/// `config.drain_grace_period` the listeners close; long-lived streams are
+/// ended with `Unavailable`, unary calls in flight finish; connections
+/// still open after `config.drain_timeout` are dropped.
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    options: RunOptions,
+) -> Result<(), RunError> {
     let local = listener.local_addr()?;
-    let tls_acceptor = crate::tls::server_acceptor(config.listen_tls.as_ref())?;
+    let metrics_listener = match (options.metrics_listener, &config.metrics_addr) {
+        (Some(l), _) => Some(l),
+        (None, Some(addr)) => Some(
+            TcpListener::bind(addr).await.map_err(|source| RunError::MetricsAddr { addr: addr.clone(), source })?,
+        ),
+        (None, None) => None,
+    };
+    // TLS towards clients: the handshake runs on each connection's own task.
+    let acceptor = match options.acceptor {
+        Some(a) => Some(a),
+        None => crate::tls::server_acceptor(config.listen_tls.as_ref())?.map(crate::tls::connection_acceptor),
+    };
     let mut channel = config.channel.clone();
     if let Some(backend_tls) = &config.backend_tls {
         channel.tls = Some(backend_tls.load()?);
@@ -83,94 +264,134 @@ pub async fn run(
         },
     )));
 
+    let metrics = Arc::new(Metrics::default());
+    let drain = Arc::new(Drain::default());
+    for hook in options.drain_hooks {
+        drain.on_drain(hook);
+    }
     let ctx = Context {
         pool: pool.clone(),
         upstream_max_recv: config.max_recv_bytes,
         upstream_max_send: config.max_send_bytes,
-        namespace: config.namespace.clone().map(std::sync::Arc::new),
+        metrics: metrics.clone(),
+        namespace: config.namespace.clone().map(Arc::new),
         cache: RangeCache::new(config.cache),
         serializable_floor: config.serializable_ordering.then(Default::default),
     };
     let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE);
-    let cache_follower = AbortOnDrop(tokio::spawn(ctx.cache.clone().follow(watch_hub.clone(), pool.clone())));
     let keepalive_hub = KeepAliveHub::new(pool.clone());
-    let (lease_tx, registered_lease) = tokio::sync::watch::channel(0i64);
-    let registration = config.registration.clone().map(|reg| {
-        AbortOnDrop(tokio::spawn(crate::registration::run(pool.clone(), keepalive_hub.clone(), reg, lease_tx)))
+    let _cache_follower = AbortOnDrop(tokio::spawn(ctx.cache.clone().follow(watch_hub.clone(), pool.clone())));
+    if let Some(reg) = config.registration.clone() {
+        // Registered until the drain starts: then the entry is removed at
+        // once, so clients stop discovering a proxy that is going away.
+        let (lease_tx, lease) = watch::channel(0i64);
+        let task = AbortOnDrop(tokio::spawn(crate::registration::run(pool.clone(), keepalive_hub.clone(), reg, lease_tx)));
+        let pool = pool.clone();
+        drain.on_drain(Box::new(move || {
+            Box::pin(async move {
+                drop(task);
+                let lease = *lease.borrow();
+                crate::registration::unregister(&pool, lease).await;
+            })
+        }));
+    }
+    let routes = routes(&ctx, &watch_hub, &keepalive_hub, config.max_recv_bytes, config.registration.clone());
+    let http = Arc::new(HttpApi {
+        sources: Sources { metrics: metrics.clone(), pool: pool.clone(), watch_hub, keepalive_hub, cache: ctx.cache.clone() },
+        drain: drain.clone(),
+        enable_pprof: config.enable_pprof,
     });
-    let recv = config.max_recv_bytes;
-    let send = usize::MAX;
+    let app = App { grpc: GrpcService::new(routes, metrics, drain.clone()), http, grpc_enabled: true };
+    let builder = Arc::new(connection_builder(&config));
 
+    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_local = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     info!(
         listen = %local,
-        tls = tls_acceptor.is_some(),
+        metrics = ?metrics_local,
+        tls = acceptor.is_some(),
         endpoints = %endpoints.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(","),
         auto_sync = ?config.auto_sync_interval,
         "started gRPC proxy"
     );
-    let router = Server::builder()
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .http2_keepalive_interval(Some(config.grpc_keepalive_interval))
-        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout))
-        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
-        // etcd's wording for oversized requests, which tonic words differently.
-        .layer(tower::util::MapResponseLayer::new(crate::size_limit::rewrite))
-        .add_service(
-            KvServer::new(KvService { ctx: ctx.clone() })
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(send),
-        )
-        .add_service(
-            ClusterServer::new(ClusterService { ctx: ctx.clone(), registration: config.registration.clone() })
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(send),
-        )
-        .add_service(
-            MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() })
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(send),
-        )
-        .add_service(
-            WatchServer::new(WatchService { ctx: ctx.clone(), hub: watch_hub.clone() })
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(send),
-        )
-        .add_service(
-            LeaseServer::new(LeaseService { ctx: ctx.clone(), hub: keepalive_hub.clone() })
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(send),
-        )
-        .add_service(
-            AuthServer::new(AuthService { ctx: ctx.clone() })
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(send),
-        )
-        .add_service(
-            ElectionServer::new(ElectionService { ctx: ctx.clone() })
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(send),
-        )
-        .add_service(
-            LockServer::new(LockService { ctx: ctx.clone() })
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(send),
-        );
-    let result = match tls_acceptor {
-        Some(acceptor) => {
-            router.serve_with_incoming_shutdown(crate::tls::accept_stream(listener, acceptor), shutdown).await
-        }
-        None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            router.serve_with_incoming_shutdown(incoming, shutdown).await
+
+    let main_loop = accept_loop(listener, app.clone(), builder.clone(), acceptor, &graceful, stop_rx.clone());
+    let metrics_loop = async {
+        match metrics_listener {
+            Some(l) => {
+                let app = App { grpc_enabled: false, ..app.clone() };
+                accept_loop(l, app, builder.clone(), None, &graceful, stop_rx.clone()).await
+            }
+            None => JoinSet::new(),
         }
     };
-    if let Some(task) = registration {
-        drop(task);
-        let lease = *registered_lease.borrow();
-        crate::registration::unregister(&pool, lease).await;
+    let sequence = async {
+        shutdown.await;
+        drain.start().await;
+        info!(grace = ?config.drain_grace_period, "draining: still serving during the grace period");
+        tokio::time::sleep(config.drain_grace_period).await;
+        info!("draining: listeners closed");
+        stop_tx.send_replace(true);
+    };
+    let (mut main_conns, mut metrics_conns, ()) = tokio::join!(main_loop, metrics_loop, sequence);
+
+    drain.cut_streams();
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
+        warn!(
+            timeout = ?config.drain_timeout,
+            open = main_conns.len() + metrics_conns.len(),
+            "connections still open after the drain timeout; closing them"
+        );
+        main_conns.abort_all();
+        metrics_conns.abort_all();
     }
-    drop(cache_follower);
     drop(membership);
     info!("gRPC proxy stopped");
-    result.map_err(RunError::from)
+    Ok(())
+}
+
+/// Every etcd service, with the same message limits.
+fn routes(
+    ctx: &Context,
+    watch_hub: &Arc<WatchHub>,
+    keepalive_hub: &Arc<KeepAliveHub>,
+    recv: usize,
+    registration: Option<crate::registration::Registration>,
+) -> Routes {
+    let send = usize::MAX;
+    Routes::new(
+        KvServer::new(KvService { ctx: ctx.clone() }).max_decoding_message_size(recv).max_encoding_message_size(send),
+    )
+    .add_service(
+        ClusterServer::new(ClusterService { ctx: ctx.clone(), registration })
+            .max_decoding_message_size(recv)
+            .max_encoding_message_size(send),
+    )
+    .add_service(
+        MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() })
+            .max_decoding_message_size(recv)
+            .max_encoding_message_size(send),
+    )
+    .add_service(
+        WatchServer::new(WatchService { ctx: ctx.clone(), hub: watch_hub.clone() })
+            .max_decoding_message_size(recv)
+            .max_encoding_message_size(send),
+    )
+    .add_service(
+        LeaseServer::new(LeaseService { ctx: ctx.clone(), hub: keepalive_hub.clone() })
+            .max_decoding_message_size(recv)
+            .max_encoding_message_size(send),
+    )
+    .add_service(
+        AuthServer::new(AuthService { ctx: ctx.clone() }).max_decoding_message_size(recv).max_encoding_message_size(send),
+    )
+    .add_service(
+        ElectionServer::new(ElectionService { ctx: ctx.clone() })
+            .max_decoding_message_size(recv)
+            .max_encoding_message_size(send),
+    )
+    .add_service(
+        LockServer::new(LockService { ctx: ctx.clone() }).max_decoding_message_size(recv).max_encoding_message_size(send),
+    )
 }

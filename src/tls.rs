@@ -478,6 +478,21 @@ pub fn accept_stream(
     ReceiverStream::new(rx)
 }
 
+/// The acceptor for the server's own accept loop: each connection's TLS
+/// handshake runs on that connection's task, bounded by [`HANDSHAKE_TIMEOUT`].
+pub fn connection_acceptor(acceptor: TlsAcceptor) -> crate::server::Acceptor {
+    Arc::new(move |tcp: TcpStream| {
+        let acceptor = acceptor.clone();
+        Box::pin(async move {
+            let peer = tcp.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            match handshake(&acceptor, tcp, peer).await {
+                Some(tls) => Ok(Box::new(tls) as Box<dyn crate::server::Io>),
+                None => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "TLS handshake failed")),
+            }
+        }) as crate::server::AcceptFuture
+    })
+}
+
 async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream, peer: SocketAddr) -> Option<TlsStream<TcpStream>> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {

@@ -111,6 +111,11 @@ impl Backend {
         me != 0 && self.leader_seen.load(Ordering::Relaxed) == me
     }
 
+    /// Calls under way on this member now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
     /// Counts a call as in flight until the guard drops.
     pub fn start_call(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Ordering::Relaxed);
@@ -127,6 +132,13 @@ impl Drop for InflightGuard {
     }
 }
 
+/// Pool-wide counters, exported as metrics.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Unary calls sent again to another member after a failure.
+    pub retries: AtomicU64,
+}
+
 /// The shared, cheaply cloned handle to the member set.
 #[derive(Clone)]
 pub struct Pool {
@@ -141,6 +153,7 @@ struct Inner {
     settings: ChannelSettings,
     /// Woken when a call finds a member dead, so refresh runs at once.
     refresh_now: Notify,
+    stats: PoolStats,
 }
 
 impl Pool {
@@ -151,10 +164,16 @@ impl Pool {
             seeds: seeds.clone(),
             settings,
             refresh_now: Notify::new(),
+            stats: PoolStats::default(),
         });
         let pool = Pool { inner };
         pool.set_members(seeds.into_iter().collect())?;
         Ok(pool)
+    }
+
+    /// Pool-wide counters.
+    pub fn stats(&self) -> &PoolStats {
+        &self.inner.stats
     }
 
     /// The endpoints given at start.
@@ -306,6 +325,7 @@ impl Pool {
                 return Err(ProxyError::Upstream(status));
             }
             tracing::debug!(backend = %backend.url, error = %status.message(), "retrying on another member");
+            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
             if failure == Failure::NotReached {
                 last_unreached = Some(status);
             } else {

@@ -20,7 +20,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
-/// What every service needs: the pool and the upstream message limits.
+/// What every service needs: the pool, the upstream message limits and the metrics.
 #[derive(Clone)]
 pub struct Context {
     /// The members calls go to.
@@ -36,6 +36,8 @@ pub struct Context {
     /// With `--experimental-serializable-ordering`, the highest revision a
     /// serializable read has answered with; older answers are read again.
     pub serializable_floor: Option<Arc<std::sync::atomic::AtomicI64>>,
+    /// Shared counters (the range cache counts its hits and misses here).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The client's metadata, cleaned of what belongs to its own connection,

@@ -6,6 +6,8 @@ mod bad_input;
 mod cache;
 mod election_lock;
 mod discovery;
+mod drain;
+mod health;
 mod kv;
 mod lease;
 mod maintenance;

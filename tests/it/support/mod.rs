@@ -3,6 +3,7 @@
 pub mod background;
 pub mod etcd;
 pub mod pki;
+pub mod http;
 pub mod proxy;
 pub mod tls_etcd;
 

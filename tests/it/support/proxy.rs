@@ -16,11 +16,14 @@ pub struct TestProxy {
     task: Option<JoinHandle<()>>,
 }
 
-/// A config for `endpoints` (comma separated) with a fast 1 s membership refresh.
+/// A config for `endpoints` (comma separated) with a fast 1 s membership
+/// refresh and no drain grace period (tests that drain set their own).
 pub fn config(endpoints: &str) -> Config {
     let urls = endpoints.split(',').map(|e| EndpointUrl::parse(e, false).expect("endpoint")).collect();
     let mut c = Config::new(urls);
     c.auto_sync_interval = Some(Duration::from_secs(1));
+    c.drain_grace_period = Duration::ZERO;
+    c.drain_timeout = Duration::from_secs(5);
     c
 }
 
@@ -67,6 +70,21 @@ impl TestProxy {
     /// A connected `etcd-client` client.
     pub async fn client(&self) -> etcd_client::Client {
         etcd_client::Client::connect([self.endpoint()], None).await.expect("connect etcd-client to proxy")
+    }
+
+    /// Starts the drain (as SIGTERM would) without waiting for it to end;
+    /// [`TestProxy::finished`] then waits for `run` to return.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    /// Waits for `run` to return (after [`TestProxy::begin_shutdown`]).
+    pub async fn finished(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.await.expect("proxy task");
+        }
     }
 
     /// Stops the proxy and waits for it to finish.

@@ -1,0 +1,36 @@
+//! Backend health as the `/health` endpoint reports it: like etcd's proxy,
+//! a Get of key "a" through the member pool with a 1 s timeout, where a
+//! permission error still proves a member answered.
+
+use std::time::Duration;
+
+use tonic::Code;
+
+use crate::backend::{Pool, RetryPolicy};
+use crate::error::ProxyError;
+use crate::proto::etcdserverpb::kv_client::KvClient;
+use crate::proto::etcdserverpb::RangeRequest;
+
+/// How long the health Get may take (etcd uses 1 s).
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Ok when some member answered a linearizable Get of "a" (so the cluster
+/// has a leader and quorum), else why not.
+pub async fn check(pool: &Pool, timeout: Duration) -> Result<(), String> {
+    let probe = RangeRequest { key: b"a".to_vec(), count_only: true, ..Default::default() };
+    let call = pool.call(RetryPolicy::Idempotent, |ch| {
+        let req = tonic::Request::new(probe.clone());
+        async move { KvClient::new(ch).range(req).await.map(|_| ()) }
+    });
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(format!("no etcd member answered within {timeout:?}")),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(ProxyError::Upstream(s))) if s.code() == Code::PermissionDenied => Ok(()),
+        Ok(Err(e)) => Err(tonic::Status::from(e).message().to_string()),
+    }
+}
+
+/// Whether any member is in rotation now (cheap; used by `/readyz`).
+pub fn any_backend_in_rotation(pool: &Pool) -> bool {
+    pool.backends().iter().any(|b| b.is_healthy())
+}
