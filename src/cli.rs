@@ -261,14 +261,31 @@ impl StartArgs {
         }
     }
 
+    /// `--experimental-enable-grpc-logging`: the gRPC/HTTP2 stack's own logs
+    /// (tonic, hyper, h2) at debug level.
+    pub fn grpc_logging(&self) -> Result<bool, ConfigError> {
+        flag_bool("experimental-enable-grpc-logging", &self.experimental_enable_grpc_logging)
+    }
+
     /// Checks every flag and builds the runtime configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         for (flag, value, default) in [
-            ("grpc-keepalive-min-time", &self.grpc_keepalive_min_time, "5s"),
             ("experimental-leasing-prefix", &self.experimental_leasing_prefix, ""),
-            ("experimental-enable-grpc-logging", &self.experimental_enable_grpc_logging, "false"),
         ] {
             not_yet(flag, value, default)?;
+        }
+        self.grpc_logging()?;
+        if let Some(raw) = &self.grpc_keepalive_min_time {
+            let min = duration("grpc-keepalive-min-time", raw)?;
+            if min != Duration::from_secs(5) {
+                // Validated, and said out loud: hyper's HTTP/2 server has no
+                // ping policing, so no client is ever cut off for pinging
+                // more often than this (more lenient than etcd, never stricter).
+                tracing::warn!(
+                    value = %raw,
+                    "--grpc-keepalive-min-time accepted, but clients pinging more often are not disconnected"
+                );
+            }
         }
 
         let backend_tls = self.backend_tls()?;
@@ -499,6 +516,14 @@ mod tests {
         assert!(err.contains("--experimental-leasing-prefix"), "{err}");
         // etcd's default spelled out is harmless.
         parse(&["p", "start", "--auto-tls=false"]).unwrap();
+    }
+
+    #[test]
+    fn keepalive_min_time_and_grpc_logging_are_checked() {
+        parse(&["p", "start", "--grpc-keepalive-min-time=10s"]).unwrap();
+        assert!(parse(&["p", "start", "--grpc-keepalive-min-time=soon"]).unwrap_err().contains("grpc-keepalive-min-time"));
+        parse(&["p", "start", "--experimental-enable-grpc-logging"]).unwrap();
+        assert!(parse(&["p", "start", "--experimental-enable-grpc-logging=loud"]).is_err());
     }
 
     #[test]

@@ -11,7 +11,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = Cli::parse_from(etcd_grpc_proxy::env::args_from_env()).start_args();
-    let level = if args.debug { "debug" } else { "info" };
+    let mut level = if args.debug { "debug" } else { "info" }.to_string();
+    if args.grpc_logging().unwrap_or(false) {
+        level.push_str(",tonic=debug,hyper=debug,h2=debug,tower=debug");
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
