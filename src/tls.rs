@@ -28,11 +28,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CipherSuite, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme, SupportedProtocolVersion};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tracing::{debug, info, warn};
 
@@ -430,53 +428,6 @@ pub fn server_acceptor(tls: Option<&ListenTls>) -> Result<Option<TlsAcceptor>, T
 
 /// How long a client may take over its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes under way at once; beyond this, accepting waits.
-const MAX_PENDING_HANDSHAKES: usize = 1024;
-
-/// Accepts connections on `listener` and yields them once their TLS
-/// handshake succeeds. Handshakes run concurrently, each bounded by
-/// [`HANDSHAKE_TIMEOUT`]; a failed one is logged and dropped and never holds
-/// up other clients or ends the stream. Accept errors (e.g. out of file
-/// descriptors) are logged and retried. Never yields an error; the accept
-/// task stops when the stream is dropped.
-pub fn accept_stream(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-        loop {
-            let permit = tokio::select! {
-                p = pending.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                _ = tx.closed() => return,
-            };
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = tx.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                if let Some(tls) = handshake(&acceptor, tcp, peer).await {
-                    let _ = tx.send(Ok(tls)).await;
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
-}
 
 /// The acceptor for the server's own accept loop: each connection's TLS
 /// handshake runs on that connection's task, bounded by [`HANDSHAKE_TIMEOUT`].

@@ -6,22 +6,8 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 
-use crate::support::{etcdctl, Cluster, TestProxy};
-
-fn run(endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let out = etcdctl(endpoint, args);
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn ok(endpoint: &str, args: &[&str]) -> String {
-    let (ok, out, err) = run(endpoint, args);
-    assert!(ok, "etcdctl {args:?}: {err}");
-    out
-}
-
-fn error_line(stderr: &str) -> String {
-    stderr.lines().filter(|l| l.starts_with("Error:")).last().unwrap_or("").to_string()
-}
+use crate::support::ctl::{enable_auth_with_alice_and_bob, error_line, ok, run};
+use crate::support::{Cluster, TestProxy};
 
 async fn client_as(endpoint: &str, user: &str, password: &str) -> Client {
     Client::connect([endpoint], Some(ConnectOptions::new().with_user(user, password)))
@@ -54,22 +40,7 @@ async fn two_users_see_only_what_their_roles_allow() {
     let via = proxy.endpoint();
 
     // Set up users and roles through the proxy: the Auth RPCs are forwarded.
-    for args in [
-        &["user", "add", "root:rootpw"][..],
-        &["role", "add", "root"],
-        &["user", "grant-role", "root", "root"],
-        &["role", "add", "ra"],
-        &["role", "grant-permission", "ra", "--prefix=true", "readwrite", "/a/"],
-        &["role", "add", "rb"],
-        &["role", "grant-permission", "rb", "--prefix=true", "readwrite", "/b/"],
-        &["user", "add", "alice:pa"],
-        &["user", "grant-role", "alice", "ra"],
-        &["user", "add", "bob:pb"],
-        &["user", "grant-role", "bob", "rb"],
-        &["auth", "enable"],
-    ] {
-        ok(&via, args);
-    }
+    enable_auth_with_alice_and_bob(&via);
     let root = ["--user=root:rootpw"];
     assert_eq!(ok(&via, &[&root[..], &["user", "list"]].concat()), ok(&direct, &[&root[..], &["user", "list"]].concat()));
     assert_eq!(ok(&via, &[&root[..], &["role", "get", "ra"]].concat()), ok(&direct, &[&root[..], &["role", "get", "ra"]].concat()));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
+use crate::support::ctl::enable_auth_with_alice_and_bob;
 use crate::support::{etcdctl, eventually, Cluster, TestProxy};
 
 fn ranges_served(cluster: &Cluster) -> f64 {
@@ -113,20 +114,7 @@ async fn nothing_cached_reaches_a_client_etcd_would_refuse() {
     })
     .await;
 
-    for args in [
-        &["user", "add", "root:rootpw"][..],
-        &["role", "add", "root"],
-        &["user", "grant-role", "root", "root"],
-        &["role", "add", "ra"],
-        &["role", "grant-permission", "ra", "--prefix=true", "readwrite", "/a/"],
-        &["user", "add", "alice:pa"],
-        &["user", "grant-role", "alice", "ra"],
-        &["user", "add", "bob:pb"],
-        &["auth", "enable"],
-    ] {
-        let out = etcdctl(&via, args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    enable_auth_with_alice_and_bob(&via);
 
     // Right after auth is enabled (through this proxy), the cached answer is
     // not served to a client without a token: etcd refuses it.

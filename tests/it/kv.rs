@@ -2,17 +2,8 @@
 
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
-use crate::support::{etcdctl, Cluster, TestProxy};
-
-fn run(endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let out = etcdctl(endpoint, args);
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// The last line of etcdctl's stderr, the error itself (etcdctl prints retry noise before it).
-fn error_line(stderr: &str) -> String {
-    stderr.lines().filter(|l| l.starts_with("Error:")).last().unwrap_or("").to_string()
-}
+use crate::support::ctl::{run, error_line};
+use crate::support::{Cluster, TestProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_sees_the_same_answers_through_the_proxy_as_direct() {

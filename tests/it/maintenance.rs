@@ -4,13 +4,8 @@
 
 use std::time::Duration;
 
+use crate::support::ctl::{ok};
 use crate::support::{etcdctl, eventually, Cluster, TestProxy};
-
-fn ok(endpoint: &str, args: &[&str]) -> String {
-    let out = etcdctl(endpoint, args);
-    assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `endpoint status -w simple` fields: endpoint, id, version, size, is leader, ...
 fn status_fields(line: &str) -> Vec<String> {

@@ -5,22 +5,8 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, GetOptions, LeaseGrantOptions, LockOptions, PutOptions, Txn, TxnOp, WatchOptions};
 
-use crate::support::{etcdctl, proxy, Cluster, TestProxy};
-
-fn run(endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let out = etcdctl(endpoint, args);
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn ok(endpoint: &str, args: &[&str]) -> String {
-    let (ok, out, err) = run(endpoint, args);
-    assert!(ok, "etcdctl {args:?}: {err}");
-    out
-}
-
-fn error_line(stderr: &str) -> String {
-    stderr.lines().filter(|l| l.starts_with("Error:")).last().unwrap_or("").to_string()
-}
+use crate::support::ctl::{run, ok, error_line};
+use crate::support::{proxy, Cluster, TestProxy};
 
 async fn namespaced(endpoints: &str, prefix: &str) -> TestProxy {
     let mut config = proxy::config(endpoints);

@@ -1,6 +1,7 @@
 //! Test support: real etcd members and in-process proxies, cleaned up on drop.
 
 pub mod background;
+pub mod ctl;
 pub mod etcd;
 pub mod pki;
 pub mod http;
