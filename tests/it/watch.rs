@@ -52,6 +52,16 @@ fn watchers_on(cluster: &Cluster) -> Vec<f64> {
     cluster.members.iter().map(|m| if m.is_running() { m.metric("etcd_debugging_mvcc_watcher_total", &[]) } else { 0.0 }).collect()
 }
 
+/// The members' watcher count once the proxy's range cache has opened its
+/// one watch over the whole key space: what tests count upstream watches from.
+async fn watchers_beyond_the_cache(cluster: &Cluster) -> f64 {
+    eventually("the range cache's own watch is open", Duration::from_secs(10), || {
+        let n = watchers_on(cluster).iter().sum::<f64>();
+        async move { (n >= 1.0).then_some(n) }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_watch_through_the_proxy_prints_what_direct_prints() {
     let cluster = Cluster::start(1).await;
@@ -86,12 +96,7 @@ async fn thousand_watchers_on_one_key_share_one_upstream_watch() {
     let cluster = Cluster::start(1).await;
     let proxy = TestProxy::start(&cluster.members[0].addr()).await;
     let mut client = proxy.client().await;
-    // The range cache keeps one watch over the whole key space: count from there.
-    let before = eventually("the range cache's own watch is open", Duration::from_secs(10), || {
-        let n = watchers_on(&cluster).iter().sum::<f64>();
-        async move { (n >= 1.0).then_some(n) }
-    })
-    .await;
+    let before = watchers_beyond_the_cache(&cluster).await;
 
     let mut streams = Vec::new();
     for _ in 0..1000 {
@@ -232,11 +237,7 @@ async fn watcher_from_the_past_catches_up_alone_then_joins_the_shared_watch() {
     let cluster = Cluster::start(1).await;
     let proxy = TestProxy::start(&cluster.members[0].addr()).await;
     let mut client = proxy.client().await;
-    let baseline = eventually("the range cache's own watch is open", Duration::from_secs(10), || {
-        let n = watchers_on(&cluster).iter().sum::<f64>();
-        async move { (n >= 1.0).then_some(n) }
-    })
-    .await;
+    let baseline = watchers_beyond_the_cache(&cluster).await;
 
     let (_, mut live) = watch(&mut client, "j", None).await;
     let first = revision(&mut client).await + 1;
