@@ -12,7 +12,8 @@
 //! (20), `BENCH_FAILOVER_SECS` (8), `BENCH_SKIP` (comma list of `unary`,
 //! `watch`, `lease`, `membership`, `failover`), `BENCH_PROXY_BIN`,
 //! `BENCH_OUT` (bench/results), `BENCH_TARGETS` (comma list of `direct`,
-//! `etcd-proxy`, `ours`; all by default).
+//! `etcd-proxy`, `ours`; all by default), `BENCH_KEEP=1` (keep the member and
+//! proxy logs), `BENCH_OURS_RUST_LOG` (RUST_LOG for our proxy; unset by default).
 
 mod lease;
 mod load;
@@ -92,6 +93,12 @@ impl Settings {
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this
+    // binary without it, where a multi-minute benchmark has no place.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("side_by_side: benchmark skipped (run it with `make bench` or `cargo bench --bench side_by_side`)");
+        return;
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let settings = Settings::from_env();
     let ours_bin = std::env::var("BENCH_PROXY_BIN")
@@ -233,7 +240,7 @@ fn main() {
             eprintln!("== membership pickup through {}", t.name);
             let channels = rt.block_on(t.connect(2));
             let p = scenario::membership_pickup(&rt, &mut cluster, t.name, &channels, settings.pickup_limit);
-            eprintln!("   first Range on the new member {:?} after it was healthy", p.after_healthy);
+            eprintln!("   first Range on the new member {:?} after it started", p.after_start);
             report.pickups.push(p);
         }
     }
@@ -249,6 +256,10 @@ fn main() {
     }
 
     report.total = started.elapsed();
+    if std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1") {
+        let kept = std::mem::replace(&mut cluster.dir, tempfile::tempdir().expect("temp dir")).keep();
+        eprintln!("kept data dirs and logs in {}", kept.display());
+    }
     let md = report.markdown();
     println!("{md}");
     report.write(&out_dir, &md);

@@ -212,8 +212,9 @@ impl Cluster {
     }
 
     /// `member add` (retried while etcd refuses) and starts the new member
-    /// with `--initial-cluster-state existing`; returns its index once healthy.
-    pub fn add_member(&mut self) -> usize {
+    /// with `--initial-cluster-state existing`; returns its index and when
+    /// its process was started, once it is healthy.
+    pub fn add_member(&mut self) -> (usize, Instant) {
         let mut m = Member::new(self.dir.path(), self.next);
         self.next += 1;
         let endpoints = self.endpoints();
@@ -231,9 +232,10 @@ impl Cluster {
         all.push((m.name.clone(), m.peer_url.clone()));
         m.initial_cluster = all.iter().map(|(n, p)| format!("{n}={p}")).collect::<Vec<_>>().join(",");
         m.spawn("existing");
+        let spawned = Instant::now();
         self.members.push(m);
         self.wait_healthy(Duration::from_secs(60));
-        self.members.len() - 1
+        (self.members.len() - 1, spawned)
     }
 }
 
@@ -274,6 +276,9 @@ impl ProxyProc {
             }
         };
         cmd.env_remove("RUST_LOG");
+        if let (ProxyKind::Ours, Ok(level)) = (kind, std::env::var("BENCH_OURS_RUST_LOG")) {
+            cmd.env("RUST_LOG", level);
+        }
         ProxyProc { addr, proc: Proc::spawn(cmd, &log) }
     }
 }

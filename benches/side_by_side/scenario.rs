@@ -67,8 +67,8 @@ impl BackgroundReads {
 pub struct Pickup {
     /// Target name.
     pub target: &'static str,
-    /// From the new member being healthy to its first Range through the target.
-    pub after_healthy: Option<Duration>,
+    /// From the new member's process start to its first Range through the target.
+    pub after_start: Option<Duration>,
     /// From `member add` to that first Range.
     pub after_add: Option<Duration>,
     /// How long we waited at most.
@@ -86,12 +86,11 @@ pub fn membership_pickup(
 ) -> Pickup {
     let reads = BackgroundReads::start(rt, channels, 32);
     let added = Instant::now();
-    let idx = cluster.add_member();
-    let healthy = Instant::now();
-    let base = cluster.members[idx].ranges_served();
+    let (idx, spawned) = cluster.add_member();
+    // A new member has served nothing before it started.
     let mut seen = None;
-    while healthy.elapsed() < limit {
-        if cluster.members[idx].ranges_served() > base {
+    while spawned.elapsed() < limit {
+        if cluster.members[idx].ranges_served() > 0.0 {
             seen = Some(Instant::now());
             break;
         }
@@ -100,7 +99,7 @@ pub fn membership_pickup(
     reads.finish(rt);
     Pickup {
         target,
-        after_healthy: seen.map(|s| s - healthy),
+        after_start: seen.map(|s| s - spawned),
         after_add: seen.map(|s| s - added),
         limit,
     }
