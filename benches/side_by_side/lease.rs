@@ -1,6 +1,6 @@
 //! Lease keep-alive load: many clients, each with its own lease and its
-//! own LeaseKeepAlive stream, sending a keep-alive every `pause` the way
-//! etcd's Go client does (TTL/3).
+//! own LeaseKeepAlive stream, sending a keep-alive every `pause` (TTL/3 by
+//! default, the cadence of etcd's Go client).
 
 use std::time::{Duration, Instant};
 
@@ -10,14 +10,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::load::{new_hist, Round, CALL_TIMEOUT};
+use crate::load::{new_hist, Round};
 
-/// TTL of the benchmark's leases, in seconds: with one keep-alive a second
-/// per client, this is the TTL/3 cadence of etcd's Go client.
-pub const TTL: i64 = 3;
-
-/// Grants `n` leases through `channels`.
-pub async fn grant(channels: &[Channel], n: usize) -> Vec<i64> {
+/// Grants `n` leases of `ttl` seconds through `channels`.
+pub async fn grant(channels: &[Channel], n: usize, ttl: i64) -> Vec<i64> {
     let mut tasks = Vec::new();
     let per = n.div_ceil(64);
     for t in 0..64 {
@@ -26,7 +22,7 @@ pub async fn grant(channels: &[Channel], n: usize) -> Vec<i64> {
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for _ in 0..count {
-                ids.push(client.lease_grant(LeaseGrantRequest { ttl: TTL, id: 0 }).await.expect("lease grant").into_inner().id);
+                ids.push(client.lease_grant(LeaseGrantRequest { ttl, id: 0 }).await.expect("lease grant").into_inner().id);
             }
             ids
         }));
@@ -38,8 +34,16 @@ pub async fn grant(channels: &[Channel], n: usize) -> Vec<i64> {
     ids
 }
 
-/// One keep-alive stream per lease for `warmup + window`; only the window is measured.
-pub async fn run_round(channels: &[Channel], leases: &[i64], pause: Duration, warmup: Duration, window: Duration) -> Round {
+/// One keep-alive stream per lease for `warmup + window`; only the window
+/// is measured. An answer slower than `timeout` counts as failed.
+pub async fn run_round(
+    channels: &[Channel],
+    leases: &[i64],
+    pause: Duration,
+    timeout: Duration,
+    warmup: Duration,
+    window: Duration,
+) -> Round {
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + window;
@@ -75,7 +79,7 @@ pub async fn run_round(channels: &[Channel], leases: &[i64], pause: Duration, wa
                     if !first {
                         tx.send(LeaseKeepAliveRequest { id }).await.map_err(|_| "stream closed".to_string())?;
                     }
-                    match tokio::time::timeout(CALL_TIMEOUT, stream.message()).await {
+                    match tokio::time::timeout(timeout, stream.message()).await {
                         Ok(Ok(Some(resp))) if resp.ttl > 0 => Ok(()),
                         Ok(Ok(Some(_))) => Err("lease expired".to_string()),
                         Ok(Ok(None)) => Err("stream ended".to_string()),

@@ -8,7 +8,8 @@
 //! seconds per round, 3), `BENCH_WARMUP_MS` (300), `BENCH_ROUNDS` (3),
 //! `BENCH_CONNS` (4 HTTP/2 connections), `BENCH_INFLIGHT` (64 calls in flight
 //! per connection), `BENCH_WATCHERS`, `BENCH_WATCH_PUTS` (20 per round),
-//! `BENCH_LEASES`, `BENCH_KEEPALIVE_MS` (1000), `BENCH_PICKUP_LIMIT_SECS`
+//! `BENCH_LEASES`, `BENCH_LEASE_TTL` (3 s, 10 s full), `BENCH_KEEPALIVE_MS`
+//! (TTL/3), `BENCH_PICKUP_LIMIT_SECS`
 //! (20), `BENCH_FAILOVER_SECS` (8), `BENCH_SKIP` (comma list of `unary`,
 //! `watch`, `lease`, `membership`, `failover`), `BENCH_PROXY_BIN`,
 //! `BENCH_OUT` (bench/results), `BENCH_TARGETS` (comma list of `direct`,
@@ -54,6 +55,8 @@ pub struct Settings {
     pub watch_puts: usize,
     /// Lease clients per target.
     pub leases: usize,
+    /// TTL of the benchmark's leases (s): long enough to grant them all first.
+    pub lease_ttl: i64,
     /// Pause between one client's keep-alives.
     pub keepalive_every: Duration,
     /// Longest wait for a new member's first Range.
@@ -67,6 +70,7 @@ impl Settings {
     fn from_env() -> Settings {
         let full = std::env::var("BENCH_FULL").is_ok_and(|v| v == "1");
         let scale = if full { 10_000 } else { 1_000 };
+        let lease_ttl = env_num("BENCH_LEASE_TTL", if full { 10 } else { 3 }) as i64;
         Settings {
             full,
             window: Duration::from_millis(env_num("BENCH_SECS", 3) * 1000),
@@ -77,7 +81,8 @@ impl Settings {
             watchers: env_num("BENCH_WATCHERS", scale) as usize,
             watch_puts: env_num("BENCH_WATCH_PUTS", 20) as usize,
             leases: env_num("BENCH_LEASES", scale) as usize,
-            keepalive_every: Duration::from_millis(env_num("BENCH_KEEPALIVE_MS", 1000)),
+            lease_ttl,
+            keepalive_every: Duration::from_millis(env_num("BENCH_KEEPALIVE_MS", lease_ttl as u64 * 1000 / 3)),
             pickup_limit: Duration::from_secs(env_num("BENCH_PICKUP_LIMIT_SECS", 20)),
             failover_after: Duration::from_secs(env_num("BENCH_FAILOVER_SECS", 8)),
             skip: std::env::var("BENCH_SKIP").unwrap_or_default().split(',').map(|s| s.trim().to_string()).collect(),
@@ -208,12 +213,13 @@ fn main() {
         for round in 0..settings.rounds {
             for (i, t) in targets.iter().enumerate() {
                 // Fresh short leases each round (granting is not measured).
-                let leases = rt.block_on(lease::grant(&channels[i], settings.leases));
+                let leases = rt.block_on(lease::grant(&channels[i], settings.leases, settings.lease_ttl));
                 let cpu0 = t.cpu();
                 let r = rt.block_on(lease::run_round(
                     &channels[i],
                     &leases,
                     settings.keepalive_every,
+                    Duration::from_secs(settings.lease_ttl as u64),
                     settings.warmup.max(settings.keepalive_every),
                     settings.window,
                 ));

@@ -185,12 +185,13 @@ impl Report {
         );
         let _ = writeln!(
             h,
-            "- Watch: {} watchers on one key ({} per Watch stream, {} connections), {} puts per round written directly to a member; lease: {} clients, one stream and lease each, a keep-alive every {:?}",
+            "- Watch: {} watchers on one key ({} per Watch stream, {} connections), {} puts per round written directly to a member; lease: {} clients, one stream and lease ({} s TTL) each, a keep-alive every {:?}",
             s.watchers,
             crate::watch::PER_STREAM,
             crate::watch::CONNECTIONS,
             s.watch_puts,
             s.leases,
+            s.lease_ttl,
             s.keepalive_every
         );
         let _ = writeln!(h, "- The load generator, the 3 members and both proxies share the same cores: absolute numbers are low, ratios are what to read.");
