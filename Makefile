@@ -33,9 +33,10 @@ demo: deps build
 test: deps
 	$(CARGO) test --all-targets -- --test-threads=3
 
-## bench: side-by-side benchmark (see bench/)
+## bench: side-by-side benchmark vs direct etcd and etcd's grpc-proxy; writes bench/results/latest.{md,svg}
+## (BENCH_FULL=1 for 10k watchers / lease clients; BENCH_SECS, BENCH_ROUNDS, ... see benches/side_by_side/main.rs)
 bench: deps build
-	@echo "the benchmark is not written yet (issue: benchmark side by side)"; exit 1
+	$(CARGO) bench --bench side_by_side
 
 clean:
 	$(CARGO) clean
