@@ -48,7 +48,7 @@ impl GrpcService {
     {
         let method = MethodId::from_path(req.uri().path());
         self.metrics.started(method);
-        let span = tracing::info_span!("grpc", method = %req.uri().path());
+        let span = tracing::debug_span!("grpc", method = %req.uri().path());
         let metrics = self.metrics.clone();
         let req = req.map(|b| match method {
             Some(m) => Body::new(Counted { inner: b, counter: MsgCounter::default(), metrics: metrics.clone(), method: m }),

@@ -1,8 +1,11 @@
 //! Lease keep-alive coalescing: every client keep-alive for a lease joins
 //! the one upstream request for that lease that is in flight, and answers
-//! less than [`FRESH`] old are reused. All leases share one upstream
-//! LeaseKeepAlive stream, re-opened on another member when its member fails,
-//! with the in-flight requests sent again.
+//! less than [`FRESH`] old are reused. Leases are spread by id over
+//! [`SHARDS`] upstream LeaseKeepAlive streams (etcd renews the requests of
+//! one stream one after another, so one stream would cap the whole proxy at
+//! one renewal per round trip), opened on the leader when it is known (a
+//! follower forwards every renewal to it), each re-opened on another member
+//! when its member fails, with its in-flight requests sent again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Status;
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -24,6 +27,13 @@ use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 /// for the same lease. The lease then expires at most this much earlier
 /// than its TTL says, never later.
 pub const FRESH: Duration = Duration::from_millis(500);
+
+/// Upstream keep-alive streams at most; a lease always uses the same one.
+pub const SHARDS: usize = 8;
+
+fn shard_of(id: i64) -> usize {
+    (id.unsigned_abs() % SHARDS as u64) as usize
+}
 
 /// Counters for metrics and tests.
 #[derive(Debug, Default)]
@@ -42,8 +52,8 @@ type Waiter = oneshot::Sender<Result<LeaseKeepAliveResponse, Status>>;
 pub struct KeepAliveHub {
     pool: Pool,
     state: Mutex<State>,
-    /// Lease IDs to send upstream, read by the upstream task.
-    queue: mpsc::UnboundedSender<i64>,
+    /// Lease IDs to send upstream, one queue per shard's upstream task.
+    queues: Vec<mpsc::UnboundedSender<i64>>,
     /// Counters for metrics.
     pub stats: KeepAliveStats,
 }
@@ -65,10 +75,12 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 impl KeepAliveHub {
     /// A hub over `pool`, with its upstream task running.
     pub fn new(pool: Pool) -> Arc<KeepAliveHub> {
-        let (queue, rx) = mpsc::unbounded_channel();
-        let hub = Arc::new(KeepAliveHub { pool, state: Mutex::new(State::default()), queue, stats: Default::default() });
-        let weak = Arc::downgrade(&hub);
-        tokio::spawn(upstream(weak, rx).instrument(info_span!("upstream_keepalive")));
+        let (queues, receivers): (Vec<_>, Vec<_>) = (0..SHARDS).map(|_| mpsc::unbounded_channel()).unzip();
+        let hub = Arc::new(KeepAliveHub { pool, state: Mutex::new(State::default()), queues, stats: Default::default() });
+        for (shard, rx) in receivers.into_iter().enumerate() {
+            let weak = Arc::downgrade(&hub);
+            tokio::spawn(upstream(weak, shard, rx).instrument(info_span!("upstream_keepalive", shard)));
+        }
         hub
     }
 
@@ -87,7 +99,9 @@ impl KeepAliveHub {
             st.waiters.entry(id).or_default().push(tx);
             if st.inflight.insert(id) {
                 self.stats.upstream_requests.fetch_add(1, Ordering::Relaxed);
-                let _ = self.queue.send(id);
+                if let Some(q) = self.queues.get(shard_of(id)) {
+                    let _ = q.send(id);
+                }
             } else {
                 self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
             }
@@ -115,29 +129,31 @@ impl KeepAliveHub {
         }
     }
 
-    fn fail_all(&self, status: &Status) {
+    /// An etcd answer that ends a shard's stream reaches all its waiters.
+    fn fail_shard(&self, shard: usize, status: &Status) {
         let mut st = lock(&self.state);
-        st.inflight.clear();
-        let waiters: Vec<Waiter> = st.waiters.drain().flat_map(|(_, v)| v).collect();
+        st.inflight.retain(|id| shard_of(*id) != shard);
+        let ids: Vec<i64> = st.waiters.keys().copied().filter(|id| shard_of(*id) == shard).collect();
+        let waiters: Vec<Waiter> = ids.iter().filter_map(|id| st.waiters.remove(id)).flatten().collect();
         drop(st);
         for w in waiters {
             let _ = w.send(Err(status.clone()));
         }
     }
 
-    fn inflight(&self) -> Vec<i64> {
-        lock(&self.state).inflight.iter().copied().collect()
+    fn inflight(&self, shard: usize) -> Vec<i64> {
+        lock(&self.state).inflight.iter().copied().filter(|id| shard_of(*id) == shard).collect()
     }
 }
 
-/// Keeps one upstream LeaseKeepAlive stream for the hub, while it lives.
-async fn upstream(hub: std::sync::Weak<KeepAliveHub>, mut queue: mpsc::UnboundedReceiver<i64>) {
+/// Keeps shard `shard`'s upstream LeaseKeepAlive stream, while the hub lives.
+async fn upstream(hub: std::sync::Weak<KeepAliveHub>, shard: usize, mut queue: mpsc::UnboundedReceiver<i64>) {
     let mut backoff = Duration::from_millis(50);
     let mut pending: Option<i64> = None;
     loop {
         // Open only when there is something to send.
         if pending.is_none() {
-            match hub.upgrade().map(|h| h.inflight().is_empty()) {
+            match hub.upgrade().map(|h| h.inflight(shard).is_empty()) {
                 None => return,
                 Some(true) => match queue.recv().await {
                     Some(id) => pending = Some(id),
@@ -147,28 +163,29 @@ async fn upstream(hub: std::sync::Weak<KeepAliveHub>, mut queue: mpsc::Unbounded
             }
         }
         let Some(h) = hub.upgrade() else { return };
-        let Some(backend) = h.pool.pick(&[]) else {
+        let Some(backend) = h.pool.leader().or_else(|| h.pool.pick(&[])) else {
             tokio::time::sleep(backoff).await;
             continue;
         };
-        let (tx, rx) = mpsc::channel::<LeaseKeepAliveRequest>(1024);
-        let mut resend: Vec<i64> = h.inflight();
+        // Unbounded: sending never waits, so answers are always read.
+        let (tx, rx) = mpsc::unbounded_channel::<LeaseKeepAliveRequest>();
+        let mut resend: Vec<i64> = h.inflight(shard);
         if let Some(id) = pending.take() {
             if !resend.contains(&id) {
                 resend.push(id);
             }
         }
         for id in resend {
-            let _ = tx.try_send(LeaseKeepAliveRequest { id });
+            let _ = tx.send(LeaseKeepAliveRequest { id });
         }
         let mut client = LeaseClient::new(backend.channel.clone());
         h.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
         drop(h);
-        let mut stream = match client.lease_keep_alive(ReceiverStream::new(rx)).await {
+        let mut stream = match client.lease_keep_alive(UnboundedReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 if let Some(h) = hub.upgrade() {
-                    on_error(&h, &backend, &status);
+                    on_error(&h, shard, &backend, &status);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -180,7 +197,7 @@ async fn upstream(hub: std::sync::Weak<KeepAliveHub>, mut queue: mpsc::Unbounded
             tokio::select! {
                 id = queue.recv() => match id {
                     Some(id) => {
-                        if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                        if tx.send(LeaseKeepAliveRequest { id }).is_err() {
                             pending = Some(id);
                             break;
                         }
@@ -196,7 +213,7 @@ async fn upstream(hub: std::sync::Weak<KeepAliveHub>, mut queue: mpsc::Unbounded
                         }
                         Ok(None) => break,
                         Err(status) => {
-                            on_error(&h, &backend, &status);
+                            on_error(&h, shard, &backend, &status);
                             break;
                         }
                     }
@@ -216,13 +233,13 @@ async fn upstream(hub: std::sync::Weak<KeepAliveHub>, mut queue: mpsc::Unbounded
 
 /// A failed upstream stream: transport trouble and "no leader" move to
 /// another member; any other etcd answer reaches the waiting clients.
-fn on_error(hub: &KeepAliveHub, backend: &crate::backend::Backend, status: &Status) {
+fn on_error(hub: &KeepAliveHub, shard: usize, backend: &crate::backend::Backend, status: &Status) {
     let failure = Failure::of(status);
     if failure.member_unhealthy() {
         hub.pool.mark_unhealthy(backend, status.message());
     }
     if failure == Failure::Answer && status.metadata().get("content-type").is_some() {
-        hub.fail_all(status);
+        hub.fail_shard(shard, status);
     }
     debug!(backend = %backend.url, error = %status.message(), "upstream keep-alive stream failed");
 }
