@@ -42,20 +42,37 @@ impl Watch for WatchService {
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> RpcResult<Self::WatchStream> {
         let (fwd, inbound) = Forwarded::split(request);
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-        let stream = ClientStream { hub: self.hub.clone(), ctx: self.ctx.clone(), fwd, tx, ids: HashMap::new(), next_id: 0 };
-        tokio::spawn(stream.run(inbound).instrument(tracing::info_span!("watch_stream")));
-        let answers = ReceiverStream::new(rx);
-        let Some(ns) = self.ctx.namespace.clone() else {
-            return Ok(Response::new(Box::pin(answers)));
+        let fragmenting: Fragmenting = Arc::default();
+        let stream = ClientStream {
+            hub: self.hub.clone(),
+            ctx: self.ctx.clone(),
+            fwd,
+            tx,
+            ids: HashMap::new(),
+            next_id: 0,
+            fragmenting: fragmenting.clone(),
         };
-        // Events come back with keys relative to the client's namespace.
-        let relative = answers.map(move |answer| {
-            answer.map(|mut resp| {
-                ns.watch_out(&mut resp);
-                resp
-            })
+        tokio::spawn(stream.run(inbound).instrument(tracing::info_span!("watch_stream")));
+        let ns = self.ctx.namespace.clone();
+        let answers = ReceiverStream::new(rx).flat_map(move |answer| {
+            let pieces = match answer {
+                Ok(mut resp) => {
+                    // Events come back with keys relative to the client's namespace.
+                    if let Some(ns) = &ns {
+                        ns.watch_out(&mut resp);
+                    }
+                    let wants_fragments = lock_set(&fragmenting).contains(&resp.watch_id);
+                    if wants_fragments {
+                        fragments(resp, FRAGMENT_BYTES).into_iter().map(Ok).collect()
+                    } else {
+                        vec![Ok(resp)]
+                    }
+                }
+                Err(status) => vec![Err(status)],
+            };
+            futures::stream::iter(pieces)
         });
-        Ok(Response::new(Box::pin(relative)))
+        Ok(Response::new(Box::pin(answers)))
     }
 }
 
@@ -68,6 +85,53 @@ struct ClientStream {
     /// The client's watch ids and the hub's watchers behind them.
     ids: HashMap<i64, WatcherId>,
     next_id: i64,
+    /// Watch ids whose creator asked for `fragment`.
+    fragmenting: Fragmenting,
+}
+
+/// The watch ids of one client stream that asked for fragmented responses.
+type Fragmenting = Arc<std::sync::Mutex<std::collections::HashSet<i64>>>;
+
+fn lock_set(set: &Fragmenting) -> std::sync::MutexGuard<'_, std::collections::HashSet<i64>> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Size above which a response is split for watchers that asked for
+/// `fragment`, where a member with etcd's defaults splits it: its
+/// `--max-request-bytes` (1.5 MiB) plus the 512 KiB it allows for gRPC overhead.
+pub const FRAGMENT_BYTES: usize = 1536 * 1024 + 512 * 1024;
+
+/// Splits a response over `limit` bytes into several, as etcd does for a
+/// watch created with `fragment`: each part holds as many events as fit
+/// (at least one), every part but the last is marked `fragment`. A response
+/// with fewer than two events, or under the limit, is sent whole.
+pub fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
+    use prost::Message;
+    if resp.events.len() < 2 || resp.encoded_len() < limit {
+        return vec![resp];
+    }
+    let mut shell = resp.clone();
+    shell.events.clear();
+    let base = shell.encoded_len();
+    let mut parts = Vec::new();
+    let mut current = shell.clone();
+    let mut size = base;
+    for ev in resp.events {
+        // Field tag, length prefix and the event itself.
+        let ev_len = ev.encoded_len();
+        let ev_size = 1 + prost::length_delimiter_len(ev_len) + ev_len;
+        if !current.events.is_empty() && size + ev_size > limit {
+            let mut full = std::mem::replace(&mut current, shell.clone());
+            full.fragment = true;
+            parts.push(full);
+            size = base;
+        }
+        size += ev_size;
+        current.events.push(ev);
+    }
+    current.fragment = false;
+    parts.push(current);
+    parts
 }
 
 impl ClientStream {
@@ -103,6 +167,7 @@ impl ClientStream {
             Some(watch_request::RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(watch_request::RequestUnion::CancelRequest(cancel)) => {
                 if let Some(id) = self.ids.remove(&cancel.watch_id) {
+                    lock_set(&self.fragmenting).remove(&cancel.watch_id);
                     let header = self.hub.progress(&[id]);
                     self.hub.remove(id);
                     self.send(WatchResponse { header, watch_id: cancel.watch_id, canceled: true, ..Default::default() })
@@ -156,6 +221,9 @@ impl ClientStream {
                 })
                 .await;
         }
+        if create.fragment {
+            lock_set(&self.fragmenting).insert(watch_id);
+        }
         let key = WatchKey { key: create.key.clone(), range_end: create.range_end.clone() };
         let spec = WatcherSpec::from_create(&create, watch_id);
         let id = self.hub.add(key, spec, self.tx.clone(), self.fwd.clone());
@@ -198,5 +266,35 @@ impl ClientStream {
             .await
             .ok()
             .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::mvccpb::{Event, KeyValue};
+
+    fn big_event(i: usize) -> Event {
+        Event { kv: Some(KeyValue { key: format!("k{i}").into_bytes(), value: vec![b'x'; 1000], ..Default::default() }), ..Default::default() }
+    }
+
+    #[test]
+    fn large_responses_split_in_order_with_the_last_part_unmarked() {
+        let resp = WatchResponse { watch_id: 7, events: (0..10).map(big_event).collect(), ..Default::default() };
+        let parts = fragments(resp, 3000);
+        assert!(parts.len() > 1);
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
+        assert!(!parts[parts.len() - 1].fragment);
+        let keys: Vec<Vec<u8>> = parts.iter().flat_map(|p| p.events.iter().map(|e| e.kv.clone().unwrap().key)).collect();
+        assert_eq!(keys, (0..10).map(|i| format!("k{i}").into_bytes()).collect::<Vec<_>>());
+        assert!(parts.iter().all(|p| p.watch_id == 7));
+    }
+
+    #[test]
+    fn small_or_single_event_responses_stay_whole() {
+        let one = WatchResponse { events: vec![big_event(0)], ..Default::default() };
+        assert_eq!(fragments(one, 10).len(), 1);
+        let small = WatchResponse { events: (0..3).map(big_event).collect(), ..Default::default() };
+        assert_eq!(fragments(small, 1 << 20).len(), 1);
     }
 }

@@ -275,3 +275,38 @@ async fn watcher_from_the_past_catches_up_alone_then_joins_the_shared_watch() {
         assert_eq!(got, ["6"], "no duplicate after joining");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragmented_watch_responses_split_as_etcd_splits_them() {
+    let cluster = Cluster::start(1).await;
+    let direct = cluster.members[0].addr();
+    let proxy = TestProxy::start(&direct).await;
+    let mut client = proxy.client().await;
+    let first = revision(&mut client).await + 1;
+    let value = "v".repeat(100 * 1024);
+    for i in 0..30 {
+        client.put(format!("frag/{i:02}"), value.as_str(), None).await.unwrap();
+    }
+    // History of ~3 MiB in one answer: over etcd's 2 MiB, so it comes in parts.
+    async fn shape(endpoint: &str, first: i64) -> Vec<usize> {
+        let mut c = Client::connect([endpoint], None).await.expect("connect");
+        let opts = WatchOptions::new().with_prefix().with_start_revision(first).with_fragment();
+        let (_, mut s) = watch(&mut c, "frag/", Some(opts)).await;
+        let mut sizes = Vec::new();
+        let mut seen = 0;
+        while seen < 30 {
+            let resp = tokio::time::timeout(Duration::from_secs(20), s.message())
+                .await
+                .expect("answer in time")
+                .expect("watch")
+                .expect("answer");
+            seen += resp.events().len();
+            sizes.push(resp.events().len());
+        }
+        sizes
+    }
+    let via = shape(&proxy.endpoint(), first).await;
+    let want = shape(&direct, first).await;
+    assert!(want.len() > 1, "etcd itself split the history: {want:?}");
+    assert_eq!(via, want, "events per answer through the proxy vs direct");
+}
