@@ -91,6 +91,12 @@ grep "membership changed" "$WORK/proxy.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g
 
 say "m1, the only endpoint the proxy was given, dies (kill -9)"
 kill -9 "$PID_m1"
+# If m1 led the cluster, etcd itself refuses writes until the survivors elect
+# a new leader (direct clients too): wait for that, as any client must.
+for i in $(seq 1 60); do
+  etcdctl --endpoints=127.0.0.1:22379,127.0.0.1:32379 endpoint status 2>/dev/null | grep -q ", true, " && break
+  sleep 0.5
+done
 ok=0; fail=0
 for i in $(seq 1 50); do
   if etcdctl --endpoints=$PROXY put "key$i" "v$i" >/dev/null 2>&1 && etcdctl --endpoints=$PROXY get "key$i" >/dev/null 2>&1; then
