@@ -196,6 +196,8 @@ pub struct StartArgs {
 }
 
 /// Refuses a not-yet-implemented flag unless its value is etcd's default.
+/// Every etcd flag is implemented now; kept for flags etcd adds later.
+#[allow(dead_code)]
 fn not_yet(flag: &'static str, value: &Option<String>, etcd_default: &str) -> Result<(), ConfigError> {
     match value {
         Some(v) if v != etcd_default => Err(ConfigError::NotImplemented(flag)),
@@ -269,11 +271,6 @@ impl StartArgs {
 
     /// Checks every flag and builds the runtime configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        for (flag, value, default) in [
-            ("experimental-leasing-prefix", &self.experimental_leasing_prefix, ""),
-        ] {
-            not_yet(flag, value, default)?;
-        }
         self.grpc_logging()?;
         if let Some(raw) = &self.grpc_keepalive_min_time {
             let min = duration("grpc-keepalive-min-time", raw)?;
@@ -336,6 +333,7 @@ impl StartArgs {
                 })
             }
         };
+        config.leasing_prefix = self.experimental_leasing_prefix.clone().filter(|p| !p.is_empty()).map(String::into_bytes);
         config.cache = CacheLimits { max_entries: self.cache_max_entries, max_bytes: self.cache_max_bytes };
         config.listen_tls = self.listen_tls()?;
         config.backend_tls = backend_tls;
@@ -512,10 +510,21 @@ mod tests {
 
     #[test]
     fn unimplemented_flags_are_named() {
-        let err = parse(&["p", "start", "--experimental-leasing-prefix=lp/"]).unwrap_err();
-        assert!(err.contains("--experimental-leasing-prefix"), "{err}");
-        // etcd's default spelled out is harmless.
+        // No flag is refused any more; the refusal itself still names the
+        // flag and lets etcd's default through.
+        let err = not_yet("some-flag", &Some("x".into()), "").unwrap_err().to_string();
+        assert!(err.contains("--some-flag") && err.contains("not implemented"), "{err}");
+        not_yet("some-flag", &Some(String::new()), "").unwrap();
+        not_yet("some-flag", &None, "").unwrap();
         parse(&["p", "start", "--auto-tls=false"]).unwrap();
+    }
+
+    #[test]
+    fn leasing_prefix_is_parsed() {
+        let c = parse(&["p", "start", "--experimental-leasing-prefix=lp/"]).unwrap();
+        assert_eq!(c.leasing_prefix.as_deref(), Some(&b"lp/"[..]));
+        assert!(parse(&["p", "start", "--experimental-leasing-prefix="]).unwrap().leasing_prefix.is_none());
+        assert!(parse(&["p", "start"]).unwrap().leasing_prefix.is_none());
     }
 
     #[test]

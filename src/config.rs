@@ -44,6 +44,9 @@ pub struct Config {
     /// Serializable reads never go back in revision
     /// (`--experimental-serializable-ordering`).
     pub serializable_ordering: bool,
+    /// Prefix of the leasing keys (`--experimental-leasing-prefix`); `None`
+    /// = every linearizable read goes to etcd.
+    pub leasing_prefix: Option<Vec<u8>>,
     /// TLS served to clients (`--cert-file`, `--auto-tls`, ...); `None` = plain TCP.
     pub listen_tls: Option<ListenTls>,
     /// TLS towards members (`--cert`, `--key`, `--cacert`,
@@ -91,6 +94,7 @@ impl Config {
             registration: None,
             cache: CacheLimits::default(),
             serializable_ordering: false,
+            leasing_prefix: None,
             listen_tls: None,
             backend_tls: None,
             discovery: None,

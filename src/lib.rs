@@ -8,6 +8,7 @@
 //! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
 //! - [`cache`]: the serializable range cache, kept coherent by one watch.
 //! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
+//! - [`leasing`]: `--experimental-leasing-prefix`, linearizable Gets served while leased.
 //! - [`namespace`]: `--namespace`, keys moved under a prefix and back.
 //! - [`registration`]: `--resolver-prefix`, proxies registered in etcd and listed by MemberList.
 //! - [`tls`]: TLS towards clients and towards members.
@@ -38,6 +39,7 @@ pub mod error;
 pub mod namespace;
 pub mod grpc_service;
 pub mod health;
+pub mod leasing;
 pub mod http_api;
 pub mod metrics;
 pub mod profile;

@@ -25,7 +25,7 @@ pub struct Namespace {
 
 /// The smallest key greater than every key starting with `prefix`
 /// (`"\0"`, the end of the key space, when there is none).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

@@ -277,6 +277,7 @@ pub async fn run_with(
         namespace: config.namespace.clone().map(Arc::new),
         cache: RangeCache::new(config.cache),
         serializable_floor: config.serializable_ordering.then(Default::default),
+        leasing: config.leasing_prefix.clone().map(|p| crate::leasing::Leasing::new(p, pool.clone(), config.max_recv_bytes)),
     };
     let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE);
     let keepalive_hub = KeepAliveHub::new(pool.clone());
@@ -292,6 +293,21 @@ pub async fn run_with(
                 drop(task);
                 let lease = *lease.borrow();
                 crate::registration::unregister(&pool, lease).await;
+            })
+        }));
+    }
+    if let Some(leasing) = ctx.leasing.clone() {
+        // Leases are given up when the drain starts, so writers elsewhere
+        // need not wait for this proxy's session to expire.
+        let task = AbortOnDrop(tokio::spawn(leasing.clone().run(keepalive_hub.clone())));
+        drain.on_drain(Box::new(move || {
+            Box::pin(async move {
+                drop(task);
+                let lease = leasing.session_lease();
+                leasing.reset();
+                if let Some(lease) = lease {
+                    leasing.revoke_session(lease).await;
+                }
             })
         }));
     }

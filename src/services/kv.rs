@@ -14,7 +14,26 @@ use crate::forward_unary;
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::*;
-use crate::services::Context;
+use crate::services::{Context, Forwarded};
+
+/// The write's own answer inside the Txn the leasing path wrapped it in,
+/// with the Txn's header (etcd leaves the inner headers empty).
+fn inner_response(outer: TxnResponse) -> Option<response_op::Response> {
+    let header = outer.header;
+    let mut inner = outer.responses.into_iter().next()?.response?;
+    match &mut inner {
+        response_op::Response::ResponsePut(r) => r.header = header,
+        response_op::Response::ResponseDeleteRange(r) => r.header = header,
+        response_op::Response::ResponseTxn(r) => r.header = header,
+        response_op::Response::ResponseRange(r) => r.header = header,
+    }
+    Some(inner)
+}
+
+/// A leasing-path answer that is not the expected kind (never from etcd).
+fn unexpected() -> tonic::Status {
+    tonic::Status::internal("etcd-grpc-proxy: unexpected answer to a leasing write")
+}
 
 /// Serves `etcdserverpb.KV`.
 pub struct KvService {
@@ -33,10 +52,37 @@ pub fn txn_is_read_only(txn: &TxnRequest) -> bool {
 }
 
 impl KvService {
+    /// With `--experimental-leasing-prefix` and no auth token, the write
+    /// goes through [`crate::leasing::Leasing::write`]; otherwise the
+    /// request comes back to be forwarded as usual.
+    #[allow(clippy::type_complexity)]
+    fn leasing_write<T>(&self, request: Request<T>) -> Result<(std::sync::Arc<crate::leasing::Leasing>, Forwarded, T), Request<T>> {
+        match &self.ctx.leasing {
+            Some(leasing) if !request.metadata().contains_key("token") => {
+                let (fwd, msg) = Forwarded::split(request);
+                Ok((leasing.clone(), fwd, msg))
+            }
+            _ => Err(request),
+        }
+    }
+
     async fn range_once(&self, mut request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
         let ns = self.ctx.namespace.clone();
         if let Some(ns) = &ns {
             ns.range_in(request.get_mut())?;
+        }
+        if let Some(leasing) = &self.ctx.leasing {
+            if !request.get_ref().serializable {
+                let (fwd, msg) = Forwarded::split(request);
+                if let Some(answer) = leasing.get(&fwd, &msg).await {
+                    let mut answer = answer?;
+                    if let Some(ns) = &ns {
+                        ns.range_out(&mut answer);
+                    }
+                    return Ok(Response::new(answer));
+                }
+                request = fwd.request(msg);
+            }
         }
         let cache = &self.ctx.cache;
         let cache_key = cache.cache_key(request.get_ref(), request.metadata());
@@ -98,7 +144,17 @@ impl Kv for KvService {
             ns.put_in(request.get_mut())?;
         }
         let touched = cache::touched_by_put(request.get_ref());
-        let mut resp: Response<PutResponse> = forward_unary!(self, request, KvClient, put, RetryPolicy::UnlessApplied)?;
+        let mut resp: Response<PutResponse> = match self.leasing_write(request) {
+            Ok((leasing, fwd, msg)) => {
+                let writes = vec![(msg.key.clone(), Vec::new())];
+                let ops = vec![RequestOp { request: Some(request_op::Request::RequestPut(msg)) }];
+                match inner_response(leasing.write(&fwd, ops, &writes).await?) {
+                    Some(response_op::Response::ResponsePut(r)) => Response::new(r),
+                    _ => return Err(unexpected()),
+                }
+            }
+            Err(request) => forward_unary!(self, request, KvClient, put, RetryPolicy::UnlessApplied)?,
+        };
         self.ctx.cache.written(&touched, revision(&resp.get_ref().header));
         if let Some(ns) = &ns {
             ns.put_out(resp.get_mut());
@@ -112,7 +168,17 @@ impl Kv for KvService {
             ns.delete_in(request.get_mut())?;
         }
         let touched = cache::touched_by_delete(request.get_ref());
-        let mut resp: Response<DeleteRangeResponse> = forward_unary!(self, request, KvClient, delete_range, RetryPolicy::UnlessApplied)?;
+        let mut resp: Response<DeleteRangeResponse> = match self.leasing_write(request) {
+            Ok((leasing, fwd, msg)) => {
+                let writes = vec![(msg.key.clone(), msg.range_end.clone())];
+                let ops = vec![RequestOp { request: Some(request_op::Request::RequestDeleteRange(msg)) }];
+                match inner_response(leasing.write(&fwd, ops, &writes).await?) {
+                    Some(response_op::Response::ResponseDeleteRange(r)) => Response::new(r),
+                    _ => return Err(unexpected()),
+                }
+            }
+            Err(request) => forward_unary!(self, request, KvClient, delete_range, RetryPolicy::UnlessApplied)?,
+        };
         self.ctx.cache.written(&touched, revision(&resp.get_ref().header));
         if let Some(ns) = &ns {
             ns.delete_out(resp.get_mut());
@@ -131,7 +197,19 @@ impl Kv for KvService {
             RetryPolicy::UnlessApplied
         };
         let touched = cache::touched_by_txn(request.get_ref());
-        let mut resp: Response<TxnResponse> = forward_unary!(self, request, KvClient, txn, policy)?;
+        let leased = if txn_is_read_only(request.get_ref()) { Err(request) } else { self.leasing_write(request) };
+        let mut resp: Response<TxnResponse> = match leased {
+            Ok((leasing, fwd, msg)) => {
+                let mut writes = Vec::new();
+                crate::leasing::txn_writes(&msg, &mut writes);
+                let ops = vec![RequestOp { request: Some(request_op::Request::RequestTxn(msg)) }];
+                match inner_response(leasing.write(&fwd, ops, &writes).await?) {
+                    Some(response_op::Response::ResponseTxn(r)) => Response::new(r),
+                    _ => return Err(unexpected()),
+                }
+            }
+            Err(request) => forward_unary!(self, request, KvClient, txn, policy)?,
+        };
         self.ctx.cache.written(&touched, revision(&resp.get_ref().header));
         if let Some(ns) = &ns {
             ns.txn_out(resp.get_mut());

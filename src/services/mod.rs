@@ -36,6 +36,8 @@ pub struct Context {
     /// With `--experimental-serializable-ordering`, the highest revision a
     /// serializable read has answered with; older answers are read again.
     pub serializable_floor: Option<Arc<std::sync::atomic::AtomicI64>>,
+    /// `--experimental-leasing-prefix`: linearizable Gets served from held leases.
+    pub leasing: Option<Arc<crate::leasing::Leasing>>,
     /// Shared counters (the range cache counts its hits and misses here).
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }

@@ -10,6 +10,7 @@ mod drain;
 mod health;
 mod kv;
 mod lease;
+mod leasing;
 mod maintenance;
 mod namespace;
 mod registration;
