@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::WatchOptions;
 
-use crate::support::http::{get, metric, request};
+use crate::support::http::{get, get_slow, metric, request};
 use crate::support::proxy::config;
 use crate::support::{eventually, free_port, Cluster, TestProxy};
 
@@ -99,7 +99,7 @@ async fn pprof_flag_serves_a_cpu_flamegraph() {
             }
         }
     });
-    let profile = get(&addr, "/debug/pprof/profile?seconds=2").await.expect("profile");
+    let profile = get_slow(&addr, "/debug/pprof/profile?seconds=1").await.expect("profile");
     load.abort();
     assert_eq!(profile.status, 200, "{}", &profile.head);
     assert!(profile.head.to_ascii_lowercase().contains("content-type: image/svg+xml"), "{}", profile.head);

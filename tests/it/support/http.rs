@@ -16,10 +16,16 @@ pub struct Answer {
     pub body: String,
 }
 
-/// Sends `method path` to `addr`; `None` when the connection fails.
+/// Sends `method path` to `addr`; `None` when the connection fails or no
+/// answer comes within 10 s.
 pub fn request(addr: &str, method: &str, path: &str) -> Option<Answer> {
+    request_within(addr, method, path, Duration::from_secs(10))
+}
+
+/// Like [`request`], waiting up to `limit` for the answer.
+pub fn request_within(addr: &str, method: &str, path: &str, limit: Duration) -> Option<Answer> {
     let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
     write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
@@ -33,6 +39,12 @@ pub fn request(addr: &str, method: &str, path: &str) -> Option<Answer> {
 pub async fn get(addr: &str, path: &str) -> Option<Answer> {
     let (addr, path) = (addr.to_string(), path.to_string());
     tokio::task::spawn_blocking(move || request(&addr, "GET", &path)).await.ok()?
+}
+
+/// GET that may take long (a CPU profile on a busy test machine).
+pub async fn get_slow(addr: &str, path: &str) -> Option<Answer> {
+    let (addr, path) = (addr.to_string(), path.to_string());
+    tokio::task::spawn_blocking(move || request_within(&addr, "GET", &path, Duration::from_secs(120))).await.ok()?
 }
 
 /// Sum of a Prometheus sample over the lines of `name` matching every filter.
