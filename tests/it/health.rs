@@ -152,6 +152,11 @@ async fn metrics_count_calls_and_coalesced_watchers() {
     // Two watchers on the same key share one upstream watch.
     let mut s1 = client.watch("wk", None).await.expect("watch 1");
     let mut s2 = client.watch("wk", Some(WatchOptions::new())).await.expect("watch 2");
+    // Write only once both watches exist (etcd-client returns before `created`).
+    for s in [&mut s1, &mut s2] {
+        let created = s.message().await.expect("watch stream").expect("created");
+        assert!(created.created());
+    }
     client.put("wk", "x", None).await.expect("put");
     for s in [&mut s1, &mut s2] {
         loop {
