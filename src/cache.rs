@@ -126,6 +126,13 @@ impl RangeCache {
         lock(&self.entries).by_request.len()
     }
 
+    /// The last revision the cache has seen, from its watch or from a write
+    /// through this proxy: a serializable answer older than this is stale
+    /// to this proxy's clients.
+    pub fn floor(&self) -> i64 {
+        self.floor.load(Ordering::Acquire)
+    }
+
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

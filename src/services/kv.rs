@@ -94,9 +94,18 @@ impl KvService {
                 return Ok(Response::new(hit));
             }
         }
-        let asked = cache_key.as_ref().map(|_| request.get_ref().clone());
+        let asked = cache_key.as_ref().map(|_| (request.metadata().clone(), request.get_ref().clone()));
         let mut resp: Response<RangeResponse> = forward_unary!(self, request, KvClient, range, RetryPolicy::Idempotent)?;
-        if let (Some(key), Some(asked)) = (cache_key, asked) {
+        if let (Some(key), Some((metadata, asked))) = (cache_key, asked) {
+            if revision(&resp.get_ref().header) < cache.floor() {
+                // A member behind what this proxy has already seen (a write
+                // acknowledged through it, or a watch event) would answer
+                // with the old value: read it again linearizably instead.
+                let mut fresh = asked.clone();
+                fresh.serializable = false;
+                let again = Request::from_parts(metadata, tonic::Extensions::default(), fresh);
+                resp = forward_unary!(self, again, KvClient, range, RetryPolicy::Idempotent)?;
+            }
             cache.put(key, &asked, resp.get_ref());
         }
         if let Some(ns) = &ns {
