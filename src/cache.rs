@@ -133,6 +133,13 @@ impl RangeCache {
         self.floor.load(Ordering::Acquire)
     }
 
+    /// Whether etcd is known to run without auth right now: the cache's own
+    /// token-less watch over the key space is open and its once-a-second
+    /// check found reads without a token allowed.
+    pub fn auth_known_off(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
