@@ -149,20 +149,11 @@ fn main() {
                     let cpu0 = t.cpu();
                     let r = rt.block_on(load::run_round(&channels[i], settings.inflight, w, settings.warmup, settings.window));
                     let cpu = t.cpu().zip(cpu0).map(|(a, b)| a - b);
-                    eprintln!(
-                        "   round {} {:<10} {:>8.0} ops/s  p99 {:>7.2} ms  errors {}",
-                        round + 1,
-                        t.name,
-                        r.ops as f64 / settings.window.as_secs_f64(),
-                        r.hist.value_at_quantile(0.99) as f64 / 1000.0,
-                        r.errors
-                    );
+                    print_round(round, t.name, "ops/s", &r, settings.window);
                     cells[i].add(&r, settings.window, cpu);
                 }
             }
-            for (i, t) in targets.iter().enumerate() {
-                cells[i].peak_rss_kib = t.pid.and_then(|p| procs::status_kib(p, "VmHWM"));
-            }
+            record_peaks(&mut cells, &targets);
             report.cells.extend(cells);
         }
     }
@@ -224,20 +215,11 @@ fn main() {
                     settings.window,
                 ));
                 let cpu = t.cpu().zip(cpu0).map(|(a, b)| a - b);
-                eprintln!(
-                    "   round {} {:<10} {:>8.0} keep-alives/s  p99 {:>7.2} ms  errors {}",
-                    round + 1,
-                    t.name,
-                    r.ops as f64 / settings.window.as_secs_f64(),
-                    r.hist.value_at_quantile(0.99) as f64 / 1000.0,
-                    r.errors
-                );
+                print_round(round, t.name, "keep-alives/s", &r, settings.window);
                 cells[i].add(&r, settings.window, cpu);
             }
         }
-        for (i, t) in targets.iter().enumerate() {
-            cells[i].peak_rss_kib = t.pid.and_then(|p| procs::status_kib(p, "VmHWM"));
-        }
+        record_peaks(&mut cells, &targets);
         report.cells.extend(cells);
     }
 
@@ -272,6 +254,25 @@ fn main() {
     drop(ours);
     drop(etcd_proxy);
     drop(cluster);
+}
+
+/// One round's progress line on stderr.
+fn print_round(round: usize, target: &str, unit: &str, r: &load::Round, window: Duration) {
+    eprintln!(
+        "   round {} {:<10} {:>8.0} {unit}  p99 {:>7.2} ms  errors {}",
+        round + 1,
+        target,
+        r.ops as f64 / window.as_secs_f64(),
+        r.hist.value_at_quantile(0.99) as f64 / 1000.0,
+        r.errors
+    );
+}
+
+/// Each proxy's peak RSS since the last [`reset_peaks`], into its cell.
+fn record_peaks(cells: &mut [Cell], targets: &[Target]) {
+    for (cell, t) in cells.iter_mut().zip(targets) {
+        cell.peak_rss_kib = t.pid.and_then(|p| procs::status_kib(p, "VmHWM"));
+    }
 }
 
 fn reset_peaks(targets: &[Target]) {
