@@ -306,7 +306,7 @@ impl RangeCache {
         let everything = WatchKey { key: vec![0], range_end: vec![0] };
         let (anonymous, ()) = Forwarded::split(tonic::Request::new(()));
         let id = hub.add(everything, spec, tx, anonymous);
-        let _remove = scopeguard(hub.clone(), id);
+        let _remove = WatcherGuard(hub.clone(), id);
         let mut auth_check = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -349,10 +349,6 @@ impl Drop for WatcherGuard {
     fn drop(&mut self) {
         self.0.remove(self.1);
     }
-}
-
-fn scopeguard(hub: Arc<WatchHub>, id: crate::coalesce::watch::WatcherId) -> WatcherGuard {
-    WatcherGuard(hub, id)
 }
 
 /// Whether etcd refuses a read without a token (auth enabled). Unreachable

@@ -322,17 +322,8 @@ impl StartArgs {
         config.grpc_keepalive_timeout = duration("grpc-keepalive-timeout", &self.grpc_keepalive_timeout)?;
         config.namespace = Namespace::new(self.namespace.as_deref().unwrap_or(""));
         config.registration = self.registration()?;
-        config.serializable_ordering = match self.experimental_serializable_ordering.as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(ConfigError::InvalidValue {
-                    flag: "experimental-serializable-ordering",
-                    value: other.into(),
-                    reason: "expected true or false".into(),
-                })
-            }
-        };
+        config.serializable_ordering =
+            flag_bool("experimental-serializable-ordering", &self.experimental_serializable_ordering)?;
         config.leasing_prefix = self.experimental_leasing_prefix.clone().filter(|p| !p.is_empty()).map(String::into_bytes);
         config.cache = CacheLimits { max_entries: self.cache_max_entries, max_bytes: self.cache_max_bytes };
         config.listen_tls = self.listen_tls()?;

@@ -20,12 +20,6 @@ pub struct MaintenanceService {
     pub ctx: Context,
 }
 
-/// Status through the balanced pool, for when the leader did not answer.
-async fn forward_unary_split(svc: &MaintenanceService, fwd: Forwarded, msg: StatusRequest) -> RpcResult<StatusResponse> {
-    let request = fwd.request(msg);
-    forward_unary!(svc, request, MaintenanceClient, status, RetryPolicy::Idempotent)
-}
-
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, request: Request<AlarmRequest>) -> RpcResult<AlarmResponse> {
@@ -45,11 +39,12 @@ impl Maintenance for MaintenanceService {
             let (fwd, msg) = Forwarded::split(request);
             let _inflight = leader.start_call();
             let answer = MaintenanceClient::new(leader.channel.clone()).status(fwd.request(msg.clone())).await;
-            match answer {
-                Ok(resp) => return Ok(resp),
-                // The leader just went away: any other member will do.
-                Err(_) => return forward_unary_split(self, fwd, msg).await,
+            if let Ok(resp) = answer {
+                return Ok(resp);
             }
+            // The leader just went away: any other member will do.
+            let request = fwd.request(msg);
+            return forward_unary!(self, request, MaintenanceClient, status, RetryPolicy::Idempotent);
         }
         forward_unary!(self, request, MaintenanceClient, status, RetryPolicy::Idempotent)
     }
