@@ -68,11 +68,7 @@ impl Member {
     /// Sum of a Prometheus counter over the lines matching every filter.
     pub fn metric(&self, name: &str, filters: &[&str]) -> f64 {
         let body = self.http_get("/metrics").unwrap_or_default();
-        body.lines()
-            .filter(|l| l.starts_with(name) && (l.len() == name.len() || l[name.len()..].starts_with(['{', ' '])))
-            .filter(|l| filters.iter().all(|f| l.contains(f)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        super::http::metric(&body, name, filters)
     }
 
     /// KV Range calls this member has served (`grpc_server_started_total`).
