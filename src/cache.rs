@@ -13,6 +13,11 @@
 //! revision from clients without an auth token, and only while the cache's
 //! own token-less watch is open, which etcd refuses once auth is enabled.
 //! With auth on, every call goes to etcd, which checks it per user.
+//!
+//! Linearizable reads share its entries too: they are answered from it only
+//! after a [`crate::read_barrier::ReadBarrier`] issued after the read arrived
+//! came back, and the watch has applied every event up to the barrier's
+//! revision ([`RangeCache::caught_up_to`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -79,6 +84,8 @@ pub struct RangeCache {
     floor: AtomicI64,
     /// Whether the coherence watch is open (and auth is off).
     active: AtomicBool,
+    /// The revision up to which every event of the watch has been applied.
+    applied: tokio::sync::watch::Sender<i64>,
     /// Counters for metrics.
     pub stats: CacheStats,
 }
@@ -117,6 +124,7 @@ impl RangeCache {
             entries: Mutex::new(Entries::default()),
             floor: AtomicI64::new(0),
             active: AtomicBool::new(false),
+            applied: tokio::sync::watch::Sender::new(0),
             stats: CacheStats::default(),
         })
     }
@@ -146,10 +154,11 @@ impl RangeCache {
     }
 
     /// The lookup key of a request the cache may answer, or `None` when it
-    /// must go to etcd (linearizable, historical, authenticated, or the
-    /// cache is off).
+    /// must go to etcd (historical, authenticated, or the cache is off).
+    /// Serializable and linearizable reads of the same range share the key;
+    /// only how they may be answered differs.
     pub fn cache_key(&self, req: &RangeRequest, md: &tonic::metadata::MetadataMap) -> Option<Vec<u8>> {
-        if self.limits.max_entries == 0 || !req.serializable || req.revision != 0 {
+        if self.limits.max_entries == 0 || req.revision != 0 {
             return None;
         }
         if md.get("token").is_some() || md.get("authorization").is_some() {
@@ -158,7 +167,28 @@ impl RangeCache {
         if !self.active.load(Ordering::Acquire) {
             return None;
         }
-        Some(req.encode_to_vec())
+        if req.serializable {
+            return Some(req.encode_to_vec());
+        }
+        let as_serializable = RangeRequest { serializable: true, ..req.clone() };
+        Some(as_serializable.encode_to_vec())
+    }
+
+    /// Whether an answer is held for `cache_key` (not counted as a hit or
+    /// miss): a linearizable read only waits for a barrier when it is.
+    pub fn holds(&self, cache_key: &[u8]) -> bool {
+        lock(&self.entries).by_request.contains_key(cache_key)
+    }
+
+    /// Waits (at most `patience`) until the watch has applied every event
+    /// up to `revision`; false when it did not get there in time.
+    pub async fn caught_up_to(&self, revision: i64, patience: Duration) -> bool {
+        if *self.applied.borrow() >= revision {
+            return true;
+        }
+        let mut applied = self.applied.subscribe();
+        let reached = tokio::time::timeout(patience, applied.wait_for(|r| *r >= revision)).await;
+        matches!(reached, Ok(Ok(_)))
     }
 
     /// The cached answer for `cache_key`, counting the hit or miss.
@@ -277,6 +307,7 @@ impl RangeCache {
     fn set_active(&self, active: bool) {
         if !active {
             self.clear();
+            self.applied.send_replace(0);
         }
         if self.active.swap(active, Ordering::AcqRel) != active {
             info!(active, "range cache {}", if active { "following the key space" } else { "off" });
@@ -320,6 +351,7 @@ impl RangeCache {
                         let rev = resp.header.as_ref().map_or(0, |h| h.revision);
                         self.floor.fetch_max(rev, Ordering::AcqRel);
                         self.set_active(true);
+                        self.applied.send_replace(rev);
                         continue;
                     }
                     for ev in &resp.events {
@@ -329,6 +361,15 @@ impl RangeCache {
                     }
                     if let Some(h) = &resp.header {
                         self.floor.fetch_max(h.revision, Ordering::AcqRel);
+                        // A catching-up watch may carry the current revision
+                        // in its header while more events follow: count as
+                        // applied only up to the last event it brought.
+                        let upto = resp.events.iter().filter_map(|e| e.kv.as_ref()).map(|kv| kv.mod_revision).max().unwrap_or(h.revision);
+                        self.applied.send_if_modified(|r| {
+                            let newer = upto > *r;
+                            *r = (*r).max(upto);
+                            newer
+                        });
                     }
                 }
                 _ = auth_check.tick() => {

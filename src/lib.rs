@@ -6,7 +6,8 @@
 //! - [`config`]: the runtime configuration the CLI (or a test) builds.
 //! - [`backend`]: the member pool: membership refresh, health, balancing, retry.
 //! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
-//! - [`cache`]: the serializable range cache, kept coherent by one watch.
+//! - [`cache`]: the range cache, kept coherent by one watch.
+//! - [`read_barrier`]: linearizable reads batched behind shared upstream reads.
 //! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
 //! - [`leasing`]: `--experimental-leasing-prefix`, linearizable Gets served while leased.
 //! - [`namespace`]: `--namespace`, keys moved under a prefix and back.
@@ -28,6 +29,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod read_barrier;
 pub mod cli;
 pub mod coalesce;
 pub mod config;

@@ -208,6 +208,8 @@ pub struct Sources {
     pub keepalive_hub: Arc<KeepAliveHub>,
     /// The range cache's counters and size.
     pub cache: Arc<crate::cache::RangeCache>,
+    /// How many linearizable read barriers were sent.
+    pub read_barrier: Arc<crate::read_barrier::ReadBarrier>,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -244,6 +246,13 @@ impl Sources {
             "counter",
             "Cached ranges dropped because a write or watch event touched them.",
             load(&c.invalidations),
+        );
+        single(
+            &mut out,
+            "etcd_grpc_proxy_read_barriers_total",
+            "counter",
+            "Linearizable reads sent to etcd as barriers shared by the linearizable reads answered from the cache.",
+            load(&self.read_barrier.sent),
         );
         single(
             &mut out,

@@ -276,6 +276,7 @@ pub async fn run_with(
         metrics: metrics.clone(),
         namespace: config.namespace.clone().map(Arc::new),
         cache: RangeCache::new(config.cache),
+        read_barrier: crate::read_barrier::ReadBarrier::new(pool.clone()),
         serializable_floor: config.serializable_ordering.then(Default::default),
         leasing: config.leasing_prefix.clone().map(|p| crate::leasing::Leasing::new(p, pool.clone(), config.max_recv_bytes)),
     };
@@ -313,7 +314,7 @@ pub async fn run_with(
     }
     let routes = routes(&ctx, &watch_hub, &keepalive_hub, config.max_recv_bytes, config.registration.clone());
     let http = Arc::new(HttpApi {
-        sources: Sources { metrics: metrics.clone(), pool: pool.clone(), watch_hub, keepalive_hub, cache: ctx.cache.clone() },
+        sources: Sources { metrics: metrics.clone(), pool: pool.clone(), watch_hub, keepalive_hub, cache: ctx.cache.clone(), read_barrier: ctx.read_barrier.clone() },
         drain: drain.clone(),
         enable_pprof: config.enable_pprof,
     });

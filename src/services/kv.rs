@@ -66,6 +66,28 @@ impl KvService {
         }
     }
 
+    /// A linearizable read answered from the cache: only once a read
+    /// barrier sent after it arrived came back and the cache's watch has
+    /// applied everything up to the barrier's revision, so the answer holds
+    /// every write that finished before the read began. `None` sends the
+    /// read to etcd (nothing cached, no member answered, watch behind).
+    async fn linearizable_hit(&self, cache_key: &[u8]) -> Option<RangeResponse> {
+        let cache = &self.ctx.cache;
+        if !cache.holds(cache_key) {
+            return None;
+        }
+        let barrier = self.ctx.read_barrier.revision().await?;
+        if !cache.caught_up_to(barrier, WATCH_PATIENCE).await {
+            return None;
+        }
+        let mut hit = cache.get(cache_key)?;
+        // The answer is the state at the barrier's revision (or later).
+        if let Some(header) = hit.header.as_mut() {
+            header.revision = header.revision.max(barrier);
+        }
+        Some(hit)
+    }
+
     async fn range_once(&self, mut request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
         let ns = self.ctx.namespace.clone();
         if let Some(ns) = &ns {
@@ -87,7 +109,8 @@ impl KvService {
         let cache = &self.ctx.cache;
         let cache_key = cache.cache_key(request.get_ref(), request.metadata());
         if let Some(key) = &cache_key {
-            if let Some(mut hit) = cache.get(key) {
+            let hit = if request.get_ref().serializable { cache.get(key) } else { self.linearizable_hit(key).await };
+            if let Some(mut hit) = hit {
                 if let Some(ns) = &ns {
                     ns.range_out(&mut hit);
                 }
@@ -97,7 +120,7 @@ impl KvService {
         let asked = cache_key.as_ref().map(|_| (request.metadata().clone(), request.get_ref().clone()));
         let mut resp: Response<RangeResponse> = forward_unary!(self, request, KvClient, range, RetryPolicy::Idempotent)?;
         if let (Some(key), Some((metadata, asked))) = (cache_key, asked) {
-            if revision(&resp.get_ref().header) < cache.floor() {
+            if asked.serializable && revision(&resp.get_ref().header) < cache.floor() {
                 // A member behind what this proxy has already seen (a write
                 // acknowledged through it, or a watch event) would answer
                 // with the old value: read it again linearizably instead.
@@ -114,6 +137,10 @@ impl KvService {
         Ok(resp)
     }
 }
+
+/// How long a linearizable read waits for the cache's watch to reach a
+/// barrier's revision before it goes to etcd instead.
+const WATCH_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The revision an answer was made at (0 when etcd sent no header).
 fn revision(header: &Option<ResponseHeader>) -> i64 {

@@ -33,6 +33,8 @@ pub struct Context {
     pub namespace: Option<Arc<Namespace>>,
     /// Serializable range answers shared by clients without a token.
     pub cache: Arc<RangeCache>,
+    /// Shared linearizable read barriers, for linearizable reads the cache holds.
+    pub read_barrier: Arc<crate::read_barrier::ReadBarrier>,
     /// With `--experimental-serializable-ordering`, the highest revision a
     /// serializable read has answered with; older answers are read again.
     pub serializable_floor: Option<Arc<std::sync::atomic::AtomicI64>>,

@@ -1,6 +1,7 @@
 //! The range cache: serializable reads are served from the proxy's memory,
 //! stay coherent with writes made anywhere (directly on any member, through
-//! another proxy), linearizable reads always go to etcd, and nothing cached
+//! another proxy), linearizable reads are answered from it only behind a
+//! shared read barrier and still see every earlier write, and nothing cached
 //! reaches a client that etcd would refuse.
 
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
 use crate::support::ctl::enable_auth_with_alice_and_bob;
-use crate::support::{etcdctl, eventually, Cluster, TestProxy};
+use crate::support::{etcdctl, eventually, http, Cluster, TestProxy};
 
 fn ranges_served(cluster: &Cluster) -> f64 {
     cluster.members.iter().filter(|m| m.is_running()).map(|m| m.ranges_served()).sum()
@@ -97,6 +98,70 @@ async fn serializable_reads_are_cached_and_follow_writes_from_anywhere() {
         async move { (via1.get("dir/", Some(prefix())).await.ok()?.count() == 2).then_some(()) }
     })
     .await;
+}
+
+async fn proxy_metric(proxy: &TestProxy, name: &str) -> f64 {
+    let body = http::get(&proxy.endpoint(), "/metrics").await.expect("proxy /metrics").body;
+    http::metric(&body, name, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_share_barriers_and_see_every_earlier_write() {
+    let cluster = Cluster::start(3).await;
+    let proxy = TestProxy::start(&cluster.endpoints()).await;
+    let via = proxy.client().await;
+    let mut on_member = Vec::new();
+    for m in &cluster.members {
+        on_member.push(Client::connect([m.addr()], None).await.expect("direct client"));
+    }
+    on_member[0].put("hot", "0", None).await.expect("put");
+    eventually("the cache's watch is open", Duration::from_secs(20), || {
+        let (mut via, proxy) = (via.clone(), &proxy);
+        async move {
+            serializable(&mut via, "hot").await;
+            (proxy_metric(proxy, "etcd_grpc_proxy_cache_hits_total").await > 0.0).then_some(())
+        }
+    })
+    .await;
+
+    // A write made directly on any member, then at once a linearizable read
+    // through the proxy, which holds the previous value in its cache: the
+    // read must see the write, every time. Large writes elsewhere keep the
+    // cache's watch busy, so its events often arrive after the barrier.
+    let mut noisy = on_member[1].clone();
+    let noise = tokio::spawn(async move {
+        for n in 0u64.. {
+            if noisy.put(format!("noise/{}", n % 8), vec![b'x'; 256 * 1024], None).await.is_err() {
+                break;
+            }
+        }
+    });
+    for i in 1..=200 {
+        let writer = &mut on_member[i % 3];
+        writer.put("hot", i.to_string(), None).await.expect("direct put");
+        let seen = linearizable(&mut via.clone(), "hot").await;
+        assert_eq!(seen, Some(i.to_string()), "a linearizable read missed a write that finished before it began");
+    }
+    noise.abort();
+
+    // Many concurrent linearizable reads of a cached key: a few barriers
+    // reach etcd, not one Range per read.
+    linearizable(&mut via.clone(), "hot").await;
+    let before = ranges_served(&cluster);
+    let barriers_before = proxy_metric(&proxy, "etcd_grpc_proxy_read_barriers_total").await;
+    let reads: Vec<_> = (0..400)
+        .map(|_| {
+            let mut via = via.clone();
+            tokio::spawn(async move { linearizable(&mut via, "hot").await })
+        })
+        .collect();
+    for r in reads {
+        assert_eq!(r.await.expect("read task").as_deref(), Some("200"));
+    }
+    let served = ranges_served(&cluster) - before;
+    let barriers = proxy_metric(&proxy, "etcd_grpc_proxy_read_barriers_total").await - barriers_before;
+    assert!(barriers >= 1.0, "no read barrier was sent");
+    assert!(served < 100.0, "400 linearizable reads of a cached key reached etcd {served} times");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

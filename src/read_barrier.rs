@@ -1,0 +1,98 @@
+//! Shared read barriers: many linearizable reads, one upstream round trip.
+//!
+//! A linearizable read must see every write that finished before it began.
+//! etcd gets this by asking the leader for its commit index (ReadIndex) and
+//! batches every read that arrives while one such request is in flight into
+//! the next one. The proxy does the same one level up: a read joins the
+//! next barrier, a linearizable Range to a member issued only after the read
+//! arrived, so the barrier's revision covers every write that finished
+//! before the read began. With the range cache caught up to that revision,
+//! the cached answer is one etcd itself could have given, and a thousand
+//! concurrent reads cost etcd one linearizable Range instead of a thousand.
+//!
+//! One barrier is in flight at a time, as in etcd: reads that arrive while
+//! it is out wait for the next one, so a read waits at most two round trips.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use tracing::debug;
+
+use crate::backend::{Pool, RetryPolicy};
+use crate::proto::etcdserverpb::kv_client::KvClient;
+use crate::proto::etcdserverpb::RangeRequest;
+
+/// The revision a barrier read at, or `None` when no member answered.
+type Barrier = Shared<BoxFuture<'static, Option<i64>>>;
+
+/// Batches linearizable reads behind shared upstream read barriers.
+pub struct ReadBarrier {
+    pool: Pool,
+    /// The barrier new reads join: not yet sent, so it will cover them.
+    next: Mutex<Option<(u64, Barrier)>>,
+    /// Held by the barrier that is in flight.
+    in_flight: Arc<tokio::sync::Mutex<()>>,
+    generation: AtomicU64,
+    /// Barriers sent to etcd (`etcd_grpc_proxy_read_barriers_total`).
+    pub sent: AtomicU64,
+}
+
+impl ReadBarrier {
+    /// Barriers go to any healthy member of `pool`.
+    pub fn new(pool: Pool) -> Arc<ReadBarrier> {
+        Arc::new(ReadBarrier {
+            pool,
+            next: Mutex::new(None),
+            in_flight: Arc::new(tokio::sync::Mutex::new(())),
+            generation: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        })
+    }
+
+    /// A revision at least as new as every write that finished before this
+    /// call began, read linearizably by a barrier shared with other reads;
+    /// `None` when no member answered (the caller then asks etcd itself).
+    pub async fn revision(self: &Arc<Self>) -> Option<i64> {
+        self.join().await
+    }
+
+    fn join(self: &Arc<Self>) -> Barrier {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, barrier)) = next.as_ref() {
+            return barrier.clone();
+        }
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        let barrier = async move { this.send(generation).await }.boxed().shared();
+        *next = Some((generation, barrier.clone()));
+        barrier
+    }
+
+    async fn send(self: Arc<Self>, generation: u64) -> Option<i64> {
+        let _turn = self.in_flight.clone().lock_owned().await;
+        {
+            // From here on the barrier is closed: later reads form the next one.
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            if next.as_ref().is_some_and(|(g, _)| *g == generation) {
+                *next = None;
+            }
+        }
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let probe = RangeRequest { key: vec![0], count_only: true, limit: 1, ..Default::default() };
+        let answer = self
+            .pool
+            .call(RetryPolicy::Idempotent, |ch| {
+                let probe = probe.clone();
+                async move { KvClient::new(ch).range(probe).await }
+            })
+            .await;
+        match answer {
+            Ok(resp) => resp.into_inner().header.map(|h| h.revision),
+            Err(e) => {
+                debug!(error = %e, "read barrier failed");
+                None
+            }
+        }
+    }
+}
