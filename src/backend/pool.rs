@@ -294,6 +294,19 @@ impl Pool {
         }
     }
 
+    /// Writes go first to the leader when it is known and healthy: a
+    /// follower would only pass the proposal on to it, spending the
+    /// cluster's CPU on a hop. Reads, and writes after a failed attempt,
+    /// are balanced with [`Pool::pick`].
+    fn pick_for(&self, policy: RetryPolicy, exclude: &[EndpointUrl]) -> Option<Arc<Backend>> {
+        if policy == RetryPolicy::UnlessApplied && exclude.is_empty() {
+            if let Some(leader) = self.leader().filter(|l| l.is_healthy()) {
+                return Some(leader);
+            }
+        }
+        self.pick(exclude)
+    }
+
     /// Runs one unary call on a member, retrying on other members as
     /// `policy` allows. Upstream answers reach the caller unchanged.
     pub async fn call<T, F, Fut>(&self, policy: RetryPolicy, mut attempt: F) -> Result<T, ProxyError>
@@ -304,7 +317,7 @@ impl Pool {
         let mut tried: Vec<EndpointUrl> = Vec::new();
         let mut last_unreached: Option<Status> = None;
         let mut last_answer: Option<Status> = None;
-        while let Some(backend) = self.pick(&tried) {
+        while let Some(backend) = self.pick_for(policy, &tried) {
             tried.push(backend.url.clone());
             let _inflight = backend.start_call();
             let span = tracing::debug_span!("upstream", backend = %backend.url);

@@ -1,9 +1,11 @@
 //! KV semantics through the proxy equal direct etcd, with etcdctl and etcd-client.
 
+use std::time::Duration;
+
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
 use crate::support::ctl::{run, error_line};
-use crate::support::{Cluster, TestProxy};
+use crate::support::{eventually, Cluster, TestProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_sees_the_same_answers_through_the_proxy_as_direct() {
@@ -84,4 +86,31 @@ async fn etcd_client_kv_and_txn_through_the_proxy() {
     assert!(err.contains("etcdserver: key is not provided"), "{err}");
     let err = c.compact(1_000_000, None).await.unwrap_err().to_string();
     assert!(err.contains("etcdserver: mvcc: required revision is a future revision"), "{err}");
+}
+
+/// Writes go to the leader first: a follower would only pass the proposal
+/// on to it. (The proxy learns who leads from its health probes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_to_the_leader() {
+    let cluster = Cluster::start(3).await;
+    let proxy = TestProxy::start(&cluster.endpoints()).await;
+    let via = proxy.client().await;
+    let puts_served = |cluster: &Cluster| -> Vec<f64> {
+        cluster.members.iter().map(|m| m.metric("grpc_server_started_total", &["grpc_method=\"Put\""])).collect()
+    };
+    eventually("20 puts through the proxy all served by the leader", Duration::from_secs(20), || {
+        let (mut via, cluster) = (via.clone(), &cluster);
+        async move {
+            let before = puts_served(cluster);
+            for i in 0..20 {
+                via.put(format!("to-leader/{i}"), "v", None).await.expect("put through the proxy");
+            }
+            let after = puts_served(cluster);
+            let leader = cluster.members.iter().position(|m| m.metric("etcd_server_is_leader", &[]) == 1.0)?;
+            let served: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+            let by_followers: f64 = served.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| n).sum();
+            (served[leader] == 20.0 && by_followers == 0.0).then_some(())
+        }
+    })
+    .await;
 }
