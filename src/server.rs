@@ -162,6 +162,9 @@ fn connection_builder(config: &Config) -> Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(config.max_concurrent_streams)
+        // Room for many small frames not yet read (watch and keep-alive
+        // requests): h2 closes the connection once they exceed half of it.
+        .initial_connection_window_size(4 * 1024 * 1024)
         .keep_alive_interval(Some(config.grpc_keepalive_interval))
         .keep_alive_timeout(config.grpc_keepalive_timeout);
     builder.http1().timer(TokioTimer::new());

@@ -44,12 +44,25 @@ impl Default for ChannelSettings {
     }
 }
 
+/// HTTP/2 connection window towards a member (see [`ChannelSettings`]).
+const UPSTREAM_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// HTTP/2 stream window towards a member: room for etcd's largest answers.
+const UPSTREAM_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+
 impl ChannelSettings {
     fn channel(&self, url: &EndpointUrl) -> Result<Channel, tonic::transport::Error> {
         let mut ep = Endpoint::from_shared(url.to_string())?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
-            .http2_adaptive_window(true);
+            // Fixed, large windows rather than adaptive ones: h2 closes a
+            // connection (GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames")
+            // once the small DATA frames not yet read exceed half the
+            // connection window, and every etcd answer is a small frame.
+            // With an adaptive window starting at 64 KiB, a burst of ~140
+            // answers the proxy had not read yet cost every call on that
+            // connection; 16 MiB leaves room for ~36,000.
+            .initial_connection_window_size(UPSTREAM_CONNECTION_WINDOW)
+            .initial_stream_window_size(UPSTREAM_STREAM_WINDOW);
         if let Some(t) = self.keepalive_time {
             ep = ep
                 .http2_keep_alive_interval(t)
