@@ -12,7 +12,8 @@
 //! (TTL/3), `BENCH_PICKUP_LIMIT_SECS`
 //! (20), `BENCH_FAILOVER_SECS` (8), `BENCH_SKIP` (comma list of `unary`,
 //! `watch`, `lease`, `membership`, `failover`), `BENCH_PROXY_BIN`,
-//! `BENCH_OUT` (bench/results), `BENCH_TARGETS` (comma list of `direct`,
+//! `BENCH_PROXY_BIN_B` (a second build of ours, measured as `ours-b` in the
+//! same run, for A/B comparisons), `BENCH_OUT` (bench/results), `BENCH_TARGETS` (comma list of `direct`,
 //! `etcd-proxy`, `ours`; all by default), `BENCH_KEEP=1` (keep the member and
 //! proxy logs), `BENCH_OURS_RUST_LOG` (RUST_LOG for our proxy; unset by default).
 
@@ -24,7 +25,7 @@ mod scenario;
 mod target;
 mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use procs::{Cluster, ProxyKind, ProxyProc};
@@ -126,6 +127,14 @@ fn main() {
         Target { name: "etcd-proxy", addrs: vec![etcd_proxy.addr.clone()], pid: Some(etcd_proxy.proc.pid), idle_rss_kib: None },
         Target { name: "ours", addrs: vec![ours.addr.clone()], pid: Some(ours.proc.pid), idle_rss_kib: None },
     ];
+    // BENCH_PROXY_BIN_B: a second build of ours, measured in the same run
+    // (A/B comparisons on a machine whose speed drifts between runs).
+    let ours_b = std::env::var("BENCH_PROXY_BIN_B")
+        .ok()
+        .map(|bin| ProxyProc::start_logged(ProxyKind::Ours, &endpoints, cluster.dir.path(), Path::new(&bin), "ours-b"));
+    if let Some(b) = &ours_b {
+        targets.push(Target { name: "ours-b", addrs: vec![b.addr.clone()], pid: Some(b.proc.pid), idle_rss_kib: None });
+    }
     if let Ok(only) = std::env::var("BENCH_TARGETS") {
         targets.retain(|t| only.split(',').any(|n| n.trim() == t.name));
     }

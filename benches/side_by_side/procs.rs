@@ -259,6 +259,11 @@ pub struct ProxyProc {
 impl ProxyProc {
     /// Starts a proxy of `kind` over `endpoints`.
     pub fn start(kind: ProxyKind, endpoints: &str, dir: &Path, ours_bin: &Path) -> ProxyProc {
+        Self::start_logged(kind, endpoints, dir, ours_bin, "ours")
+    }
+
+    /// As [`ProxyProc::start`], logging ours to `<log_name>.log` (for an A/B second build).
+    pub fn start_logged(kind: ProxyKind, endpoints: &str, dir: &Path, ours_bin: &Path, log_name: &str) -> ProxyProc {
         let addr = format!("127.0.0.1:{}", free_port());
         let (mut cmd, log) = match kind {
             ProxyKind::Etcd => {
@@ -272,7 +277,7 @@ impl ProxyProc {
             ProxyKind::Ours => {
                 let mut c = Command::new(ours_bin);
                 c.arg("start").arg(format!("--endpoints={endpoints}")).arg(format!("--listen-addr={addr}"));
-                (c, dir.join("ours.log"))
+                (c, dir.join(format!("{log_name}.log")))
             }
         };
         cmd.env_remove("RUST_LOG");
