@@ -156,10 +156,12 @@ fn main() {
             for round in 0..settings.rounds {
                 for (i, t) in targets.iter().enumerate() {
                     let cpu0 = t.cpu();
+                    let client0 = procs::cpu_seconds(std::process::id());
                     let r = rt.block_on(load::run_round(&channels[i], settings.inflight, w, settings.warmup, settings.window));
                     let cpu = t.cpu().zip(cpu0).map(|(a, b)| a - b);
+                    let client_cpu = procs::cpu_seconds(std::process::id()).zip(client0).map(|(a, b)| a - b);
                     print_round(round, t.name, "ops/s", &r, settings.window);
-                    cells[i].add(&r, settings.window, cpu);
+                    cells[i].add(&r, settings.window, cpu, client_cpu);
                 }
             }
             record_peaks(&mut cells, &targets);
@@ -225,7 +227,7 @@ fn main() {
                 ));
                 let cpu = t.cpu().zip(cpu0).map(|(a, b)| a - b);
                 print_round(round, t.name, "keep-alives/s", &r, settings.window);
-                cells[i].add(&r, settings.window, cpu);
+                cells[i].add(&r, settings.window, cpu, None);
             }
         }
         record_peaks(&mut cells, &targets);
