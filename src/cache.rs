@@ -342,7 +342,8 @@ impl RangeCache {
         loop {
             tokio::select! {
                 msg = rx.recv() => {
-                    let Some(Ok(resp)) = msg else { return };
+                    let Some(Ok(out)) = msg else { return };
+                    let resp = out.response();
                     if resp.canceled || resp.compact_revision != 0 {
                         debug!(reason = %resp.cancel_reason, "cache watch ended");
                         return;
@@ -354,7 +355,7 @@ impl RangeCache {
                         self.applied.send_replace(rev);
                         continue;
                     }
-                    for ev in &resp.events {
+                    for ev in resp.events.iter() {
                         if let Some(kv) = &ev.kv {
                             self.invalidate(&kv.key, &[], kv.mod_revision);
                         }

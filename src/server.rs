@@ -43,7 +43,6 @@ use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::services::auth::AuthService;
@@ -394,9 +393,7 @@ fn routes(
             .max_encoding_message_size(send),
     )
     .add_service(
-        WatchServer::new(WatchService { ctx: ctx.clone(), hub: watch_hub.clone() })
-            .max_decoding_message_size(recv)
-            .max_encoding_message_size(send),
+        crate::services::watch::WatchGrpc::new(WatchService { ctx: ctx.clone(), hub: watch_hub.clone() }, recv),
     )
     .add_service(
         LeaseServer::new(LeaseService { ctx: ctx.clone(), hub: keepalive_hub.clone() })

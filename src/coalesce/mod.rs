@@ -1,7 +1,9 @@
 //! Folding identical client work into one upstream stream.
 //!
 //! - [`watch`]: watchers on the same key range share one upstream watch.
+//! - [`shared_response`]: a broadcast's events encoded once for all its watchers.
 //! - [`keepalive`]: keep-alives of one lease share one upstream request.
 
 pub mod keepalive;
+pub mod shared_response;
 pub mod watch;

@@ -29,8 +29,10 @@ use crate::proto::etcdserverpb::{watch_request, ResponseHeader, WatchCreateReque
 use crate::proto::mvccpb::event::EventType;
 use crate::services::Forwarded;
 
+use super::shared_response::{SharedView, WatchOut};
+
 /// Where a watcher's responses go: its client stream's outbound queue.
-pub type ClientTx = mpsc::Sender<Result<WatchResponse, Status>>;
+pub type ClientTx = mpsc::Sender<Result<WatchOut, Status>>;
 
 /// The key range a broadcast watches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -189,7 +191,7 @@ impl WatchHub {
                     };
                     // Sent under the broadcast's lock, so it precedes every
                     // event for this watcher on the client's queue.
-                    w.announced = w.tx.try_send(Ok(created)).is_ok();
+                    w.announced = w.tx.try_send(Ok(created.into())).is_ok();
                 }
                 if st.created && !w.announced {
                     // Client queue full: this watcher waits on its own stream.
@@ -399,10 +401,40 @@ impl WatchHub {
         }
     }
 
+    /// The events of `resp` watcher `w` receives, in a response of its own
+    /// (it starts partway through them, or filters puts or deletes);
+    /// `None` when none is left for it.
+    fn filtered_for(&self, w: &Watcher, resp: &WatchResponse, receivers: &mut u64) -> Option<WatchOut> {
+        let events: Vec<_> = resp
+            .events
+            .iter()
+            .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= w.next_rev))
+            .filter(|e| {
+                let put = e.r#type == EventType::Put as i32;
+                !(put && w.spec.no_put || !put && w.spec.no_delete)
+            })
+            .map(|e| {
+                let mut e = e.clone();
+                if !w.spec.prev_kv {
+                    e.prev_kv = None;
+                }
+                e
+            })
+            .collect();
+        if events.is_empty() {
+            return None;
+        }
+        *receivers += 1;
+        Some(WatchResponse { header: resp.header.clone(), watch_id: w.spec.watch_id, events, ..Default::default() }.into())
+    }
+
     /// Hands one upstream response to every watcher of `b`.
     async fn deliver(self: &Arc<Self>, b: &Arc<Broadcast>, resp: WatchResponse) -> Flow {
         let mut out: Vec<Outgoing> = Vec::new();
         let mut flow = Flow::More;
+        // Watchers whose queue was full (split off) or whose client is gone.
+        let mut slow: Vec<u64> = Vec::new();
+        let mut gone: Vec<u64> = Vec::new();
         {
             let mut st = lock(&b.state);
             if resp.header.is_some() {
@@ -415,7 +447,7 @@ impl WatchHub {
                     let mut r = resp.clone();
                     r.watch_id = w.spec.watch_id;
                     r.created = !w.announced;
-                    out.push(Outgoing { id, tx: w.tx, resp: Some(r), next: 0, announces: false });
+                    out.push(Outgoing { id, tx: w.tx, resp: Some(r.into()), next: 0, announces: false });
                 }
                 st.closed = true;
                 flow = Flow::Done;
@@ -436,7 +468,7 @@ impl WatchHub {
                             created: true,
                             ..Default::default()
                         };
-                        out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: Some(r), next: w.next_rev, announces: true });
+                        out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: Some(r.into()), next: w.next_rev, announces: true });
                     }
                 }
             } else if resp.events.is_empty() {
@@ -447,37 +479,52 @@ impl WatchHub {
                         w.next_rev = header_rev + 1;
                         if w.spec.progress_notify {
                             let r = WatchResponse { header: resp.header.clone(), watch_id: w.spec.watch_id, ..Default::default() };
-                            out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: Some(r), next: w.next_rev, announces: false });
+                            out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: Some(r.into()), next: w.next_rev, announces: false });
                         }
                     }
                 }
             } else {
                 let last = resp.events.last().and_then(|e| e.kv.as_ref()).map_or(0, |kv| kv.mod_revision);
+                let first = resp.events.first().and_then(|e| e.kv.as_ref()).map_or(0, |kv| kv.mod_revision);
+                let carries_prev_kv = resp.events.iter().any(|e| e.prev_kv.is_some());
                 st.position = st.position.max(last);
                 let mut receivers = 0u64;
-                for (id, w) in st.watchers.iter() {
-                    let events: Vec<_> = resp
-                        .events
-                        .iter()
-                        .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= w.next_rev))
-                        .filter(|e| {
-                            let put = e.r#type == EventType::Put as i32;
-                            !(put && w.spec.no_put || !put && w.spec.no_delete)
-                        })
-                        .map(|e| {
-                            let mut e = e.clone();
-                            if !w.spec.prev_kv {
-                                e.prev_kv = None;
-                            }
-                            e
-                        })
-                        .collect();
+                // Watchers that get every event unchanged share one encoding
+                // (one with prev_kv, one without).
+                let (mut with_prev, mut without_prev): (Option<Arc<SharedView>>, Option<Arc<SharedView>>) = (None, None);
+                let shared = b.shared;
+                for (id, w) in st.watchers.iter_mut() {
                     let next = w.next_rev.max(last + 1);
-                    let r = (!events.is_empty()).then(|| {
+                    let r = if w.next_rev <= first && !w.spec.no_put && !w.spec.no_delete {
+                        let view = if w.spec.prev_kv || !carries_prev_kv {
+                            with_prev.get_or_insert_with(|| {
+                                SharedView::new(WatchResponse { header: resp.header.clone(), events: resp.events.clone(), ..Default::default() })
+                            })
+                        } else {
+                            without_prev.get_or_insert_with(|| {
+                                let mut events = resp.events.clone();
+                                for e in &mut events {
+                                    e.prev_kv = None;
+                                }
+                                SharedView::new(WatchResponse { header: resp.header.clone(), events, ..Default::default() })
+                            })
+                        };
                         receivers += 1;
-                        WatchResponse { header: resp.header.clone(), watch_id: w.spec.watch_id, events, ..Default::default() }
-                    });
-                    out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: r, next, announces: false });
+                        Some(WatchOut::Shared { watch_id: w.spec.watch_id, view: view.clone() })
+                    } else {
+                        self.filtered_for(w, &resp, &mut receivers)
+                    };
+                    if !shared {
+                        out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: r, next, announces: false });
+                        continue;
+                    }
+                    // A shared broadcast never waits for one client: sent
+                    // here, under the lock, without queuing a copy first.
+                    match r.map(|r| w.tx.try_send(Ok(r))) {
+                        None | Some(Ok(())) => w.next_rev = w.next_rev.max(next),
+                        Some(Err(mpsc::error::TrySendError::Full(_))) => slow.push(*id),
+                        Some(Err(mpsc::error::TrySendError::Closed(_))) => gone.push(*id),
+                    }
                 }
                 if receivers > 1 {
                     self.stats
@@ -503,8 +550,6 @@ impl WatchHub {
         }
 
         let mut done: Vec<(u64, i64, bool)> = Vec::with_capacity(out.len());
-        let mut slow: Vec<u64> = Vec::new();
-        let mut gone: Vec<u64> = Vec::new();
         for o in out {
             let Some(r) = o.resp else {
                 done.push((o.id, o.next, false));
@@ -597,7 +642,7 @@ struct Outgoing {
     id: u64,
     tx: ClientTx,
     /// `None`: nothing to send (all events filtered), only advance `next`.
-    resp: Option<WatchResponse>,
+    resp: Option<WatchOut>,
     next: i64,
     announces: bool,
 }

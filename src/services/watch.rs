@@ -14,10 +14,10 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, Instrument};
 
 use crate::backend::RetryPolicy;
+use crate::coalesce::shared_response::WatchOut;
 use crate::coalesce::watch::{WatchHub, WatchKey, WatcherId, WatcherSpec};
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::kv_client::KvClient;
-use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::*;
 use crate::services::{Context, Forwarded};
 
@@ -40,11 +40,14 @@ pub struct WatchService {
     pub hub: Arc<WatchHub>,
 }
 
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
+/// The outbound side of one client's Watch call.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchOut, Status>> + Send + 'static>>;
 
-    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> RpcResult<Self::WatchStream> {
+impl WatchService {
+    /// Serves one client's watch stream: a task reads its requests, and
+    /// what the hub delivers goes back out (namespaced and fragmented per
+    /// watcher where needed; shared responses otherwise pass as they are).
+    pub async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> RpcResult<WatchStream> {
         let (fwd, inbound) = Forwarded::split(request);
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let fragmenting: Fragmenting = Arc::default();
@@ -61,23 +64,94 @@ impl Watch for WatchService {
         let ns = self.ctx.namespace.clone();
         let answers = ReceiverStream::new(rx).flat_map(move |answer| {
             let pieces = match answer {
-                Ok(mut resp) => {
-                    // Events come back with keys relative to the client's namespace.
-                    if let Some(ns) = &ns {
-                        ns.watch_out(&mut resp);
-                    }
-                    let wants_fragments = lock_set(&fragmenting).contains(&resp.watch_id);
-                    if wants_fragments {
-                        fragments(resp, FRAGMENT_BYTES).into_iter().map(Ok).collect()
+                Ok(out) => {
+                    let wants_fragments = fragmenting.any.load(std::sync::atomic::Ordering::Acquire)
+                        && lock_set(&fragmenting).contains(&out.watch_id());
+                    if ns.is_none() && !wants_fragments {
+                        // The common case: one response, passed on as it is.
+                        return futures::future::Either::Left(futures::stream::once(futures::future::ready(Ok(out))));
                     } else {
-                        vec![Ok(resp)]
+                        let mut resp = out.into_response();
+                        // Events come back with keys relative to the client's namespace.
+                        if let Some(ns) = &ns {
+                            ns.watch_out(&mut resp);
+                        }
+                        if wants_fragments {
+                            fragments(resp, FRAGMENT_BYTES).into_iter().map(|r| Ok(r.into())).collect()
+                        } else {
+                            vec![Ok(resp.into())]
+                        }
                     }
                 }
                 Err(status) => vec![Err(status)],
             };
-            futures::stream::iter(pieces)
+            futures::future::Either::Right(futures::stream::iter(pieces))
         });
         Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+/// `etcdserverpb.Watch` on the wire: tonic's streaming handler, with a
+/// codec whose responses may be shared ones, written without being encoded
+/// again for each watcher (see [`crate::coalesce::shared_response`]).
+#[derive(Clone)]
+pub struct WatchGrpc {
+    service: Arc<WatchService>,
+    max_decoding: usize,
+}
+
+impl WatchGrpc {
+    /// Serves `service`, refusing client messages over `max_decoding` bytes.
+    pub fn new(service: WatchService, max_decoding: usize) -> WatchGrpc {
+        WatchGrpc { service: Arc::new(service), max_decoding }
+    }
+}
+
+/// The route etcd clients call.
+const WATCH_PATH: &str = "/etcdserverpb.Watch/Watch";
+
+impl<B> tower::Service<http::Request<B>> for WatchGrpc
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let call = WatchCall(self.service.clone());
+        let max_decoding = self.max_decoding;
+        Box::pin(async move {
+            if req.uri().path() != WATCH_PATH {
+                return Ok(Status::unimplemented("").into_http());
+            }
+            let codec = tonic_prost::ProstCodec::<WatchOut, WatchRequest>::default();
+            let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max_decoding), Some(usize::MAX));
+            Ok(grpc.streaming(call, req).await)
+        })
+    }
+}
+
+impl tonic::server::NamedService for WatchGrpc {
+    const NAME: &'static str = "etcdserverpb.Watch";
+}
+
+/// One Watch call handed to [`WatchService::watch`].
+struct WatchCall(Arc<WatchService>);
+
+impl tonic::server::StreamingService<WatchRequest> for WatchCall {
+    type Response = WatchOut;
+    type ResponseStream = WatchStream;
+    type Future = tonic::codegen::BoxFuture<Response<WatchStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<WatchRequest>>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.watch(request).await })
     }
 }
 
@@ -86,7 +160,7 @@ struct ClientStream {
     hub: Arc<WatchHub>,
     ctx: Context,
     fwd: Forwarded,
-    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    tx: mpsc::Sender<Result<WatchOut, Status>>,
     /// The client's watch ids and the hub's watchers behind them.
     ids: HashMap<i64, WatcherId>,
     next_id: i64,
@@ -95,10 +169,19 @@ struct ClientStream {
 }
 
 /// The watch ids of one client stream that asked for fragmented responses.
-type Fragmenting = Arc<std::sync::Mutex<std::collections::HashSet<i64>>>;
+type Fragmenting = Arc<FragmentingIds>;
 
-fn lock_set(set: &Fragmenting) -> std::sync::MutexGuard<'_, std::collections::HashSet<i64>> {
-    set.lock().unwrap_or_else(|p| p.into_inner())
+/// The watch ids of one client stream that asked for `fragment`.
+#[derive(Default)]
+struct FragmentingIds {
+    /// Whether any watcher of the stream ever asked (checked per response
+    /// before taking the lock).
+    any: std::sync::atomic::AtomicBool,
+    ids: std::sync::Mutex<std::collections::HashSet<i64>>,
+}
+
+fn lock_set(set: &FragmentingIds) -> std::sync::MutexGuard<'_, std::collections::HashSet<i64>> {
+    set.ids.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Size above which a response is split for watchers that asked for
@@ -164,7 +247,7 @@ impl ClientStream {
     }
 
     async fn send(&self, resp: WatchResponse) -> Result<(), ()> {
-        self.tx.send(Ok(resp)).await.map_err(|_| ())
+        self.tx.send(Ok(resp.into())).await.map_err(|_| ())
     }
 
     async fn handle(&mut self, req: WatchRequest) -> Result<(), ()> {
@@ -227,6 +310,7 @@ impl ClientStream {
                 .await;
         }
         if create.fragment {
+            self.fragmenting.any.store(true, std::sync::atomic::Ordering::Release);
             lock_set(&self.fragmenting).insert(watch_id);
         }
         let key = WatchKey { key: create.key.clone(), range_end: create.range_end.clone() };

@@ -127,6 +127,7 @@ async fn watch_filters_prev_kv_cancel_and_history_per_watcher() {
     let (plain_id, mut plain) = watch(&mut client, "f", None).await;
     let (_, mut noput) = watch(&mut client, "f", Some(WatchOptions::new().with_filters([WatchFilterType::NoPut]))).await;
     let (_, mut prev) = watch(&mut client, "f", Some(WatchOptions::new().with_prev_key())).await;
+    let (_, mut no_prev) = watch(&mut client, "f", None).await;
     let (_, mut history) = watch(&mut client, "f", Some(WatchOptions::new().with_start_revision(rev0))).await;
     client.put("f", "1", None).await.unwrap();
     client.delete("f", None).await.unwrap();
@@ -140,6 +141,10 @@ async fn watch_filters_prev_kv_cancel_and_history_per_watcher() {
     assert!(!n[0].0, "NOPUT watcher saw only the delete");
     let resp = prev.message().await.unwrap().unwrap();
     assert_eq!(resp.events()[0].prev_kv().unwrap().value(), b"0");
+    // Sharing one upstream watch (and one encoding per view) with the
+    // prev_kv watcher does not leak prev_kv to a watcher that did not ask.
+    let resp = no_prev.message().await.unwrap().unwrap();
+    assert!(resp.events()[0].prev_kv().is_none(), "prev_kv sent to a watcher that did not ask for it");
 
     // Cancel: etcd's canceled response, then no more events.
     plain.cancel(plain_id).await.unwrap();
