@@ -7,6 +7,7 @@
 //! - [`backend`]: the member pool: membership refresh, health, balancing, retry.
 //! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
 //! - [`cache`]: the range cache, kept coherent by one watch.
+//! - [`codec`]: prost with small starting buffers, for every service and client.
 //! - [`read_barrier`]: linearizable reads batched behind shared upstream reads.
 //! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
 //! - [`leasing`]: `--experimental-leasing-prefix`, linearizable Gets served while leased.
@@ -29,6 +30,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod codec;
 pub mod read_barrier;
 pub mod cli;
 pub mod coalesce;

@@ -130,7 +130,7 @@ where
             if req.uri().path() != WATCH_PATH {
                 return Ok(Status::unimplemented("").into_http());
             }
-            let codec = tonic_prost::ProstCodec::<WatchOut, WatchRequest>::default();
+            let codec = crate::codec::LeanCodec::<WatchOut, WatchRequest>::default();
             let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max_decoding), Some(usize::MAX));
             Ok(grpc.streaming(call, req).await)
         })
