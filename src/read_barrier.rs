@@ -23,6 +23,9 @@ use crate::backend::{Pool, RetryPolicy};
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::RangeRequest;
 
+/// How long a barrier may take before the reads behind it go to etcd themselves.
+const BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The revision a barrier read at, or `None` when no member answered.
 type Barrier = Shared<BoxFuture<'static, Option<i64>>>;
 
@@ -80,17 +83,20 @@ impl ReadBarrier {
         }
         self.sent.fetch_add(1, Ordering::Relaxed);
         let probe = RangeRequest { key: vec![0], count_only: true, limit: 1, ..Default::default() };
-        let answer = self
-            .pool
-            .call(RetryPolicy::Idempotent, |ch| {
-                let probe = probe.clone();
-                async move { KvClient::new(ch).range(probe).await }
-            })
-            .await;
-        match answer {
-            Ok(resp) => resp.into_inner().header.map(|h| h.revision),
-            Err(e) => {
+        let call = self.pool.call(RetryPolicy::Idempotent, |ch| {
+            let probe = probe.clone();
+            async move { KvClient::new(ch).range(probe).await }
+        });
+        // A member that stopped answering must not hold every later read:
+        // they go to etcd themselves instead.
+        match tokio::time::timeout(BARRIER_TIMEOUT, call).await {
+            Ok(Ok(resp)) => resp.into_inner().header.map(|h| h.revision),
+            Ok(Err(e)) => {
                 debug!(error = %e, "read barrier failed");
+                None
+            }
+            Err(_) => {
+                debug!("read barrier timed out");
                 None
             }
         }
