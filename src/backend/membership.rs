@@ -33,7 +33,7 @@ pub async fn run(pool: Pool, settings: MembershipSettings) {
     loop {
         probe_all(&pool, settings.probe_timeout).await;
         if let Some(interval) = settings.sync_interval {
-            let due = last_sync.map_or(true, |t| t.elapsed() >= interval);
+            let due = last_sync.is_none_or(|t| t.elapsed() >= interval);
             let unhealthy = pool.backends().iter().any(|b| !b.is_healthy());
             if due || unhealthy {
                 sync(&pool, settings.probe_timeout).instrument(info_span!("membership_sync")).await;

@@ -92,7 +92,7 @@ impl KeepAliveHub {
             if let Some((at, resp)) = st.recent.get(&id) {
                 if at.elapsed() < FRESH {
                     self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
-                    return Ok(resp.clone());
+                    return Ok(*resp);
                 }
             }
             let (tx, rx) = oneshot::channel();
@@ -122,10 +122,10 @@ impl KeepAliveHub {
         if st.recent.len() > 100_000 {
             st.recent.retain(|_, (at, _)| at.elapsed() < FRESH);
         }
-        st.recent.insert(resp.id, (Instant::now(), resp.clone()));
+        st.recent.insert(resp.id, (Instant::now(), resp));
         drop(st);
         for w in waiters {
-            let _ = w.send(Ok(resp.clone()));
+            let _ = w.send(Ok(resp));
         }
     }
 

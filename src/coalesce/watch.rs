@@ -181,7 +181,7 @@ impl WatchHub {
                 if st.created {
                     w.next_rev = w.spec.start_revision.max(st.position + 1);
                     let created = WatchResponse {
-                        header: st.header.clone().map(|mut h| {
+                        header: st.header.map(|mut h| {
                             h.revision = st.position;
                             h
                         }),
@@ -244,7 +244,7 @@ impl WatchHub {
             let st = lock(&b.state);
             let Some(w) = st.watchers.get(&id.0) else { continue };
             let rev = if w.next_rev > 0 { w.next_rev - 1 } else { st.position };
-            let mut h = st.header.clone().unwrap_or_default();
+            let mut h = st.header.unwrap_or_default();
             h.revision = rev;
             out = match out {
                 Some(o) if o.revision <= rev => Some(o),
@@ -425,7 +425,7 @@ impl WatchHub {
             return None;
         }
         *receivers += 1;
-        Some(WatchResponse { header: resp.header.clone(), watch_id: w.spec.watch_id, events, ..Default::default() }.into())
+        Some(WatchResponse { header: resp.header, watch_id: w.spec.watch_id, events, ..Default::default() }.into())
     }
 
     /// Hands one upstream response to every watcher of `b`.
@@ -438,7 +438,7 @@ impl WatchHub {
         {
             let mut st = lock(&b.state);
             if resp.header.is_some() {
-                st.header = resp.header.clone();
+                st.header = resp.header;
             }
             let header_rev = resp.header.as_ref().map_or(0, |h| h.revision);
             if resp.canceled {
@@ -463,7 +463,7 @@ impl WatchHub {
                     }
                     if !w.announced {
                         let r = WatchResponse {
-                            header: resp.header.clone(),
+                            header: resp.header,
                             watch_id: w.spec.watch_id,
                             created: true,
                             ..Default::default()
@@ -478,7 +478,7 @@ impl WatchHub {
                     if w.announced && w.next_rev <= header_rev + 1 {
                         w.next_rev = header_rev + 1;
                         if w.spec.progress_notify {
-                            let r = WatchResponse { header: resp.header.clone(), watch_id: w.spec.watch_id, ..Default::default() };
+                            let r = WatchResponse { header: resp.header, watch_id: w.spec.watch_id, ..Default::default() };
                             out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: Some(r.into()), next: w.next_rev, announces: false });
                         }
                     }
@@ -498,7 +498,7 @@ impl WatchHub {
                     let r = if w.next_rev <= first && !w.spec.no_put && !w.spec.no_delete {
                         let view = if w.spec.prev_kv || !carries_prev_kv {
                             with_prev.get_or_insert_with(|| {
-                                SharedView::new(WatchResponse { header: resp.header.clone(), events: resp.events.clone(), ..Default::default() })
+                                SharedView::new(WatchResponse { header: resp.header, events: resp.events.clone(), ..Default::default() })
                             })
                         } else {
                             without_prev.get_or_insert_with(|| {
@@ -506,7 +506,7 @@ impl WatchHub {
                                 for e in &mut events {
                                     e.prev_kv = None;
                                 }
-                                SharedView::new(WatchResponse { header: resp.header.clone(), events, ..Default::default() })
+                                SharedView::new(WatchResponse { header: resp.header, events, ..Default::default() })
                             })
                         };
                         receivers += 1;

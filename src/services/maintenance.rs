@@ -38,7 +38,7 @@ impl Maintenance for MaintenanceService {
         if let Some(leader) = self.ctx.pool.leader() {
             let (fwd, msg) = Forwarded::split(request);
             let _inflight = leader.start_call();
-            let answer = MaintenanceClient::new(leader.channel.clone()).status(fwd.request(msg.clone())).await;
+            let answer = MaintenanceClient::new(leader.channel.clone()).status(fwd.request(msg)).await;
             if let Ok(resp) = answer {
                 return Ok(resp);
             }
@@ -69,7 +69,7 @@ impl Maintenance for MaintenanceService {
         let upstream: Streaming<SnapshotResponse> = ctx
             .pool
             .call(RetryPolicy::Idempotent, |ch| {
-                let req = fwd.request(msg.clone());
+                let req = fwd.request(msg);
                 let mut client = MaintenanceClient::new(ch).max_decoding_message_size(ctx.upstream_max_recv);
                 async move { client.snapshot(req).await.map(Response::into_inner) }
             })

@@ -19,7 +19,7 @@ pub fn ok(endpoint: &str, args: &[&str]) -> String {
 /// The last `Error:` line of etcdctl's stderr, the error itself (etcdctl
 /// prints retry noise before it).
 pub fn error_line(stderr: &str) -> String {
-    stderr.lines().filter(|l| l.starts_with("Error:")).last().unwrap_or("").to_string()
+    stderr.lines().rfind(|l| l.starts_with("Error:")).unwrap_or("").to_string()
 }
 
 /// Through `endpoint`: user `root` (password `rootpw`), role `ra` reading and
