@@ -220,8 +220,10 @@ impl RangeCache {
             return;
         }
         let mut e = lock(&self.entries);
-        // Re-check under the lock: an invalidation may have raised the floor.
-        if revision < self.floor.load(Ordering::Acquire) {
+        // Re-check under the lock: an invalidation may have raised the
+        // floor, or the watch may have been lost (events it never saw could
+        // make this answer stale; the cache was just cleared for that).
+        if !self.active.load(Ordering::Acquire) || revision < self.floor.load(Ordering::Acquire) {
             return;
         }
         e.tick += 1;
@@ -305,11 +307,14 @@ impl RangeCache {
     }
 
     fn set_active(&self, active: bool) {
+        // Off first, then cleared: an answer stored in between would outlive
+        // the clear (see the re-check in `put`).
+        let was = self.active.swap(active, Ordering::AcqRel);
         if !active {
             self.clear();
             self.applied.send_replace(0);
         }
-        if self.active.swap(active, Ordering::AcqRel) != active {
+        if was != active {
             info!(active, "range cache {}", if active { "following the key space" } else { "off" });
         }
     }
@@ -489,6 +494,16 @@ mod tests {
         assert!(c.get(&r.encode_to_vec()).is_none());
         c.put(r.encode_to_vec(), &r, &answer(10));
         assert!(c.get(&r.encode_to_vec()).is_some());
+    }
+
+    #[test]
+    fn nothing_is_stored_once_the_watch_is_lost() {
+        let c = active_cache(CacheLimits::default());
+        let r = RangeRequest { key: b"k".to_vec(), serializable: true, ..Default::default() };
+        c.set_active(false);
+        // An answer that was in flight when the watch was lost.
+        c.put(r.encode_to_vec(), &r, &answer(5));
+        assert!(c.is_empty());
     }
 
     #[test]
