@@ -29,14 +29,21 @@ const BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The revision a barrier read at, or `None` when no member answered.
 type Barrier = Shared<BoxFuture<'static, Option<i64>>>;
 
+/// The barrier still open to new reads, tagged with its generation.
+#[derive(Default)]
+struct Next {
+    open: Option<(u64, Barrier)>,
+    generation: u64,
+}
+
 /// Batches linearizable reads behind shared upstream read barriers.
 pub struct ReadBarrier {
     pool: Pool,
-    /// The barrier new reads join: not yet sent, so it will cover them.
-    next: Mutex<Option<(u64, Barrier)>>,
+    /// The barrier new reads join (not yet sent, so it will cover them),
+    /// and the generation of the last barrier formed.
+    next: Mutex<Next>,
     /// Held by the barrier that is in flight.
-    in_flight: Arc<tokio::sync::Mutex<()>>,
-    generation: AtomicU64,
+    in_flight: tokio::sync::Mutex<()>,
     /// Barriers sent to etcd (`etcd_grpc_proxy_read_barriers_total`).
     pub sent: AtomicU64,
 }
@@ -46,9 +53,8 @@ impl ReadBarrier {
     pub fn new(pool: Pool) -> Arc<ReadBarrier> {
         Arc::new(ReadBarrier {
             pool,
-            next: Mutex::new(None),
-            in_flight: Arc::new(tokio::sync::Mutex::new(())),
-            generation: AtomicU64::new(0),
+            next: Mutex::new(Next::default()),
+            in_flight: tokio::sync::Mutex::new(()),
             sent: AtomicU64::new(0),
         })
     }
@@ -62,23 +68,24 @@ impl ReadBarrier {
 
     fn join(self: &Arc<Self>) -> Barrier {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, barrier)) = next.as_ref() {
+        if let Some((_, barrier)) = next.open.as_ref() {
             return barrier.clone();
         }
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        next.generation += 1;
+        let generation = next.generation;
         let this = self.clone();
         let barrier = async move { this.send(generation).await }.boxed().shared();
-        *next = Some((generation, barrier.clone()));
+        next.open = Some((generation, barrier.clone()));
         barrier
     }
 
     async fn send(self: Arc<Self>, generation: u64) -> Option<i64> {
-        let _turn = self.in_flight.clone().lock_owned().await;
+        let _turn = self.in_flight.lock().await;
         {
             // From here on the barrier is closed: later reads form the next one.
             let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-            if next.as_ref().is_some_and(|(g, _)| *g == generation) {
-                *next = None;
+            if next.open.as_ref().is_some_and(|(g, _)| *g == generation) {
+                next.open = None;
             }
         }
         self.sent.fetch_add(1, Ordering::Relaxed);
