@@ -313,7 +313,7 @@ impl Pool {
     /// are balanced with [`Pool::pick`].
     fn pick_for(&self, policy: RetryPolicy, exclude: &[EndpointUrl]) -> Option<Arc<Backend>> {
         if policy == RetryPolicy::UnlessApplied && exclude.is_empty() {
-            if let Some(leader) = self.leader().filter(|l| l.is_healthy()) {
+            if let Some(leader) = self.leader() {
                 return Some(leader);
             }
         }

@@ -31,7 +31,8 @@ pub struct Context {
     pub upstream_max_send: usize,
     /// The key prefix clients are confined to (`--namespace`), if any.
     pub namespace: Option<Arc<Namespace>>,
-    /// Serializable range answers shared by clients without a token.
+    /// Range answers shared by clients without a token (serializable reads
+    /// directly, linearizable ones behind a read barrier).
     pub cache: Arc<RangeCache>,
     /// Shared linearizable read barriers, for linearizable reads the cache holds.
     pub read_barrier: Arc<crate::read_barrier::ReadBarrier>,

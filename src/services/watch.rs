@@ -70,17 +70,16 @@ impl WatchService {
                     if ns.is_none() && !wants_fragments {
                         // The common case: one response, passed on as it is.
                         return futures::future::Either::Left(futures::stream::once(futures::future::ready(Ok(out))));
+                    }
+                    let mut resp = out.into_response();
+                    // Events come back with keys relative to the client's namespace.
+                    if let Some(ns) = &ns {
+                        ns.watch_out(&mut resp);
+                    }
+                    if wants_fragments {
+                        fragments(resp, FRAGMENT_BYTES).into_iter().map(|r| Ok(r.into())).collect()
                     } else {
-                        let mut resp = out.into_response();
-                        // Events come back with keys relative to the client's namespace.
-                        if let Some(ns) = &ns {
-                            ns.watch_out(&mut resp);
-                        }
-                        if wants_fragments {
-                            fragments(resp, FRAGMENT_BYTES).into_iter().map(|r| Ok(r.into())).collect()
-                        } else {
-                            vec![Ok(resp.into())]
-                        }
+                        vec![Ok(resp.into())]
                     }
                 }
                 Err(status) => vec![Err(status)],
