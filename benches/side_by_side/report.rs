@@ -61,12 +61,17 @@ impl Cell {
         self.hist.value_at_quantile(q) as f64 / 1000.0
     }
 
+    /// CPU seconds `total` spread over this cell's calls, per 10k calls.
+    fn per_10k_calls(&self, total: Option<f64>) -> Option<f64> {
+        total.filter(|_| self.calls > 0).map(|c| c / self.calls as f64 * 10_000.0)
+    }
+
     fn cpu_per_10k(&self) -> Option<f64> {
-        self.cpu.filter(|_| self.calls > 0).map(|c| c / self.calls as f64 * 10_000.0)
+        self.per_10k_calls(self.cpu)
     }
 
     fn client_cpu_per_10k(&self) -> Option<f64> {
-        self.client_cpu.filter(|_| self.calls > 0).map(|c| c / self.calls as f64 * 10_000.0)
+        self.per_10k_calls(self.client_cpu)
     }
 }
 
