@@ -4,7 +4,7 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := etcd-server etcd-client protobuf-compiler
 
-.PHONY: all build deps demo test bench clean
+.PHONY: all build deps demo test test-fast etcd-versions bench clean
 
 all: build
 
@@ -15,6 +15,8 @@ deps:
 	command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	command -v go >/dev/null 2>&1 || missing="$$missing golang-go"; \
+	command -v python3 >/dev/null 2>&1 || missing="$$missing python3-pip"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -29,9 +31,19 @@ build:
 demo: deps build
 	bash scripts/demo.sh
 
-## test: unit tests and the integration suite against real etcd members
+## test: unit tests, then the integration suite against real members of every etcd
+## release in tests/etcd-versions/VERSIONS (3.4 from Debian, 3.5-3.7 built from etcd's Go modules)
 test: deps
-	$(CARGO) test --all-targets -- --test-threads=3
+	CARGO=$(CARGO) bash scripts/test-matrix.sh
+
+## test-fast: the same against one release only (ETCD=3.6 by default)
+ETCD ?= 3.6
+test-fast: deps
+	CARGO=$(CARGO) bash scripts/test-matrix.sh $(ETCD)
+
+## etcd-versions: build (or install) every pinned etcd release, cached under target/etcd/
+etcd-versions:
+	@for m in $$(awk '!/^#/ && NF {print $$1}' tests/etcd-versions/VERSIONS); do bash scripts/etcd-bin.sh $$m; done
 
 ## bench: side-by-side benchmark vs direct etcd and etcd's grpc-proxy; writes bench/results/latest.{md,svg}
 ## (BENCH_FULL=1 for 10k watchers / lease clients; BENCH_SECS, BENCH_ROUNDS, ... see benches/side_by_side/main.rs)

@@ -80,8 +80,9 @@ async fn probe(backend: &Backend, probe_timeout: Duration) -> Result<(), String>
         Ok(Err(status)) => Err(describe(&status)),
         Ok(Ok(resp)) => {
             let resp = resp.into_inner();
-            if let Some(h) = &resp.header {
+            if let Some(h) = resp.header {
                 backend.set_member_id(h.member_id);
+                backend.set_status(h, resp.version.clone());
             }
             backend.set_leader_seen(resp.leader);
             if resp.leader == 0 {

@@ -15,6 +15,7 @@ use tracing::{info, warn, Instrument};
 use super::endpoint::EndpointUrl;
 use super::retry::{Failure, RetryPolicy};
 use crate::error::ProxyError;
+use crate::proto::etcdserverpb::ResponseHeader;
 
 /// How channels to members are dialled; shared by every backend.
 #[derive(Debug, Clone)]
@@ -96,6 +97,9 @@ pub struct Backend {
     member_id: AtomicU64,
     /// The leader this member last reported (0 until probed or without leader).
     leader_seen: AtomicU64,
+    /// What the member's last Status answered: its header (for answers the
+    /// proxy makes itself, which etcd always sends with one) and its version.
+    last_status: std::sync::Mutex<Option<(ResponseHeader, String)>>,
 }
 
 impl Backend {
@@ -111,6 +115,21 @@ impl Backend {
 
     pub(crate) fn set_member_id(&self, id: u64) {
         self.member_id.store(id, Ordering::Relaxed);
+    }
+
+    /// Records the header and version of the member's last Status answer.
+    pub(crate) fn set_status(&self, header: ResponseHeader, version: String) {
+        *self.last_status.lock().unwrap_or_else(|p| p.into_inner()) = Some((header, version));
+    }
+
+    /// The header of the member's last Status answer, if it has answered.
+    pub fn last_header(&self) -> Option<ResponseHeader> {
+        self.last_status.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(h, _)| *h)
+    }
+
+    /// The etcd version the member reported in its last Status ("3.6.16").
+    pub fn version(&self) -> Option<String> {
+        self.last_status.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, v)| v.clone())
     }
 
     /// Records the leader the member reported in its last Status.
@@ -207,6 +226,14 @@ impl Pool {
         self.backends().iter().find(|b| b.is_healthy() && b.is_leader()).cloned()
     }
 
+    /// A header for answers the proxy makes itself (etcd sends every watch
+    /// response with one): the newest Status header of a healthy member.
+    pub fn last_header(&self) -> Option<ResponseHeader> {
+        let all = self.backends();
+        let healthy = all.iter().filter(|b| b.is_healthy()).filter_map(|b| b.last_header());
+        healthy.max_by_key(|h| h.revision).or_else(|| all.iter().filter_map(|b| b.last_header()).max_by_key(|h| h.revision))
+    }
+
     /// The URLs of the members in use now, sorted.
     pub fn urls(&self) -> Vec<EndpointUrl> {
         self.backends().iter().map(|b| b.url.clone()).collect()
@@ -232,6 +259,7 @@ impl Pool {
                     inflight: AtomicUsize::new(0),
                     member_id: AtomicU64::new(0),
                     leader_seen: AtomicU64::new(0),
+                    last_status: std::sync::Mutex::new(None),
                 })),
             }
         }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::{debug, info_span, warn, Instrument};
@@ -25,7 +25,9 @@ use crate::backend::retry::Failure;
 use crate::backend::Pool;
 use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
-use crate::proto::etcdserverpb::{watch_request, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::proto::etcdserverpb::{
+    watch_request, ResponseHeader, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+};
 use crate::proto::mvccpb::event::EventType;
 use crate::services::Forwarded;
 
@@ -137,6 +139,19 @@ struct BroadcastState {
     /// The last upstream header, for answers the proxy makes itself.
     header: Option<ResponseHeader>,
     closed: bool,
+    /// Requests towards the open upstream stream (`None` between members).
+    upstream: Option<mpsc::Sender<WatchRequest>>,
+    /// Client progress requests waiting for the member's progress answer
+    /// on this upstream stream (sent once it has caught up).
+    progress_waiters: Vec<oneshot::Sender<ResponseHeader>>,
+}
+
+/// etcd's watch id for answers meant for a whole stream (progress answers).
+const STREAM_WIDE: i64 = -1;
+
+/// A progress request towards a member.
+fn progress_request() -> WatchRequest {
+    WatchRequest { request_union: Some(watch_request::RequestUnion::ProgressRequest(WatchProgressRequest {})) }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -254,6 +269,46 @@ impl WatchHub {
         out
     }
 
+    /// Asks the member behind each broadcast serving these watchers for a
+    /// progress answer. Each answer comes once that upstream stream has
+    /// caught up (etcd 3.5+), with the member's header; every event up to
+    /// its revision has then been handed to the watchers.
+    pub fn request_progress(&self, ids: &[WatcherId]) -> Vec<oneshot::Receiver<ResponseHeader>> {
+        let hub = lock(&self.state);
+        let mut seen: Vec<*const Broadcast> = Vec::new();
+        let mut answers = Vec::new();
+        for id in ids {
+            let Some(b) = hub.owner.get(&id.0) else { continue };
+            if seen.contains(&Arc::as_ptr(b)) {
+                continue;
+            }
+            seen.push(Arc::as_ptr(b));
+            let (tx, rx) = oneshot::channel();
+            let mut st = lock(&b.state);
+            st.progress_waiters.push(tx);
+            if let Some(up) = &st.upstream {
+                // A full queue already holds a progress request or a create
+                // that precedes one: the answer covers this waiter too.
+                let _ = up.try_send(progress_request());
+            }
+            answers.push(rx);
+        }
+        answers
+    }
+
+    /// Whether every one of these watchers has been handed every event up
+    /// to `revision`, and none waits for a start revision beyond it: etcd's
+    /// rule for answering a progress request.
+    pub fn synced_through(&self, ids: &[WatcherId], revision: i64) -> bool {
+        let hub = lock(&self.state);
+        ids.iter().all(|id| {
+            let Some(b) = hub.owner.get(&id.0) else { return true };
+            let st = lock(&b.state);
+            let Some(w) = st.watchers.get(&id.0) else { return true };
+            w.announced && w.next_rev > revision && w.spec.start_revision <= revision
+        })
+    }
+
     fn new_broadcast(&self, key: WatchKey, shared: bool, fwd: Forwarded, start: i64) -> Arc<Broadcast> {
         Arc::new(Broadcast {
             key,
@@ -336,7 +391,7 @@ impl WatchHub {
                 let st = lock(&b.state);
                 if st.created { st.position + 1 } else { b.initial_start }
             };
-            let (req_tx, req_rx) = mpsc::channel(1);
+            let (req_tx, req_rx) = mpsc::channel(16);
             let create = WatchRequest {
                 request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
                     key: b.key.key.clone(),
@@ -362,6 +417,13 @@ impl WatchHub {
                 }
             };
             opened_once = true;
+            {
+                let mut st = lock(&b.state);
+                if !st.progress_waiters.is_empty() {
+                    let _ = req_tx.try_send(progress_request());
+                }
+                st.upstream = Some(req_tx.clone());
+            }
             let mut health = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tokio::select! {
@@ -396,6 +458,7 @@ impl WatchHub {
                     }
                 }
             }
+            lock(&b.state).upstream = None;
             drop(req_tx);
             tokio::time::sleep(backoff).await;
         }
@@ -472,12 +535,20 @@ impl WatchHub {
                     }
                 }
             } else if resp.events.is_empty() {
-                // Progress notification: everything up to header_rev is delivered.
+                // Progress notification, or the answer to a progress
+                // request: everything up to header_rev is delivered.
                 st.position = st.position.max(header_rev);
+                let answer = resp.watch_id == STREAM_WIDE;
+                if let Some(h) = resp.header {
+                    for waiter in st.progress_waiters.drain(..) {
+                        let _ = waiter.send(h);
+                    }
+                }
                 for (id, w) in st.watchers.iter_mut() {
                     if w.announced && w.next_rev <= header_rev + 1 {
                         w.next_rev = header_rev + 1;
-                        if w.spec.progress_notify {
+                        // An answer to a request is the requester's alone.
+                        if w.spec.progress_notify && !answer {
                             let r = WatchResponse { header: resp.header, watch_id: w.spec.watch_id, ..Default::default() };
                             out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: Some(r.into()), next: w.next_rev, announces: false });
                         }

@@ -13,11 +13,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, Instrument};
 
-use crate::backend::RetryPolicy;
+use crate::coalesce::control::{ControlStream, CreateVerdict};
 use crate::coalesce::shared_response::WatchOut;
 use crate::coalesce::watch::{WatchHub, WatchKey, WatcherId, WatcherSpec};
 use crate::error::RpcResult;
-use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::*;
 use crate::services::{Context, Forwarded};
 
@@ -51,7 +50,9 @@ impl WatchService {
         let (fwd, inbound) = Forwarded::split(request);
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let fragmenting: Fragmenting = Arc::default();
+        let control = ControlStream::new(self.ctx.pool.clone(), fwd.clone(), tx.clone());
         let stream = ClientStream {
+            control,
             hub: self.hub.clone(),
             ctx: self.ctx.clone(),
             fwd,
@@ -156,6 +157,9 @@ impl tonic::server::StreamingService<WatchRequest> for WatchCall {
 
 /// One client's watch stream.
 struct ClientStream {
+    /// The client's own upstream stream, for permission checks and
+    /// progress requests only a member can answer.
+    control: ControlStream,
     hub: Arc<WatchHub>,
     ctx: Context,
     fwd: Forwarded,
@@ -264,11 +268,14 @@ impl ClientStream {
             }
             Some(watch_request::RequestUnion::ProgressRequest(_)) => {
                 let ids: Vec<WatcherId> = self.ids.values().copied().collect();
-                let header = match self.hub.progress(&ids) {
-                    Some(h) => Some(h),
-                    None => self.current_header().await,
-                };
-                self.send(WatchResponse { header, watch_id: NO_WATCH_ID, ..Default::default() }).await
+                if ids.is_empty() {
+                    // Whether etcd answers a stream without watchers depends
+                    // on its release: the member decides.
+                    self.control.progress().await;
+                } else {
+                    tokio::spawn(answer_progress(self.hub.clone(), ids, self.tx.clone()));
+                }
+                Ok(())
             }
             None => Ok(()),
         }
@@ -282,6 +289,7 @@ impl ClientStream {
             if self.ids.contains_key(&create.watch_id) {
                 return self
                     .send(WatchResponse {
+                        header: Some(self.header_for_own_answer()),
                         watch_id: NO_WATCH_ID,
                         created: true,
                         canceled: true,
@@ -297,16 +305,27 @@ impl ClientStream {
             }
             self.next_id
         };
-        if let Err(status) = self.check_permission(&create).await {
-            return self
-                .send(WatchResponse {
-                    watch_id,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: crate::error::watch_refusal_reason(&status),
-                    ..Default::default()
-                })
-                .await;
+        match self.check_permission(&create, watch_id).await {
+            Ok(CreateVerdict::Permitted) => {}
+            Ok(CreateVerdict::Refused(mut refusal)) => {
+                // The member's own answer; only an id it echoed is the proxy's.
+                if refusal.watch_id != NO_WATCH_ID {
+                    refusal.watch_id = watch_id;
+                }
+                return self.send(refusal).await;
+            }
+            Err(status) => {
+                return self
+                    .send(WatchResponse {
+                        header: Some(self.header_for_own_answer()),
+                        watch_id,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: crate::error::watch_refusal_reason(&status),
+                        ..Default::default()
+                    })
+                    .await;
+            }
         }
         if create.fragment {
             self.fragmenting.any.store(true, std::sync::atomic::Ordering::Release);
@@ -319,49 +338,53 @@ impl ClientStream {
         Ok(())
     }
 
+    /// The header of an answer the proxy makes itself: a member's last
+    /// Status header, else the newest header of this stream's watchers
+    /// (never none: clientv3 3.5 and 3.6 dereference it).
+    fn header_for_own_answer(&self) -> ResponseHeader {
+        let ids: Vec<WatcherId> = self.ids.values().copied().collect();
+        self.ctx.pool.last_header().or_else(|| self.hub.progress(&ids)).unwrap_or_default()
+    }
+
     /// A client may only join a shared upstream watch (opened under another
-    /// client's token) on a range it may read itself: checked with a
-    /// count-only Range under its own token, or without one, for every create.
+    /// client's token) on a range it may read itself: its create is put to
+    /// a member first, on the client's own control stream, under its own
+    /// token; a refusal is the member's answer, word for word.
     ///
     /// Skipped while etcd is known to run without auth (then every client
     /// may read every range); at most [`PERMISSION_CHECKS`] run at once, so a
     /// burst of thousands of creates does not flood the members.
-    async fn check_permission(&self, create: &WatchCreateRequest) -> Result<(), Status> {
+    async fn check_permission(&self, create: &WatchCreateRequest, watch_id: i64) -> Result<CreateVerdict, Status> {
         if self.ctx.cache.auth_known_off() {
-            return Ok(());
+            return Ok(CreateVerdict::Permitted);
         }
         let _permit = CHECKS.acquire().await.map_err(|_| Status::unavailable("etcd-grpc-proxy: shutting down"))?;
-        let probe = RangeRequest {
-            key: create.key.clone(),
-            range_end: create.range_end.clone(),
-            count_only: true,
-            serializable: true,
-            limit: 1,
-            ..Default::default()
-        };
-        let fwd = &self.fwd;
-        self.ctx
-            .pool
-            .call(RetryPolicy::Idempotent, |ch| {
-                let req = fwd.request(probe.clone());
-                async move { KvClient::new(ch).range(req).await.map(|_| ()) }
-            })
-            .await
-            .map_err(Status::from)
+        self.control.check(&WatchCreateRequest { watch_id, ..create.clone() }).await
     }
+}
 
-    /// The cluster's current header, for a progress request with no watchers.
-    async fn current_header(&self) -> Option<ResponseHeader> {
-        let fwd = &self.fwd;
-        self.ctx
-            .pool
-            .call(RetryPolicy::Idempotent, |ch| {
-                let req = fwd.request(RangeRequest { key: vec![0], count_only: true, ..Default::default() });
-                async move { KvClient::new(ch).range(req).await.map(|r| r.into_inner().header) }
-            })
-            .await
-            .ok()
-            .flatten()
+/// How long a progress request waits for the members' answers. etcd itself
+/// never answers one while a watcher of the stream is still catching up;
+/// past this wait the proxy gives up the same way.
+const PROGRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Answers a client's progress request as etcd does: with the store's
+/// revision, once every watcher of the stream has been handed every event
+/// up to it, with watch id -1. The revision comes from the members behind
+/// the watchers' upstream streams (the lowest, if they differ), each
+/// answering only once its stream has caught up; no answer if they don't.
+async fn answer_progress(hub: Arc<WatchHub>, ids: Vec<WatcherId>, tx: mpsc::Sender<Result<WatchOut, Status>>) {
+    let answers = hub.request_progress(&ids);
+    let Ok(headers) = tokio::time::timeout(PROGRESS_WAIT, futures::future::join_all(answers)).await else {
+        debug!("progress request unanswered: a watcher has not caught up");
+        return;
+    };
+    let Some(header) = headers.into_iter().collect::<Result<Vec<_>, _>>().ok().and_then(|h| h.into_iter().min_by_key(|h| h.revision))
+    else {
+        return; // an upstream watch ended meanwhile: its watchers are not synced
+    };
+    if hub.synced_through(&ids, header.revision) {
+        let _ = tx.send(Ok(WatchResponse { header: Some(header), watch_id: NO_WATCH_ID, ..Default::default() }.into())).await;
     }
 }
 

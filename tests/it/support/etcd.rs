@@ -219,3 +219,25 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let (head, body) = buf.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.").then(|| body.to_string())
 }
+
+/// The release of the members tests start (`etcd --version`, e.g. "3.6.16"):
+/// tests compare with a direct member, so this only picks which checks apply.
+pub fn server_version() -> String {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            let out = Command::new(find_bin("ETCD_BIN", "etcd")).arg("--version").output().expect("etcd --version");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.lines()
+                .find_map(|l| l.strip_prefix("etcd Version:").map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("no version in `etcd --version`: {text}"))
+        })
+        .clone()
+}
+
+/// `(major, minor, patch)` of [`server_version`].
+pub fn server_release() -> (u32, u32, u32) {
+    let v = server_version();
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}

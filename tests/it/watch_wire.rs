@@ -1,0 +1,207 @@
+//! Watch responses on the wire, compared with a direct member of the same
+//! release: every response has a header, refusals read as the member
+//! writes them, and progress requests are answered with the store's
+//! revision under etcd's rule (only once every watcher has caught up).
+
+use std::time::Duration;
+
+use etcd_grpc_proxy::proto::etcdserverpb::auth_client::AuthClient;
+use etcd_grpc_proxy::proto::etcdserverpb::watch_client::WatchClient;
+use etcd_grpc_proxy::proto::etcdserverpb::{
+    watch_request, AuthenticateRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use watch_request::RequestUnion::{CreateRequest as Create, ProgressRequest as Progress};
+
+use crate::support::ctl::{enable_auth_with_alice_and_bob, ok, run};
+use crate::support::{Cluster, TestProxy};
+
+/// One raw Watch stream: requests in, responses out.
+struct RawWatch {
+    tx: mpsc::Sender<WatchRequest>,
+    rx: Streaming<WatchResponse>,
+}
+
+impl RawWatch {
+    /// Opens a stream with its first request (members answer the call
+    /// only once a first response is due).
+    async fn open(endpoint: &str, token: Option<&str>, first: watch_request::RequestUnion) -> RawWatch {
+        Self::open_with(endpoint, token, vec![first]).await
+    }
+
+    async fn open_with(endpoint: &str, token: Option<&str>, firsts: Vec<watch_request::RequestUnion>) -> RawWatch {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")).unwrap().connect().await.expect("connect");
+        let (tx, rx) = mpsc::channel(16);
+        for first in firsts {
+            tx.send(WatchRequest { request_union: Some(first) }).await.unwrap();
+        }
+        let mut req = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(t) = token {
+            req.metadata_mut().insert("token", t.parse().unwrap());
+        }
+        let rx = WatchClient::new(channel).watch(req).await.expect("open watch stream").into_inner();
+        RawWatch { tx, rx }
+    }
+
+    async fn create(&self, create: WatchCreateRequest) {
+        self.send(watch_request::RequestUnion::CreateRequest(create)).await
+    }
+
+    async fn progress(&self) {
+        self.send(watch_request::RequestUnion::ProgressRequest(WatchProgressRequest {})).await
+    }
+
+    async fn send(&self, r: watch_request::RequestUnion) {
+        self.tx.send(WatchRequest { request_union: Some(r) }).await.expect("send watch request")
+    }
+
+    /// The next response, or `None` if none comes within `wait`.
+    async fn next(&mut self, wait: Duration) -> Option<WatchResponse> {
+        match tokio::time::timeout(wait, self.rx.message()).await {
+            Ok(r) => r.expect("watch stream error"),
+            Err(_) => None,
+        }
+    }
+
+    async fn must_next(&mut self) -> WatchResponse {
+        self.next(Duration::from_secs(20)).await.expect("a watch response")
+    }
+}
+
+/// A response with what may differ between two routes to one cluster
+/// taken out (which member answered), and whether it had a header.
+fn shape(r: &WatchResponse) -> String {
+    format!(
+        "header={} id={} created={} canceled={} reason={:?} compact={} events={}",
+        r.header.is_some(),
+        r.watch_id,
+        r.created,
+        r.canceled,
+        String::from_utf8_lossy(r.cancel_reason.as_ref()),
+        r.compact_revision,
+        r.events.len()
+    )
+}
+
+async fn token(endpoint: &str, user: &str, password: &str) -> String {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")).unwrap().connect().await.unwrap();
+    let req = AuthenticateRequest { name: user.into(), password: password.into() };
+    AuthClient::new(channel).authenticate(req).await.expect("authenticate").into_inner().token
+}
+
+fn create(key: &str, watch_id: i64) -> WatchCreateRequest {
+    WatchCreateRequest { key: key.into(), watch_id, ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_duplicate_watches_answer_as_the_member_does_with_a_header() {
+    let cluster = Cluster::start(1).await;
+    let direct = cluster.members[0].addr();
+    enable_auth_with_alice_and_bob(&direct);
+    let proxy = TestProxy::start(&direct).await;
+    let via = proxy.endpoint();
+
+    // A user watching a key it may not read; an anonymous watch; a duplicate id.
+    let mut seen = Vec::new();
+    for target in [&direct, &via] {
+        let bob = token(&direct, "bob", "pb").await;
+        let mut as_bob = RawWatch::open(target, Some(&bob), Create(create("/a/1", 0))).await;
+        let refused = as_bob.must_next().await;
+        let mut anonymous = RawWatch::open(target, None, Create(create("/a/1", 0))).await;
+        let anon = anonymous.must_next().await;
+        as_bob.create(create("/b/1", 7)).await;
+        let first = as_bob.must_next().await;
+        as_bob.create(create("/b/2", 7)).await;
+        let duplicate = as_bob.must_next().await;
+        for r in [&refused, &anon, &first, &duplicate] {
+            assert!(r.header.is_some(), "{target}: every watch response has a header: {r:?}");
+        }
+        seen.push([shape(&refused), shape(&anon), shape(&first), shape(&duplicate)]);
+    }
+    assert_eq!(seen[1], seen[0], "through the proxy (left) as direct (right)");
+
+    // etcdctl of this release, as bob watching /a/1: the same words, no crash.
+    let outcome = |endpoint: &str| {
+        let (_, out, err) = run(endpoint, &["--user=bob:pb", "watch", "/a/1"]);
+        assert!(!err.contains("panic"), "etcdctl crashed through {endpoint}: {err}");
+        (out, crate::support::ctl::error_line(&err))
+    };
+    assert_eq!(outcome(&via), outcome(&direct));
+}
+
+/// What a progress request on a stream answers: per target, the answer's
+/// watch id and whether its revision is the store's current one.
+async fn progress_after_other_writes(target: &str, via_ctl: &str, key: &str) -> (i64, bool) {
+    let mut w = RawWatch::open(target, None, Create(create(key, 0))).await;
+    assert!(w.must_next().await.created);
+    for i in 0..5 {
+        ok(via_ctl, &["put", &format!("{key}-other-{i}"), "v"]);
+    }
+    let store = ok(via_ctl, &["get", "x", "-w", "json"]);
+    let store_rev: i64 = store.split("\"revision\":").nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()).and_then(|s| s.parse().ok()).expect("revision");
+    w.progress().await;
+    let answer = w.must_next().await;
+    assert!(answer.events.is_empty() && !answer.created && !answer.canceled, "{answer:?}");
+    let rev = answer.header.expect("header").revision;
+    (answer.watch_id, rev == store_rev)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_requests_answer_with_the_store_revision_as_the_member_does() {
+    let cluster = Cluster::start(1).await;
+    let direct = cluster.members[0].addr();
+    let proxy = TestProxy::start(&direct).await;
+    let via = proxy.endpoint();
+
+    // A watch on one key, writes to others, then a progress request.
+    let d = progress_after_other_writes(&direct, &direct, "pd").await;
+    let p = progress_after_other_writes(&via, &direct, "pp").await;
+    assert_eq!(p, d, "(watch id, revision is the store's): proxy (left), direct (right)");
+    assert!(d.1, "the member answers with its store revision");
+
+    // Several watchers on one stream, one of them replaying history: the
+    // answer comes once all have caught up, with the store revision.
+    for target in [&direct, &via] {
+        let mut w = RawWatch::open(target, None, Create(create("multi-a", 0))).await;
+        w.create(WatchCreateRequest { key: "multi-b".into(), start_revision: 1, ..Default::default() }).await;
+        let mut created = 0;
+        while created < 2 {
+            if w.must_next().await.created {
+                created += 1;
+            }
+        }
+        ok(&direct, &["put", "multi-b", "1"]);
+        let store_rev: i64 = {
+            let out = ok(&direct, &["get", "x", "-w", "json"]);
+            out.split("\"revision\":").nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()).and_then(|s| s.parse().ok()).unwrap()
+        };
+        // etcd drops a request while a watcher is still catching up; ask
+        // again every 100 ms, as Kubernetes does.
+        let mut answered = None;
+        for _ in 0..100 {
+            w.progress().await;
+            if let Some(r) = w.next(Duration::from_millis(100)).await {
+                if r.events.is_empty() && !r.created {
+                    answered = Some(r);
+                    break;
+                }
+            }
+        }
+        let r = answered.unwrap_or_else(|| panic!("{target}: no progress answer"));
+        assert_eq!(r.header.expect("header").revision, store_rev, "{target}");
+    }
+
+    // A stream without watchers: the member's release decides whether it
+    // answers at all; a create sent right after shows what came first.
+    let mut shapes = Vec::new();
+    for target in [&direct, &via] {
+        let firsts = vec![Progress(WatchProgressRequest {}), Create(create("after-progress", 0))];
+        let mut w = RawWatch::open_with(target, None, firsts).await;
+        let first = w.must_next().await;
+        shapes.push(shape(&first));
+    }
+    assert_eq!(shapes[1], shapes[0], "stream without watchers: proxy (left), direct (right)");
+}
