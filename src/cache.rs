@@ -350,7 +350,7 @@ impl RangeCache {
                     let Some(Ok(out)) = msg else { return };
                     let resp = out.response();
                     if resp.canceled || resp.compact_revision != 0 {
-                        debug!(reason = %resp.cancel_reason, "cache watch ended");
+                        debug!(reason = %String::from_utf8_lossy(&resp.cancel_reason), "cache watch ended");
                         return;
                     }
                     if resp.created {

@@ -98,9 +98,9 @@ pub fn size_limit_status(code: Code, message: &str) -> Option<(Code, String)> {
 /// The cancel reason for a watch whose permission check failed with
 /// `status`: etcd writes grpc-go's text of the refusal
 /// (`rpc error: code = PermissionDenied desc = etcdserver: permission denied`),
-/// which clients compare.
-pub fn watch_refusal_reason(status: &Status) -> String {
-    format!("rpc error: code = {} desc = {}", go_code_name(status.code()), status.message())
+/// which clients compare. Bytes, as the proto field is.
+pub fn watch_refusal_reason(status: &Status) -> Vec<u8> {
+    format!("rpc error: code = {} desc = {}", go_code_name(status.code()), status.message()).into_bytes()
 }
 
 /// grpc-go's name of a status code, as it prints in error strings.

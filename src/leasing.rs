@@ -216,7 +216,7 @@ impl Leasing {
                 let lease = match grant {
                     Ok(g) if g.error.is_empty() && g.id != 0 => g.id,
                     Ok(g) => {
-                        warn!(error = %g.error, "leasing session lease refused; retrying");
+                        warn!(error = %String::from_utf8_lossy(&g.error), "leasing session lease refused; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
@@ -328,7 +328,7 @@ impl Leasing {
                 }
             };
             if resp.canceled {
-                warn!(reason = %resp.cancel_reason, "leasing watch cancelled");
+                warn!(reason = %String::from_utf8_lossy(&resp.cancel_reason), "leasing watch cancelled");
                 return;
             }
             if resp.created {

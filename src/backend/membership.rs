@@ -137,14 +137,18 @@ async fn sync(pool: &Pool, probe_timeout: Duration) {
 
 /// The URL to use for each member that serves clients: started (it has a
 /// name and client URLs) and not a learner. One URL per member, preferring
-/// the scheme the proxy already uses.
+/// the scheme the proxy already uses. A URL that is not UTF-8 is skipped
+/// like any other that does not parse.
 pub fn serving_urls(members: &[Member], tls: bool) -> BTreeSet<EndpointUrl> {
     members
         .iter()
         .filter(|m| !m.is_learner && !m.name.is_empty() && !m.client_ur_ls.is_empty())
         .filter_map(|m| {
-            let parsed: Vec<EndpointUrl> =
-                m.client_ur_ls.iter().filter_map(|u| EndpointUrl::parse(u, tls).ok()).collect();
+            let parsed: Vec<EndpointUrl> = m
+                .client_ur_ls
+                .iter()
+                .filter_map(|u| EndpointUrl::parse(std::str::from_utf8(u).ok()?, tls).ok())
+                .collect();
             parsed.iter().find(|u| u.is_tls() == tls).or(parsed.first()).cloned()
         })
         .collect()
@@ -159,7 +163,7 @@ mod tests {
             id: 1,
             name: name.into(),
             peer_ur_ls: vec![],
-            client_ur_ls: urls.iter().map(|s| s.to_string()).collect(),
+            client_ur_ls: urls.iter().map(|s| s.as_bytes().to_vec()).collect(),
             is_learner: learner,
         }
     }

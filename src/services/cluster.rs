@@ -66,9 +66,9 @@ impl Cluster for ClusterService {
             .into_iter()
             .map(|r| Member {
                 id: registration::member_id(&r.addr),
-                name: r.name,
+                name: r.name.into_bytes(),
                 peer_ur_ls: Vec::new(),
-                client_ur_ls: vec![r.addr],
+                client_ur_ls: vec![r.addr.into_bytes()],
                 is_learner: false,
             })
             .collect();

@@ -15,6 +15,7 @@ mod maintenance;
 mod namespace;
 mod registration;
 mod story;
+mod strings;
 mod support;
 mod tls;
 mod watch;

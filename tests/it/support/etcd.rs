@@ -1,6 +1,7 @@
 //! Real etcd members started from the Debian `etcd-server` package (or
 //! `$ETCD_BIN`), on free loopback ports in temporary directories.
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -26,7 +27,8 @@ fn find_bin(env: &str, name: &str) -> PathBuf {
 }
 
 /// Runs `etcdctl` (API v3) against `endpoints`, returning its output.
-pub fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
+/// Arguments need not be UTF-8 (see `tests/it/strings.rs`).
+pub fn etcdctl<S: AsRef<OsStr>>(endpoints: &str, args: &[S]) -> Output {
     Command::new(find_bin("ETCDCTL_BIN", "etcdctl"))
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
