@@ -82,7 +82,7 @@ async fn probe(backend: &Backend, probe_timeout: Duration) -> Result<(), String>
             let resp = resp.into_inner();
             if let Some(h) = resp.header {
                 backend.set_member_id(h.member_id);
-                backend.set_status(h, resp.version.clone());
+                backend.set_status(h, String::from_utf8_lossy(&resp.version).into_owned());
             }
             backend.set_leader_seen(resp.leader);
             if resp.leader == 0 {

@@ -89,7 +89,8 @@ fn shape(r: &WatchResponse) -> String {
 async fn token(endpoint: &str, user: &str, password: &str) -> String {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")).unwrap().connect().await.unwrap();
     let req = AuthenticateRequest { name: user.into(), password: password.into() };
-    AuthClient::new(channel).authenticate(req).await.expect("authenticate").into_inner().token
+    let token = AuthClient::new(channel).authenticate(req).await.expect("authenticate").into_inner().token;
+    String::from_utf8(token).expect("etcd tokens are text")
 }
 
 fn create(key: &str, watch_id: i64) -> WatchCreateRequest {
