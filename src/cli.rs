@@ -122,6 +122,12 @@ pub struct StartArgs {
     /// (ours) after the listener closes, how long in-flight calls may take before connections are dropped
     #[arg(long, default_value = "10s")]
     pub drain_timeout: String,
+    /// (ours) etcd user the proxy's own calls run as (health probes, MemberList, registration, leasing), with auth on; as etcdctl's --user, "name" or "name:password"
+    #[arg(long)]
+    pub user: Option<String>,
+    /// (ours) file holding the password of --user (its first line)
+    #[arg(long)]
+    pub password_file: Option<String>,
 
     // ---- not implemented yet: refused unless given etcd's default ----
     /// minimum interval a client should wait before pinging the proxy
@@ -233,6 +239,42 @@ fn metrics_addr(value: &str) -> Result<Option<String>, ConfigError> {
 }
 
 impl StartArgs {
+    /// `--user` and `--password-file`: the etcd user of the proxy's own calls.
+    fn own_user(&self) -> Result<Option<crate::backend::OwnUser>, ConfigError> {
+        let Some(user) = self.user.as_deref().filter(|u| !u.is_empty()) else {
+            if self.password_file.is_some() {
+                return Err(ConfigError::Conflict("--password-file needs --user".into()));
+            }
+            return Ok(None);
+        };
+        let (name, inline) = match user.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (user, None),
+        };
+        let password = match (&self.password_file, inline) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Conflict("give the password either in --user=name:password or in --password-file, not both".into()))
+            }
+            (Some(path), None) => {
+                let text = std::fs::read(path).map_err(|e| ConfigError::InvalidValue {
+                    flag: "password-file",
+                    value: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
+                line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+            }
+            (None, Some(p)) => p.as_bytes().to_vec(),
+            (None, None) => {
+                return Err(ConfigError::Conflict("--user needs a password: --password-file, or --user=name:password".into()))
+            }
+        };
+        if name.is_empty() {
+            return Err(ConfigError::InvalidValue { flag: "user", value: user.into(), reason: "the user name is empty".into() });
+        }
+        Ok(Some(crate::backend::OwnUser { name: name.as_bytes().to_vec(), password }))
+    }
+
     /// `--resolver-prefix`, `--resolver-ttl` and `--advertise-client-url`,
     /// checked together as etcd checks them.
     fn registration(&self) -> Result<Option<Registration>, ConfigError> {
@@ -334,6 +376,7 @@ impl StartArgs {
         config.enable_pprof = self.enable_pprof;
         config.drain_grace_period = duration("drain-grace-period", &self.drain_grace_period)?;
         config.drain_timeout = duration("drain-timeout", &self.drain_timeout)?;
+        config.channel.own_user = self.own_user()?;
         Ok(config)
     }
 
@@ -508,6 +551,29 @@ mod tests {
         not_yet("some-flag", &Some(String::new()), "").unwrap();
         not_yet("some-flag", &None, "").unwrap();
         parse(&["p", "start", "--auto-tls=false"]).unwrap();
+    }
+
+    #[test]
+    fn own_user_comes_from_user_and_password_file() {
+        let dir = tempfile_dir();
+        let file = dir.join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let c = parse(&["p", "start", "--user=proxy", &format!("--password-file={}", file.display())]).unwrap();
+        let u = c.channel.own_user.unwrap();
+        assert_eq!((u.name.as_slice(), u.password.as_slice()), (&b"proxy"[..], &b"s3cret"[..]));
+        let c = parse(&["p", "start", "--user=proxy:pw"]).unwrap();
+        assert_eq!(c.channel.own_user.unwrap().password, b"pw");
+        assert!(parse(&["p", "start", "--user=proxy"]).unwrap_err().to_string().contains("--password-file"));
+        assert!(parse(&["p", "start", "--password-file=/x"]).unwrap_err().to_string().contains("--user"));
+        let missing = parse(&["p", "start", "--user=proxy", "--password-file=/nonexistent/pw"]).unwrap_err().to_string();
+        assert!(missing.contains("--password-file") && missing.contains("/nonexistent/pw"), "{missing}");
+        assert!(parse(&["p", "start"]).unwrap().channel.own_user.is_none());
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("egp-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

@@ -190,7 +190,7 @@ impl Leasing {
             .call(policy, |ch| {
                 let req = match fwd {
                     Some(f) => f.request(txn.clone()),
-                    None => tonic::Request::new(txn.clone()),
+                    None => self.pool.own_request(txn.clone()),
                 };
                 let mut client = KvClient::new(ch).max_decoding_message_size(max);
                 async move { client.txn(req).await.map(tonic::Response::into_inner) }
@@ -206,11 +206,9 @@ impl Leasing {
             loop {
                 let grant = self
                     .pool
-                    .call(RetryPolicy::UnlessApplied, |ch| async move {
-                        LeaseClient::new(ch)
-                            .lease_grant(LeaseGrantRequest { ttl: SESSION_TTL_SECS, id: 0 })
-                            .await
-                            .map(tonic::Response::into_inner)
+                    .call(RetryPolicy::UnlessApplied, |ch| {
+                        let req = self.pool.own_request(LeaseGrantRequest { ttl: SESSION_TTL_SECS, id: 0 });
+                        async move { LeaseClient::new(ch).lease_grant(req).await.map(tonic::Response::into_inner) }
                     })
                     .await;
                 let lease = match grant {
@@ -256,8 +254,9 @@ impl Leasing {
 
     /// Revokes a lost session's lease so its leasing keys vanish at once.
     pub async fn revoke_session(&self, lease: i64) {
-        let call = self.pool.call(RetryPolicy::UnlessApplied, |ch| async move {
-            LeaseClient::new(ch).lease_revoke(LeaseRevokeRequest { id: lease }).await.map(|_| ())
+        let call = self.pool.call(RetryPolicy::UnlessApplied, |ch| {
+            let req = self.pool.own_request(LeaseRevokeRequest { id: lease });
+            async move { LeaseClient::new(ch).lease_revoke(req).await.map(|_| ()) }
         });
         if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), call).await {
             debug!(lease, error = %e, "could not revoke the old leasing session; it expires");
@@ -275,7 +274,7 @@ impl Leasing {
         loop {
             tokio::time::sleep(tick).await;
             let sent = Instant::now();
-            match hub.keep_alive(lease).await {
+            match hub.keep_alive(self.pool.own_token().as_ref(), lease).await {
                 Ok(resp) if resp.ttl > 0 => {
                     let life = Duration::from_secs(resp.ttl as u64).saturating_sub(SAFETY_MARGIN + crate::coalesce::keepalive::FRESH);
                     if let Some(s) = lock(&self.state).session.as_mut() {
@@ -311,7 +310,7 @@ impl Leasing {
         };
         let requests = futures::stream::iter(vec![create]).chain(futures::stream::pending());
         let mut client = WatchClient::new(backend.channel.clone()).max_decoding_message_size(self.max_recv);
-        let mut stream = match client.watch(requests).await {
+        let mut stream = match client.watch(self.pool.own_request(requests)).await {
             Ok(s) => s.into_inner(),
             Err(e) => {
                 warn!(error = %e, "leasing watch refused");
@@ -556,7 +555,7 @@ impl Leasing {
         let requests = futures::stream::iter(creates).chain(futures::stream::pending());
         let mut client = WatchClient::new(backend.channel.clone()).max_decoding_message_size(self.max_recv);
         let waiting = async {
-            let mut stream = client.watch(requests).await.ok()?.into_inner();
+            let mut stream = client.watch(self.pool.own_request(requests)).await.ok()?.into_inner();
             while let Ok(Some(resp)) = stream.message().await {
                 if resp.canceled {
                     return None;

@@ -132,7 +132,7 @@ pub async fn list(pool: &Pool, reg: &Registration) -> Result<(Option<ResponseHea
     let req = RangeRequest { key, range_end, ..Default::default() };
     let resp = pool
         .call(RetryPolicy::Idempotent, |ch| {
-            let req = req.clone();
+            let req = pool.own_request(req.clone());
             async move { KvClient::new(ch).range(req).await.map(tonic::Response::into_inner) }
         })
         .await?;
@@ -172,7 +172,7 @@ pub async fn run(pool: Pool, hub: Arc<KeepAliveHub>, reg: Registration, lease_ou
             let _ = lease_out.send(lease);
             loop {
                 tokio::time::sleep(tick).await;
-                match hub.keep_alive(lease).await {
+                match hub.keep_alive(pool.own_token().as_ref(), lease).await {
                     Ok(resp) if resp.ttl > 0 => {}
                     Ok(_) => {
                         warn!(lease, "registration lease expired; registering again");
@@ -190,13 +190,14 @@ pub async fn run(pool: Pool, hub: Arc<KeepAliveHub>, reg: Registration, lease_ou
 async fn register(pool: &Pool, reg: &Registration) -> Result<i64, ProxyError> {
     let ttl = reg.ttl_secs;
     let grant = pool
-        .call(RetryPolicy::UnlessApplied, |ch| async move {
-            LeaseClient::new(ch).lease_grant(LeaseGrantRequest { ttl, id: 0 }).await.map(tonic::Response::into_inner)
+        .call(RetryPolicy::UnlessApplied, |ch| {
+            let req = pool.own_request(LeaseGrantRequest { ttl, id: 0 });
+            async move { LeaseClient::new(ch).lease_grant(req).await.map(tonic::Response::into_inner) }
         })
         .await?;
     let put = PutRequest { key: reg.key().into_bytes(), value: reg.value().into_bytes(), lease: grant.id, ..Default::default() };
     pool.call(RetryPolicy::UnlessApplied, |ch| {
-        let put = put.clone();
+        let put = pool.own_request(put.clone());
         async move { KvClient::new(ch).put(put).await.map(|_| ()) }
     })
     .await?;
@@ -208,8 +209,9 @@ pub async fn unregister(pool: &Pool, lease: i64) {
     if lease == 0 {
         return;
     }
-    let revoke = pool.call(RetryPolicy::UnlessApplied, |ch| async move {
-        LeaseClient::new(ch).lease_revoke(LeaseRevokeRequest { id: lease }).await.map(|_| ())
+    let revoke = pool.call(RetryPolicy::UnlessApplied, |ch| {
+        let req = pool.own_request(LeaseRevokeRequest { id: lease });
+        async move { LeaseClient::new(ch).lease_revoke(req).await.map(|_| ()) }
     });
     match tokio::time::timeout(Duration::from_secs(2), revoke).await {
         Ok(Ok(())) => info!(lease, "registration removed"),

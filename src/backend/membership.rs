@@ -31,6 +31,7 @@ const MIN_GAP: Duration = Duration::from_millis(200);
 pub async fn run(pool: Pool, settings: MembershipSettings) {
     let mut last_sync: Option<Instant> = None;
     loop {
+        pool.authenticate_own_user(false).await;
         probe_all(&pool, settings.probe_timeout).await;
         if let Some(interval) = settings.sync_interval {
             let due = last_sync.is_none_or(|t| t.elapsed() >= interval);
@@ -59,10 +60,14 @@ pub async fn run(pool: Pool, settings: MembershipSettings) {
 pub async fn probe_all(pool: &Pool, probe_timeout: Duration) {
     let backends = pool.backends();
     let probes = backends.iter().map(|b| async move {
-        let verdict = probe(b, probe_timeout).await;
+        let verdict = probe(pool, b, probe_timeout).await;
         (b, verdict)
     });
-    for (backend, verdict) in futures::future::join_all(probes).await {
+    let verdicts = futures::future::join_all(probes).await;
+    if verdicts.iter().any(|(_, v)| v.as_ref().is_err_and(|e| e.contains("invalid auth token"))) {
+        pool.authenticate_own_user(true).await;
+    }
+    for (backend, verdict) in verdicts {
         match verdict {
             Ok(()) => pool.mark_healthy(backend),
             Err(why) => pool.mark_unhealthy_quiet(backend, &why),
@@ -71,9 +76,11 @@ pub async fn probe_all(pool: &Pool, probe_timeout: Duration) {
 }
 
 /// One member is healthy when it answers Status in time and knows a leader.
-async fn probe(backend: &Backend, probe_timeout: Duration) -> Result<(), String> {
+/// (With auth on, etcd 3.4.42, 3.5.28, 3.6.9 and later answer Status only
+/// to an authenticated user: the proxy's own, with `--user`.)
+async fn probe(pool: &Pool, backend: &Backend, probe_timeout: Duration) -> Result<(), String> {
     let mut client = MaintenanceClient::new(backend.channel.clone());
-    let mut req = tonic::Request::new(StatusRequest {});
+    let mut req = pool.own_request(StatusRequest {});
     req.set_timeout(probe_timeout);
     match timeout(probe_timeout, client.status(req)).await {
         Err(_) => Err("status probe timed out".into()),
@@ -113,7 +120,7 @@ async fn sync(pool: &Pool, probe_timeout: Duration) {
                 Err(_) => continue,
             },
         };
-        let mut req = tonic::Request::new(MemberListRequest { linearizable: false });
+        let mut req = pool.own_request(MemberListRequest { linearizable: false });
         req.set_timeout(probe_timeout);
         let members = match timeout(probe_timeout, ClusterClient::new(channel).member_list(req)).await {
             Ok(Ok(resp)) => resp.into_inner().members,

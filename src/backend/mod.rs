@@ -12,5 +12,5 @@ pub mod pool;
 pub mod retry;
 
 pub use endpoint::EndpointUrl;
-pub use pool::{Backend, ChannelSettings, Pool, PoolStats};
+pub use pool::{Backend, ChannelSettings, OwnUser, Pool, PoolStats};
 pub use retry::RetryPolicy;

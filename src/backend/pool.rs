@@ -31,6 +31,25 @@ pub struct ChannelSettings {
     /// TLS towards `https` members (`--cert`, `--key`, `--cacert`,
     /// `--insecure-skip-tls-verify`); `None` uses the system's roots.
     pub tls: Option<crate::tls::ClientTls>,
+    /// The etcd user the proxy's own calls run as (`--user`,
+    /// `--password-file`): health probes, MemberList, registration and
+    /// leasing. Client calls never use it.
+    pub own_user: Option<OwnUser>,
+}
+
+/// An etcd user name and password, for the proxy's own calls.
+#[derive(Clone)]
+pub struct OwnUser {
+    /// The user's name, as etcd stores it (any bytes).
+    pub name: Vec<u8>,
+    /// Its password.
+    pub password: Vec<u8>,
+}
+
+impl std::fmt::Debug for OwnUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnUser({:?}, password hidden)", String::from_utf8_lossy(&self.name))
+    }
 }
 
 impl Default for ChannelSettings {
@@ -41,6 +60,7 @@ impl Default for ChannelSettings {
             keepalive_timeout: Duration::from_secs(20),
             permit_without_stream: false,
             tls: None,
+            own_user: None,
         }
     }
 }
@@ -186,6 +206,8 @@ struct Inner {
     /// Woken when a call finds a member dead, so refresh runs at once.
     refresh_now: Notify,
     stats: PoolStats,
+    /// The token of the proxy's own user, once authenticated.
+    own_token: RwLock<Option<tonic::metadata::AsciiMetadataValue>>,
 }
 
 impl Pool {
@@ -197,6 +219,7 @@ impl Pool {
             settings,
             refresh_now: Notify::new(),
             stats: PoolStats::default(),
+            own_token: RwLock::new(None),
         });
         let pool = Pool { inner };
         pool.set_members(seeds.into_iter().collect())?;
@@ -206,6 +229,63 @@ impl Pool {
     /// Pool-wide counters.
     pub fn stats(&self) -> &PoolStats {
         &self.inner.stats
+    }
+
+    /// The metadata of the proxy's own calls: its user's token, if it has
+    /// one (see [`Pool::authenticate_own_user`]); empty otherwise.
+    pub fn own_metadata(&self) -> tonic::metadata::MetadataMap {
+        let mut md = tonic::metadata::MetadataMap::new();
+        if let Some(token) = self.inner.own_token.read().unwrap_or_else(|p| p.into_inner()).clone() {
+            md.insert("token", token);
+        }
+        md
+    }
+
+    /// The proxy's own token, if it has logged in.
+    pub fn own_token(&self) -> Option<tonic::metadata::AsciiMetadataValue> {
+        self.inner.own_token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `msg` as one of the proxy's own calls (see [`Pool::own_metadata`]).
+    pub fn own_request<T>(&self, msg: T) -> tonic::Request<T> {
+        tonic::Request::from_parts(self.own_metadata(), tonic::Extensions::default(), msg)
+    }
+
+    /// Whether the proxy's own calls run as an etcd user.
+    pub fn has_own_user(&self) -> bool {
+        self.inner.settings.own_user.is_some()
+    }
+
+    /// Logs the proxy's own user in (once, or again after `stale` said its
+    /// token was refused). Without `--user` it does nothing.
+    pub async fn authenticate_own_user(&self, stale: bool) {
+        let Some(user) = self.inner.settings.own_user.clone() else { return };
+        if !stale && self.inner.own_token.read().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return;
+        }
+        let req = crate::proto::etcdserverpb::AuthenticateRequest { name: user.name.clone(), password: user.password.clone() };
+        let answer = self
+            .call(RetryPolicy::Idempotent, |ch| {
+                let req = req.clone();
+                async move {
+                    crate::proto::etcdserverpb::auth_client::AuthClient::new(ch)
+                        .authenticate(req)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await;
+        let token = match answer {
+            Ok(resp) => std::str::from_utf8(&resp.token).ok().and_then(|t| t.parse::<tonic::metadata::AsciiMetadataValue>().ok()),
+            Err(e) => {
+                warn!(user = %String::from_utf8_lossy(&user.name), error = %e, "the proxy's own user cannot log in");
+                None
+            }
+        };
+        if token.is_some() {
+            info!(user = %String::from_utf8_lossy(&user.name), "the proxy's own calls are authenticated");
+        }
+        *self.inner.own_token.write().unwrap_or_else(|p| p.into_inner()) = token;
     }
 
     /// The endpoints given at start.

@@ -6,6 +6,12 @@
 //! one renewal per round trip), opened on the leader when it is known (a
 //! follower forwards every renewal to it), each re-opened on another member
 //! when its member fails, with its in-flight requests sent again.
+//!
+//! Renewals are coalesced per auth token, never across tokens: etcd 3.5.28,
+//! 3.6.9 and later renew a lease only for a user who may write every key
+//! attached to it, so each client's keep-alive is sent under its own token
+//! and an answer to one token never serves another. Without auth every
+//! client has no token and all share one set of streams.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::Status;
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -31,8 +38,14 @@ pub const FRESH: Duration = Duration::from_millis(500);
 /// Upstream keep-alive streams at most; a lease always uses the same one.
 pub const SHARDS: usize = 8;
 
-fn shard_of(id: i64) -> usize {
-    (id.unsigned_abs() % SHARDS as u64) as usize
+/// Upstream keep-alive streams per auth token (leases of one user).
+pub const SHARDS_PER_TOKEN: usize = 1;
+
+/// A token's renewals, dropped after this long unused.
+const IDLE_TOKEN: Duration = Duration::from_secs(600);
+
+fn shard_of(id: i64, shards: usize) -> usize {
+    (id.unsigned_abs() % shards.max(1) as u64) as usize
 }
 
 /// Counters for metrics and tests.
@@ -48,14 +61,25 @@ pub struct KeepAliveStats {
 
 type Waiter = oneshot::Sender<Result<LeaseKeepAliveResponse, Status>>;
 
-/// Shared by every client keep-alive stream of one proxy.
+/// Shared by every client keep-alive stream of one proxy: the renewals of
+/// each auth token (none without auth).
 pub struct KeepAliveHub {
     pool: Pool,
+    by_token: Mutex<HashMap<Option<AsciiMetadataValue>, (Arc<Renewals>, Instant)>>,
+    /// Counters for metrics.
+    pub stats: Arc<KeepAliveStats>,
+}
+
+/// The coalesced renewals of one auth token, on their own upstream streams.
+struct Renewals {
+    pool: Pool,
+    /// Sent with every upstream stream: the token, if any.
+    metadata: MetadataMap,
+    shards: usize,
     state: Mutex<State>,
     /// Lease IDs to send upstream, one queue per shard's upstream task.
     queues: Vec<mpsc::UnboundedSender<i64>>,
-    /// Counters for metrics.
-    pub stats: KeepAliveStats,
+    stats: Arc<KeepAliveStats>,
 }
 
 #[derive(Default)]
@@ -73,10 +97,52 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl KeepAliveHub {
-    /// A hub over `pool`, with its upstream task running.
+    /// A hub over `pool`; upstream streams open on first use.
     pub fn new(pool: Pool) -> Arc<KeepAliveHub> {
-        let (queues, receivers): (Vec<_>, Vec<_>) = (0..SHARDS).map(|_| mpsc::unbounded_channel()).unzip();
-        let hub = Arc::new(KeepAliveHub { pool, state: Mutex::new(State::default()), queues, stats: Default::default() });
+        Arc::new(KeepAliveHub { pool, by_token: Mutex::new(HashMap::new()), stats: Default::default() })
+    }
+
+    /// Renews lease `id` under `token` (the client's, or the proxy's own
+    /// for its registration and leasing), sharing the upstream request with
+    /// every other client of the same token renewing it at the same moment.
+    pub async fn keep_alive(&self, token: Option<&AsciiMetadataValue>, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+        let renewals = {
+            let mut map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+            let key = token.cloned();
+            if !map.contains_key(&key) {
+                map.retain(|_, (r, used)| used.elapsed() < IDLE_TOKEN || !lock(&r.state).waiters.is_empty());
+                let shards = if key.is_some() { SHARDS_PER_TOKEN } else { SHARDS };
+                let mut metadata = MetadataMap::new();
+                if let Some(t) = &key {
+                    metadata.insert("token", t.clone());
+                }
+                map.insert(key.clone(), (Renewals::start(self.pool.clone(), metadata, shards, self.stats.clone()), Instant::now()));
+            }
+            match map.get_mut(&key) {
+                Some((r, used)) => {
+                    *used = Instant::now();
+                    r.clone()
+                }
+                None => return Err(Status::internal("etcd-grpc-proxy: keep-alive renewals")),
+            }
+        };
+        renewals.keep_alive(id).await
+    }
+
+    /// Drops any reusable answer for `id` (after a revoke through this proxy).
+    pub fn forget(&self, id: i64) {
+        let map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+        for (r, _) in map.values() {
+            r.forget(id);
+        }
+    }
+}
+
+impl Renewals {
+    /// Renewals under `metadata`, with their upstream tasks running.
+    fn start(pool: Pool, metadata: MetadataMap, shards: usize, stats: Arc<KeepAliveStats>) -> Arc<Renewals> {
+        let (queues, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
+        let hub = Arc::new(Renewals { pool, metadata, shards, state: Mutex::new(State::default()), queues, stats });
         for (shard, rx) in receivers.into_iter().enumerate() {
             let weak = Arc::downgrade(&hub);
             tokio::spawn(upstream(weak, shard, rx).instrument(info_span!("upstream_keepalive", shard)));
@@ -86,7 +152,7 @@ impl KeepAliveHub {
 
     /// Renews lease `id`, sharing the upstream request with every other
     /// client renewing it at the same moment.
-    pub async fn keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+    async fn keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
         let rx = {
             let mut st = lock(&self.state);
             if let Some((at, resp)) = st.recent.get(&id) {
@@ -99,7 +165,7 @@ impl KeepAliveHub {
             st.waiters.entry(id).or_default().push(tx);
             if st.inflight.insert(id) {
                 self.stats.upstream_requests.fetch_add(1, Ordering::Relaxed);
-                if let Some(q) = self.queues.get(shard_of(id)) {
+                if let Some(q) = self.queues.get(shard_of(id, self.shards)) {
                     let _ = q.send(id);
                 }
             } else {
@@ -110,8 +176,7 @@ impl KeepAliveHub {
         rx.await.unwrap_or_else(|_| Err(Status::unavailable("etcd-grpc-proxy: keep-alive stream closed")))
     }
 
-    /// Drops any reusable answer for `id` (after a revoke through this proxy).
-    pub fn forget(&self, id: i64) {
+    fn forget(&self, id: i64) {
         lock(&self.state).recent.remove(&id);
     }
 
@@ -132,8 +197,9 @@ impl KeepAliveHub {
     /// An etcd answer that ends a shard's stream reaches all its waiters.
     fn fail_shard(&self, shard: usize, status: &Status) {
         let mut st = lock(&self.state);
-        st.inflight.retain(|id| shard_of(*id) != shard);
-        let ids: Vec<i64> = st.waiters.keys().copied().filter(|id| shard_of(*id) == shard).collect();
+        let shards = self.shards;
+        st.inflight.retain(|id| shard_of(*id, shards) != shard);
+        let ids: Vec<i64> = st.waiters.keys().copied().filter(|id| shard_of(*id, shards) == shard).collect();
         let waiters: Vec<Waiter> = ids.iter().filter_map(|id| st.waiters.remove(id)).flatten().collect();
         drop(st);
         for w in waiters {
@@ -142,12 +208,12 @@ impl KeepAliveHub {
     }
 
     fn inflight(&self, shard: usize) -> Vec<i64> {
-        lock(&self.state).inflight.iter().copied().filter(|id| shard_of(*id) == shard).collect()
+        lock(&self.state).inflight.iter().copied().filter(|id| shard_of(*id, self.shards) == shard).collect()
     }
 }
 
 /// Keeps shard `shard`'s upstream LeaseKeepAlive stream, while the hub lives.
-async fn upstream(hub: std::sync::Weak<KeepAliveHub>, shard: usize, mut queue: mpsc::UnboundedReceiver<i64>) {
+async fn upstream(hub: std::sync::Weak<Renewals>, shard: usize, mut queue: mpsc::UnboundedReceiver<i64>) {
     let mut backoff = Duration::from_millis(50);
     let mut pending: Option<i64> = None;
     loop {
@@ -180,8 +246,9 @@ async fn upstream(hub: std::sync::Weak<KeepAliveHub>, shard: usize, mut queue: m
         }
         let mut client = LeaseClient::new(backend.channel.clone());
         h.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
+        let request = tonic::Request::from_parts(h.metadata.clone(), tonic::Extensions::default(), UnboundedReceiverStream::new(rx));
         drop(h);
-        let mut stream = match client.lease_keep_alive(UnboundedReceiverStream::new(rx)).await {
+        let mut stream = match client.lease_keep_alive(request).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 if let Some(h) = hub.upgrade() {
@@ -233,7 +300,7 @@ async fn upstream(hub: std::sync::Weak<KeepAliveHub>, shard: usize, mut queue: m
 
 /// A failed upstream stream: transport trouble and "no leader" move to
 /// another member; any other etcd answer reaches the waiting clients.
-fn on_error(hub: &KeepAliveHub, shard: usize, backend: &crate::backend::Backend, status: &Status) {
+fn on_error(hub: &Renewals, shard: usize, backend: &crate::backend::Backend, status: &Status) {
     let failure = Failure::of(status);
     if failure.member_unhealthy() {
         hub.pool.mark_unhealthy(backend, status.message());

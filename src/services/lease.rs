@@ -46,6 +46,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> RpcResult<Self::LeaseKeepAliveStream> {
+        // Renewed under the client's own token (etcd checks each renewal's rights).
+        let token = request.metadata().get("token").cloned();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let hub = self.hub.clone();
@@ -54,9 +56,9 @@ impl Lease for LeaseService {
                 tokio::select! {
                     msg = inbound.message() => match msg {
                         Ok(Some(req)) => {
-                            let (hub, tx) = (hub.clone(), tx.clone());
+                            let (hub, tx, token) = (hub.clone(), tx.clone(), token.clone());
                             tokio::spawn(async move {
-                                let answer = hub.keep_alive(req.id).await;
+                                let answer = hub.keep_alive(token.as_ref(), req.id).await;
                                 let _ = tx.send(answer).await;
                             });
                         }

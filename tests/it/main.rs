@@ -2,6 +2,7 @@
 //! `etcd-client` crate), and the proxy in-process.
 
 mod auth;
+mod auth_own_user;
 mod bad_input;
 mod cache;
 mod election_lock;

@@ -180,15 +180,25 @@ impl Cluster {
     /// "unhealthy cluster", then starts it with `--initial-cluster-state existing`.
     /// Returns its index in `members`.
     pub async fn add_member(&mut self) -> usize {
+        self.add_member_as(None).await
+    }
+
+    /// Like [`Cluster::add_member`], with `--user=<user>` on the member add
+    /// (auth on: only root may change membership).
+    pub async fn add_member_as(&mut self, user: Option<&str>) -> usize {
+        let user = user.map(|u| format!("--user={u}"));
         let mut m = new_member(self.dir.path(), self.next);
         self.next += 1;
         let endpoints = self.endpoints();
         let (name, peer) = (m.name.clone(), m.peer_url.clone());
         eventually("member add accepted", Duration::from_secs(60), || {
-            let (endpoints, name, peer) = (endpoints.clone(), name.clone(), peer.clone());
+            let (endpoints, name, peer, user) = (endpoints.clone(), name.clone(), peer.clone(), user.clone());
             async move {
                 let out = tokio::task::spawn_blocking(move || {
-                    etcdctl(&endpoints, &["member", "add", &name, &format!("--peer-urls={peer}")])
+                    let peer = format!("--peer-urls={peer}");
+                    let mut args = vec!["member", "add", name.as_str(), peer.as_str()];
+                    args.extend(user.as_deref());
+                    etcdctl(&endpoints, &args)
                 })
                 .await
                 .ok()?;
@@ -235,11 +245,4 @@ pub fn server_version() -> String {
                 .unwrap_or_else(|| panic!("no version in `etcd --version`: {text}"))
         })
         .clone()
-}
-
-/// `(major, minor, patch)` of [`server_version`].
-pub fn server_release() -> (u32, u32, u32) {
-    let v = server_version();
-    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
