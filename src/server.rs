@@ -370,6 +370,18 @@ pub async fn run_with(
     Ok(())
 }
 
+/// A generated tonic server with the proxy's wire settings: the message
+/// limits, and gzip accepted and sent as members do (see [`crate::compression`]).
+macro_rules! wire {
+    ($server:expr, $recv:expr) => {
+        $server
+            .max_decoding_message_size($recv)
+            .max_encoding_message_size(usize::MAX)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+    };
+}
+
 /// Every etcd service, with the same message limits.
 fn routes(
     ctx: &Context,
@@ -378,37 +390,12 @@ fn routes(
     recv: usize,
     registration: Option<crate::registration::Registration>,
 ) -> Routes {
-    let send = usize::MAX;
-    Routes::new(
-        KvServer::new(KvService { ctx: ctx.clone() }).max_decoding_message_size(recv).max_encoding_message_size(send),
-    )
-    .add_service(
-        ClusterServer::new(ClusterService { ctx: ctx.clone(), registration })
-            .max_decoding_message_size(recv)
-            .max_encoding_message_size(send),
-    )
-    .add_service(
-        MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() })
-            .max_decoding_message_size(recv)
-            .max_encoding_message_size(send),
-    )
-    .add_service(
-        crate::services::watch::WatchGrpc::new(WatchService { ctx: ctx.clone(), hub: watch_hub.clone() }, recv),
-    )
-    .add_service(
-        LeaseServer::new(LeaseService { ctx: ctx.clone(), hub: keepalive_hub.clone() })
-            .max_decoding_message_size(recv)
-            .max_encoding_message_size(send),
-    )
-    .add_service(
-        AuthServer::new(AuthService { ctx: ctx.clone() }).max_decoding_message_size(recv).max_encoding_message_size(send),
-    )
-    .add_service(
-        ElectionServer::new(ElectionService { ctx: ctx.clone() })
-            .max_decoding_message_size(recv)
-            .max_encoding_message_size(send),
-    )
-    .add_service(
-        LockServer::new(LockService { ctx: ctx.clone() }).max_decoding_message_size(recv).max_encoding_message_size(send),
-    )
+    Routes::new(wire!(KvServer::new(KvService { ctx: ctx.clone() }), recv))
+        .add_service(wire!(ClusterServer::new(ClusterService { ctx: ctx.clone(), registration }), recv))
+        .add_service(wire!(MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() }), recv))
+        .add_service(crate::services::watch::WatchGrpc::new(WatchService { ctx: ctx.clone(), hub: watch_hub.clone() }, recv))
+        .add_service(wire!(LeaseServer::new(LeaseService { ctx: ctx.clone(), hub: keepalive_hub.clone() }), recv))
+        .add_service(wire!(AuthServer::new(AuthService { ctx: ctx.clone() }), recv))
+        .add_service(wire!(ElectionServer::new(ElectionService { ctx: ctx.clone() }), recv))
+        .add_service(wire!(LockServer::new(LockService { ctx: ctx.clone() }), recv))
 }

@@ -18,3 +18,4 @@ mod story;
 mod support;
 mod tls;
 mod watch;
+mod wire;
