@@ -5,7 +5,7 @@
 //! - [`cli`]: the command line, flag for flag as `etcd grpc-proxy start`.
 //! - [`config`]: the runtime configuration the CLI (or a test) builds.
 //! - [`backend`]: the member pool: membership refresh, health, balancing, retry.
-//! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
+//! - [`services`]: one file per etcd gRPC service, forwarding through the pool, and `grpc.health.v1`.
 //! - [`cache`]: the range cache, kept coherent by one watch.
 //! - [`codec`]: prost with small starting buffers, for every service and client.
 //! - [`compression`]: gzip requests and answers, as members handle them.
@@ -19,7 +19,7 @@
 //! - [`server`]: serves gRPC and HTTP on one listener; the drain sequence.
 //! - [`grpc_service`]: the gRPC stack (unknown paths, spans, size-limit wording, metrics, drain cut).
 //! - [`http_api`]: `/health`, `/livez`, `/readyz`, `/metrics`, `/debug/pprof`.
-//! - [`health`]: backend health checks behind `/health` and `/readyz`.
+//! - [`health`]: backend health checks behind `/health`; readiness behind `/readyz` and gRPC health.
 //! - [`metrics`]: Prometheus counters and their text exposition.
 //! - [`drain`]: the draining state and its hooks.
 //! - [`profile`]: CPU flamegraphs for `--enable-pprof`.

@@ -88,6 +88,9 @@ pub const METHODS: &[(&str, &str, GrpcType)] = &[
     ("v3electionpb.Election", "Resign", Unary),
     ("v3lockpb.Lock", "Lock", Unary),
     ("v3lockpb.Lock", "Unlock", Unary),
+    ("grpc.health.v1.Health", "Check", Unary),
+    ("grpc.health.v1.Health", "List", Unary),
+    ("grpc.health.v1.Health", "Watch", ServerStream),
 ];
 
 /// gRPC status code names, indexed by code number.

@@ -44,10 +44,12 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::grpc_health_v1::health_server::HealthServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::services::auth::AuthService;
 use crate::services::cluster::ClusterService;
 use crate::services::election::ElectionService;
+use crate::services::grpc_health::HealthService;
 use crate::services::kv::KvService;
 use crate::services::lease::LeaseService;
 use crate::services::lock::LockService;
@@ -314,7 +316,8 @@ pub async fn run_with(
             })
         }));
     }
-    let routes = routes(&ctx, &watch_hub, &keepalive_hub, config.max_recv_bytes, config.registration.clone());
+    let health = HealthService { pool: pool.clone(), drain: drain.clone() };
+    let routes = routes(&ctx, &watch_hub, &keepalive_hub, config.max_recv_bytes, config.registration.clone(), health);
     let http = Arc::new(HttpApi {
         sources: Sources { metrics: metrics.clone(), pool: pool.clone(), watch_hub, keepalive_hub, cache: ctx.cache.clone(), read_barrier: ctx.read_barrier.clone() },
         drain: drain.clone(),
@@ -382,13 +385,14 @@ macro_rules! wire {
     };
 }
 
-/// Every etcd service, with the same message limits.
+/// Every etcd service and the gRPC health service, with the same message limits.
 fn routes(
     ctx: &Context,
     watch_hub: &Arc<WatchHub>,
     keepalive_hub: &Arc<KeepAliveHub>,
     recv: usize,
     registration: Option<crate::registration::Registration>,
+    health: HealthService,
 ) -> Routes {
     Routes::new(wire!(KvServer::new(KvService { ctx: ctx.clone() }), recv))
         .add_service(wire!(ClusterServer::new(ClusterService { ctx: ctx.clone(), registration }), recv))
@@ -398,4 +402,5 @@ fn routes(
         .add_service(wire!(AuthServer::new(AuthService { ctx: ctx.clone() }), recv))
         .add_service(wire!(ElectionServer::new(ElectionService { ctx: ctx.clone() }), recv))
         .add_service(wire!(LockServer::new(LockService { ctx: ctx.clone() }), recv))
+        .add_service(wire!(HealthServer::new(health), recv))
 }

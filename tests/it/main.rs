@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod cache;
 mod election_lock;
+mod grpc_health;
 mod discovery;
 mod drain;
 mod health;
