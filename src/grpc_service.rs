@@ -63,8 +63,8 @@ impl GrpcService {
         let span = tracing::debug_span!("grpc", method = %req.uri().path());
         let metrics = self.metrics.clone();
         let req = req.map(|b| Body::new(Counted { inner: b, counter: MsgCounter::default(), metrics: metrics.clone(), method }));
-        // Long-lived streams end on drain; a snapshot download is let finish.
-        let cut = (method.grpc_type() != GrpcType::Unary && !is_snapshot(req.uri().path())).then(|| self.drain.cut_signal());
+        // Long-lived streams end on drain; a snapshot download or a RangeStream is let finish.
+        let cut = (method.grpc_type() != GrpcType::Unary && !lets_finish(req.uri().path())).then(|| self.drain.cut_signal());
         let deadline = req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
         let routes = self.routes.clone();
         Box::pin(
@@ -156,8 +156,9 @@ pub fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
     })
 }
 
-fn is_snapshot(path: &str) -> bool {
-    path == "/etcdserverpb.Maintenance/Snapshot"
+/// Streams that end on their own, so the drain lets them finish.
+fn lets_finish(path: &str) -> bool {
+    matches!(path, "/etcdserverpb.Maintenance/Snapshot" | "/etcdserverpb.KV/RangeStream")
 }
 
 fn status_code(headers: &HeaderMap) -> Option<i32> {

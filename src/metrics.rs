@@ -41,6 +41,7 @@ use GrpcType::{BidiStream, ServerStream, Unary};
 /// Every method the proxy serves: (service, method, type).
 pub const METHODS: &[(&str, &str, GrpcType)] = &[
     ("etcdserverpb.KV", "Range", Unary),
+    ("etcdserverpb.KV", "RangeStream", ServerStream),
     ("etcdserverpb.KV", "Put", Unary),
     ("etcdserverpb.KV", "DeleteRange", Unary),
     ("etcdserverpb.KV", "Txn", Unary),

@@ -20,6 +20,7 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod range_stream;
 pub mod watch;
 
 /// What every service needs: the pool, the upstream message limits and the metrics.

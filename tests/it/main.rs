@@ -14,6 +14,7 @@ mod lease;
 mod leasing;
 mod maintenance;
 mod namespace;
+mod range_stream;
 mod registration;
 mod story;
 mod support;
