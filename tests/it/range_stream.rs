@@ -42,7 +42,7 @@ async fn seed(addr: &str, prefix: &str, n: usize) -> i64 {
     for i in 0..n {
         let put = PutRequest {
             key: format!("{prefix}k{i:03}").into(),
-            value: vec![b'v'; 100 + i],
+            value: format!("value {i}").into(),
             ..Default::default()
         };
         let rev = kv
