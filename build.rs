@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcdserverpb/rpc.proto",
         "proto/v3electionpb/v3election.proto",
         "proto/v3lockpb/v3lock.proto",
+        "proto/grpc/health/v1/health.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()

@@ -39,6 +39,76 @@ impl From<ProxyError> for Status {
     }
 }
 
+/// Calls refused before any service sees them, worded as grpc-go (and so
+/// every etcd member) words them; all answer `Unimplemented`.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The path is not `/service/method`.
+    #[error("malformed method name: {}", go_quote(.0))]
+    MalformedMethod(String),
+    /// No such service.
+    #[error("unknown service {0}")]
+    UnknownService(String),
+    /// A known service without this method.
+    #[error("unknown method {method} for service {service}")]
+    UnknownMethod {
+        /// The service, as in the path (`etcdserverpb.KV`).
+        service: String,
+        /// The method asked for.
+        method: String,
+    },
+    /// A request compressed with an encoding the proxy cannot decompress.
+    #[error("grpc: Decompressor is not installed for grpc-encoding {}", go_quote(.0))]
+    UnknownEncoding(String),
+}
+
+impl From<WireError> for Status {
+    fn from(err: WireError) -> Status {
+        Status::new(Code::Unimplemented, err.to_string())
+    }
+}
+
+/// Refusals of `grpc.health.v1.Health`, as grpc-go's health server words them.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// A health check of a service name the proxy does not report on.
+    #[error("unknown service")]
+    UnknownService,
+}
+
+impl From<HealthError> for Status {
+    fn from(err: HealthError) -> Status {
+        match err {
+            HealthError::UnknownService => Status::new(Code::NotFound, err.to_string()),
+        }
+    }
+}
+
+/// A string quoted as Go's `%q` quotes it (`strconv.Quote`), for the texts
+/// above that grpc-go writes with `%q`.
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{b}' => out.push_str("\\v"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Errors found while reading the configuration, before anything listens.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -141,5 +211,12 @@ mod tests {
         assert_eq!(msg, "grpc: received message larger than max (4104 vs. 1024)");
         assert!(size_limit_status(Code::OutOfRange, "etcdserver: something").is_none());
         assert!(size_limit_status(Code::Unavailable, "Error, decoded message length too large").is_none());
+    }
+
+    #[test]
+    fn go_quoting() {
+        assert_eq!(go_quote("snappy"), "\"snappy\"");
+        assert_eq!(go_quote("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\x01\"");
+        assert_eq!(WireError::MalformedMethod("/x".into()).to_string(), "malformed method name: \"/x\"");
     }
 }

@@ -18,7 +18,8 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::drain::Drain;
-use crate::metrics::{GrpcType, MethodId, Metrics};
+use crate::error::WireError;
+use crate::metrics::{GrpcType, MethodId, Metrics, METHODS};
 
 /// Text of the status long-lived streams end with when the proxy drains.
 pub const DRAIN_MESSAGE: &str = "etcd-grpc-proxy is shutting down; reconnect to another proxy";
@@ -48,16 +49,22 @@ impl GrpcService {
     {
         let method = MethodId::from_path(req.uri().path());
         self.metrics.started(method);
+        // What members refuse before any handler runs, in grpc-go's words.
+        let Some(method) = method else {
+            let refusal = unknown_path(req.uri().path());
+            return Box::pin(std::future::ready(Ok(tonic::Status::from(refusal).into_http())));
+        };
+        if let Some(refusal) = crate::compression::unsupported(req.headers()) {
+            self.metrics.handled(method, tonic::Code::Unimplemented as i32);
+            return Box::pin(std::future::ready(Ok(tonic::Status::from(refusal).into_http())));
+        }
+        let mut req = req;
+        crate::compression::answer_in_request_encoding(req.headers_mut());
         let span = tracing::debug_span!("grpc", method = %req.uri().path());
         let metrics = self.metrics.clone();
-        let req = req.map(|b| match method {
-            Some(m) => Body::new(Counted { inner: b, counter: MsgCounter::default(), metrics: metrics.clone(), method: m }),
-            None => Body::new(http_body_util::BodyExt::map_err(b, |e| tonic::Status::from_error(e.into()))),
-        });
-        // Long-lived streams end on drain; a snapshot download is let finish.
-        let cut = method
-            .filter(|m| m.grpc_type() != GrpcType::Unary && !is_snapshot(req.uri().path()))
-            .map(|_| self.drain.cut_signal());
+        let req = req.map(|b| Body::new(Counted { inner: b, counter: MsgCounter::default(), metrics: metrics.clone(), method }));
+        // Long-lived streams end on drain; a snapshot download or a RangeStream is let finish.
+        let cut = (method.grpc_type() != GrpcType::Unary && !lets_finish(req.uri().path())).then(|| self.drain.cut_signal());
         let deadline = req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
         let routes = self.routes.clone();
         Box::pin(
@@ -89,7 +96,6 @@ impl GrpcService {
                 };
                 // etcd's wording for oversized requests, which tonic words differently.
                 let resp = crate::size_limit::rewrite(resp);
-                let Some(method) = method else { return Ok(resp) };
                 let (parts, body) = resp.into_parts();
                 let trailers_only = status_code(&parts.headers);
                 if let Some(code) = trailers_only {
@@ -117,6 +123,20 @@ impl GrpcService {
     }
 }
 
+/// Why a path outside [`METHODS`] is refused, as grpc-go words it: the
+/// path is split at its last `/` into service and method.
+pub fn unknown_path(path: &str) -> WireError {
+    let split = path.strip_prefix('/').and_then(|p| p.rsplit_once('/'));
+    let Some((service, method)) = split else {
+        return WireError::MalformedMethod(path.to_string());
+    };
+    if METHODS.iter().any(|(s, _, _)| *s == service) {
+        WireError::UnknownMethod { service: service.to_string(), method: method.to_string() }
+    } else {
+        WireError::UnknownService(service.to_string())
+    }
+}
+
 /// Reads a `grpc-timeout` header value (`<up to 8 digits><H|M|S|m|u|n>`).
 pub fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
     use std::time::Duration;
@@ -136,8 +156,9 @@ pub fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
     })
 }
 
-fn is_snapshot(path: &str) -> bool {
-    path == "/etcdserverpb.Maintenance/Snapshot"
+/// Streams that end on their own, so the drain lets them finish.
+fn lets_finish(path: &str) -> bool {
+    matches!(path, "/etcdserverpb.Maintenance/Snapshot" | "/etcdserverpb.KV/RangeStream")
 }
 
 fn status_code(headers: &HeaderMap) -> Option<i32> {
@@ -306,7 +327,7 @@ impl Drop for Observed {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_grpc_timeout, MsgCounter};
+    use super::{parse_grpc_timeout, unknown_path, MsgCounter};
     use std::time::Duration;
 
     #[test]
@@ -317,6 +338,15 @@ mod tests {
         for bad in ["", "S", "5", "5x", "123456789S", "-1S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn unknown_paths_are_worded_as_grpc_go_words_them() {
+        let text = |p: &str| unknown_path(p).to_string();
+        assert_eq!(text("/etcdserverpb.KV/Nope"), "unknown method Nope for service etcdserverpb.KV");
+        assert_eq!(text("/no.Such/Range"), "unknown service no.Such");
+        assert_eq!(text("/a/b/c"), "unknown service a/b");
+        assert_eq!(text("/nope"), "malformed method name: \"/nope\"");
     }
 
     #[test]

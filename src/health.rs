@@ -1,12 +1,14 @@
 //! Backend health as the `/health` endpoint reports it: like etcd's proxy,
 //! a Get of key "a" through the member pool with a 1 s timeout, where a
-//! permission error still proves a member answered.
+//! permission error still proves a member answered. And the proxy's own
+//! readiness, behind `/readyz` and the gRPC health service.
 
 use std::time::Duration;
 
 use tonic::Code;
 
 use crate::backend::{Pool, RetryPolicy};
+use crate::drain::Drain;
 use crate::error::ProxyError;
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::RangeRequest;
@@ -33,4 +35,27 @@ pub async fn check(pool: &Pool, timeout: Duration) -> Result<(), String> {
 /// Whether any member is in rotation now (cheap; used by `/readyz`).
 pub fn any_backend_in_rotation(pool: &Pool) -> bool {
     pool.backends().iter().any(|b| b.is_healthy())
+}
+
+/// Why the proxy should get no new calls now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// The drain has started: clients should move to another proxy.
+    #[error("draining")]
+    Draining,
+    /// No member would take a call.
+    #[error("no etcd member in rotation")]
+    NoMember,
+}
+
+/// Whether the proxy is ready for calls: not draining, and some member in
+/// rotation. `/readyz` and `grpc.health.v1.Health` both answer from it.
+pub fn readiness(pool: &Pool, drain: &Drain) -> Result<(), NotReady> {
+    if drain.is_draining() {
+        Err(NotReady::Draining)
+    } else if !any_backend_in_rotation(pool) {
+        Err(NotReady::NoMember)
+    } else {
+        Ok(())
+    }
 }

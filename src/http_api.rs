@@ -103,15 +103,10 @@ impl HttpApi {
         match path {
             "/health" | "/proxy/health" => health_json(health::check(&self.sources.pool, health::HEALTH_TIMEOUT).await),
             "/livez" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-            "/readyz" => {
-                if self.drain.is_draining() {
-                    reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "not ready: draining\n")
-                } else if !health::any_backend_in_rotation(&self.sources.pool) {
-                    reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "not ready: no etcd member in rotation\n")
-                } else {
-                    reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
-                }
-            }
+            "/readyz" => match health::readiness(&self.sources.pool, &self.drain) {
+                Ok(()) => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+                Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", format!("not ready: {why}\n")),
+            },
             "/metrics" | "/proxy/metrics" => reply(StatusCode::OK, METRICS_CONTENT_TYPE, self.sources.render()),
             _ => pprof(path, req.uri().query()).await,
         }

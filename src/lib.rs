@@ -5,9 +5,10 @@
 //! - [`cli`]: the command line, flag for flag as `etcd grpc-proxy start`.
 //! - [`config`]: the runtime configuration the CLI (or a test) builds.
 //! - [`backend`]: the member pool: membership refresh, health, balancing, retry.
-//! - [`services`]: one file per etcd gRPC service, forwarding through the pool.
+//! - [`services`]: one file per etcd gRPC service, forwarding through the pool, and `grpc.health.v1`.
 //! - [`cache`]: the range cache, kept coherent by one watch.
 //! - [`codec`]: prost with small starting buffers, for every service and client.
+//! - [`compression`]: gzip requests and answers, as members handle them.
 //! - [`read_barrier`]: linearizable reads batched behind shared upstream reads.
 //! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
 //! - [`leasing`]: `--experimental-leasing-prefix`, linearizable Gets served while leased.
@@ -16,9 +17,9 @@
 //! - [`tls`]: TLS towards clients and towards members.
 //! - [`discovery`]: DNS SRV discovery of the members at start.
 //! - [`server`]: serves gRPC and HTTP on one listener; the drain sequence.
-//! - [`grpc_service`]: the gRPC stack (spans, size-limit wording, metrics, drain cut).
+//! - [`grpc_service`]: the gRPC stack (unknown paths, spans, size-limit wording, metrics, drain cut).
 //! - [`http_api`]: `/health`, `/livez`, `/readyz`, `/metrics`, `/debug/pprof`.
-//! - [`health`]: backend health checks behind `/health` and `/readyz`.
+//! - [`health`]: backend health checks behind `/health`; readiness behind `/readyz` and gRPC health.
 //! - [`metrics`]: Prometheus counters and their text exposition.
 //! - [`drain`]: the draining state and its hooks.
 //! - [`profile`]: CPU flamegraphs for `--enable-pprof`.
@@ -31,6 +32,7 @@
 pub mod backend;
 pub mod cache;
 pub mod codec;
+pub mod compression;
 pub mod read_barrier;
 pub mod cli;
 pub mod coalesce;

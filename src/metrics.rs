@@ -41,6 +41,7 @@ use GrpcType::{BidiStream, ServerStream, Unary};
 /// Every method the proxy serves: (service, method, type).
 pub const METHODS: &[(&str, &str, GrpcType)] = &[
     ("etcdserverpb.KV", "Range", Unary),
+    ("etcdserverpb.KV", "RangeStream", ServerStream),
     ("etcdserverpb.KV", "Put", Unary),
     ("etcdserverpb.KV", "DeleteRange", Unary),
     ("etcdserverpb.KV", "Txn", Unary),
@@ -88,6 +89,9 @@ pub const METHODS: &[(&str, &str, GrpcType)] = &[
     ("v3electionpb.Election", "Resign", Unary),
     ("v3lockpb.Lock", "Lock", Unary),
     ("v3lockpb.Lock", "Unlock", Unary),
+    ("grpc.health.v1.Health", "Check", Unary),
+    ("grpc.health.v1.Health", "List", Unary),
+    ("grpc.health.v1.Health", "Watch", ServerStream),
 ];
 
 /// gRPC status code names, indexed by code number.

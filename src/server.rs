@@ -44,10 +44,12 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::grpc_health_v1::health_server::HealthServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::services::auth::AuthService;
 use crate::services::cluster::ClusterService;
 use crate::services::election::ElectionService;
+use crate::services::grpc_health::HealthService;
 use crate::services::kv::KvService;
 use crate::services::lease::LeaseService;
 use crate::services::lock::LockService;
@@ -314,7 +316,8 @@ pub async fn run_with(
             })
         }));
     }
-    let routes = routes(&ctx, &watch_hub, &keepalive_hub, config.max_recv_bytes, config.registration.clone());
+    let health = HealthService { pool: pool.clone(), drain: drain.clone() };
+    let routes = routes(&ctx, &watch_hub, &keepalive_hub, config.max_recv_bytes, config.registration.clone(), health);
     let http = Arc::new(HttpApi {
         sources: Sources { metrics: metrics.clone(), pool: pool.clone(), watch_hub, keepalive_hub, cache: ctx.cache.clone(), read_barrier: ctx.read_barrier.clone() },
         drain: drain.clone(),
@@ -370,45 +373,34 @@ pub async fn run_with(
     Ok(())
 }
 
-/// Every etcd service, with the same message limits.
+/// A generated tonic server with the proxy's wire settings: the message
+/// limits, and gzip accepted and sent as members do (see [`crate::compression`]).
+macro_rules! wire {
+    ($server:expr, $recv:expr) => {
+        $server
+            .max_decoding_message_size($recv)
+            .max_encoding_message_size(usize::MAX)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+    };
+}
+
+/// Every etcd service and the gRPC health service, with the same message limits.
 fn routes(
     ctx: &Context,
     watch_hub: &Arc<WatchHub>,
     keepalive_hub: &Arc<KeepAliveHub>,
     recv: usize,
     registration: Option<crate::registration::Registration>,
+    health: HealthService,
 ) -> Routes {
-    let send = usize::MAX;
-    Routes::new(
-        KvServer::new(KvService { ctx: ctx.clone() }).max_decoding_message_size(recv).max_encoding_message_size(send),
-    )
-    .add_service(
-        ClusterServer::new(ClusterService { ctx: ctx.clone(), registration })
-            .max_decoding_message_size(recv)
-            .max_encoding_message_size(send),
-    )
-    .add_service(
-        MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() })
-            .max_decoding_message_size(recv)
-            .max_encoding_message_size(send),
-    )
-    .add_service(
-        crate::services::watch::WatchGrpc::new(WatchService { ctx: ctx.clone(), hub: watch_hub.clone() }, recv),
-    )
-    .add_service(
-        LeaseServer::new(LeaseService { ctx: ctx.clone(), hub: keepalive_hub.clone() })
-            .max_decoding_message_size(recv)
-            .max_encoding_message_size(send),
-    )
-    .add_service(
-        AuthServer::new(AuthService { ctx: ctx.clone() }).max_decoding_message_size(recv).max_encoding_message_size(send),
-    )
-    .add_service(
-        ElectionServer::new(ElectionService { ctx: ctx.clone() })
-            .max_decoding_message_size(recv)
-            .max_encoding_message_size(send),
-    )
-    .add_service(
-        LockServer::new(LockService { ctx: ctx.clone() }).max_decoding_message_size(recv).max_encoding_message_size(send),
-    )
+    Routes::new(wire!(KvServer::new(KvService { ctx: ctx.clone() }), recv))
+        .add_service(wire!(ClusterServer::new(ClusterService { ctx: ctx.clone(), registration }), recv))
+        .add_service(wire!(MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() }), recv))
+        .add_service(crate::services::watch::WatchGrpc::new(WatchService { ctx: ctx.clone(), hub: watch_hub.clone() }, recv))
+        .add_service(wire!(LeaseServer::new(LeaseService { ctx: ctx.clone(), hub: keepalive_hub.clone() }), recv))
+        .add_service(wire!(AuthServer::new(AuthService { ctx: ctx.clone() }), recv))
+        .add_service(wire!(ElectionServer::new(ElectionService { ctx: ctx.clone() }), recv))
+        .add_service(wire!(LockServer::new(LockService { ctx: ctx.clone() }), recv))
+        .add_service(wire!(HealthServer::new(health), recv))
 }

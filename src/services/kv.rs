@@ -1,4 +1,5 @@
-//! The KV service: Range, Put, DeleteRange, Txn and Compact.
+//! The KV service: Range, RangeStream (see [`crate::services::range_stream`]),
+//! Put, DeleteRange, Txn and Compact.
 //!
 //! Reads are retried on another member when one is unavailable; writes only
 //! when they never reached a member (see [`crate::backend::retry`]).
@@ -172,6 +173,12 @@ impl Kv for KvService {
         let fresh = self.range_once(Request::from_parts(metadata, extensions, msg)).await?;
         floor.fetch_max(revision(&fresh.get_ref().header), Ordering::AcqRel);
         Ok(fresh)
+    }
+
+    type RangeStreamStream = crate::services::range_stream::RangeStream;
+
+    async fn range_stream(&self, request: Request<RangeRequest>) -> RpcResult<Self::RangeStreamStream> {
+        crate::services::range_stream::range_stream(&self.ctx, request).await
     }
 
     async fn put(&self, mut request: Request<PutRequest>) -> RpcResult<PutResponse> {

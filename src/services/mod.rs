@@ -1,6 +1,7 @@
 //! One file per etcd gRPC service. Each handler takes the client's request,
 //! forwards it through the [`Pool`] with the client's metadata (auth token,
-//! deadline), and hands etcd's answer back unchanged.
+//! deadline), and hands etcd's answer back unchanged. `grpc_health` is the
+//! exception: the proxy answers health checks itself.
 
 use tonic::metadata::MetadataMap;
 use tonic::{Extensions, Request};
@@ -14,10 +15,12 @@ use crate::namespace::Namespace;
 pub mod auth;
 pub mod cluster;
 pub mod election;
+pub mod grpc_health;
 pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod range_stream;
 pub mod watch;
 
 /// What every service needs: the pool, the upstream message limits and the metrics.

@@ -131,7 +131,10 @@ where
                 return Ok(Status::unimplemented("").into_http());
             }
             let codec = crate::codec::LeanCodec::<WatchOut, WatchRequest>::default();
-            let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max_decoding), Some(usize::MAX));
+            let mut grpc = tonic::server::Grpc::new(codec)
+                .apply_max_message_size_config(Some(max_decoding), Some(usize::MAX))
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .send_compressed(tonic::codec::CompressionEncoding::Gzip);
             Ok(grpc.streaming(call, req).await)
         })
     }

@@ -3,6 +3,7 @@
 pub mod background;
 pub mod ctl;
 pub mod etcd;
+pub mod grpc;
 pub mod pki;
 pub mod http;
 pub mod proxy;
