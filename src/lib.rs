@@ -14,6 +14,7 @@
 //! - [`leasing`]: `--experimental-leasing-prefix`, linearizable Gets served while leased.
 //! - [`namespace`]: `--namespace`, keys moved under a prefix and back.
 //! - [`registration`]: `--resolver-prefix`, proxies registered in etcd and listed by MemberList.
+//! - [`require_leader`]: `hasleader: true` streams end with "no leader" when the cluster has none.
 //! - [`tls`]: TLS towards clients and towards members.
 //! - [`discovery`]: DNS SRV discovery of the members at start.
 //! - [`server`]: serves gRPC and HTTP on one listener; the drain sequence.
@@ -51,6 +52,7 @@ pub mod metrics;
 pub mod profile;
 pub mod proto;
 pub mod registration;
+pub mod require_leader;
 pub mod server;
 pub mod services;
 pub mod size_limit;

@@ -48,12 +48,20 @@ impl Lease for LeaseService {
     ) -> RpcResult<Self::LeaseKeepAliveStream> {
         // Renewed under the client's own token (etcd checks each renewal's rights).
         let token = request.metadata().get("token").cloned();
+        let required = crate::require_leader::requested(request.metadata());
+        let pool = self.ctx.pool.clone();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let hub = self.hub.clone();
         let task = async move {
+            let lost = crate::require_leader::lost(&pool, required);
+            tokio::pin!(lost);
             loop {
                 tokio::select! {
+                    () = &mut lost => {
+                        let _ = tx.send(Err(crate::require_leader::no_leader())).await;
+                        break;
+                    }
                     msg = inbound.message() => match msg {
                         Ok(Some(req)) => {
                             let (hub, tx, token) = (hub.clone(), tx.clone(), token.clone());

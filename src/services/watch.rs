@@ -230,8 +230,17 @@ pub fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
 
 impl ClientStream {
     async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
+        let pool = self.ctx.pool.clone();
+        let required = crate::require_leader::requested(self.fwd.metadata());
+        let lost = crate::require_leader::lost(&pool, required);
+        tokio::pin!(lost);
         loop {
             tokio::select! {
+                () = &mut lost => {
+                    debug!("require-leader watch stream ended: no leader");
+                    let _ = self.tx.send(Err(crate::require_leader::no_leader())).await;
+                    break;
+                }
                 msg = inbound.message() => match msg {
                     Ok(Some(req)) => {
                         if self.handle(req).await.is_err() {

@@ -206,3 +206,46 @@ async fn progress_requests_answer_with_the_store_revision_as_the_member_does() {
     }
     assert_eq!(shapes[1], shapes[0], "stream without watchers: proxy (left), direct (right)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_leader_streams_are_told_when_the_cluster_loses_its_leader() {
+    use etcd_client::{Client, ConnectOptions};
+    let mut cluster = Cluster::start(3).await;
+    let survivor = cluster.members[2].addr();
+    let proxy = TestProxy::start(&cluster.endpoints()).await;
+    let via = proxy.endpoint();
+    let require = || Some(ConnectOptions::new().with_require_leader(true));
+
+    let mut direct_strict = Client::connect([survivor.clone()], require()).await.unwrap();
+    let mut via_strict = Client::connect([via.clone()], require()).await.unwrap();
+    let mut via_relaxed = Client::connect([via.clone()], None).await.unwrap();
+    let mut d = direct_strict.watch("rl", None).await.unwrap();
+    let mut p = via_strict.watch("rl", None).await.unwrap();
+    let mut q = via_relaxed.watch("rl", None).await.unwrap();
+    for s in [&mut d, &mut p, &mut q] {
+        assert!(s.message().await.unwrap().unwrap().created());
+    }
+
+    // Two of three members die: the survivor has no leader.
+    cluster.members[0].kill();
+    cluster.members[1].kill();
+    let direct_says = ended(&mut d).await;
+    assert_eq!(ended(&mut p).await, direct_says, "a require-leader watch through the proxy (left) as direct (right)");
+    // A client that did not ask is not told: its stream stays open.
+    assert!(tokio::time::timeout(Duration::from_secs(2), q.message()).await.is_err(), "the relaxed watch stays open");
+}
+
+/// How a watch stream ends within 30 s: its status, or "still open".
+async fn ended(s: &mut etcd_client::WatchStream) -> String {
+    let fut = async move {
+        loop {
+            match s.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return "ended".to_string(),
+                Err(etcd_client::Error::GRpcStatus(st)) => return format!("{:?} {}", st.code(), st.message()),
+                Err(e) => return format!("{e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), fut).await.unwrap_or_else(|_| "still open".into())
+}
