@@ -17,7 +17,7 @@ case "$source" in
       $sudo apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq etcd-server etcd-client >&2
     fi
     dirname "$(command -v etcd)" ;;
-  go) "$root/scripts/etcd-build.sh" "$minor" ;;
+  go) "$root/scripts/etcd-build.sh" "$minor" "$version" ;;
   pypi)
     out="$root/target/etcd/$minor"
     if [ ! -x "$out/bin/etcd" ]; then
