@@ -285,6 +285,9 @@ impl WatchHub {
             seen.push(Arc::as_ptr(b));
             let (tx, rx) = oneshot::channel();
             let mut st = lock(&b.state);
+            // Requests given up on (etcd stays silent while a watcher is
+            // behind) leave closed waiters: drop them rather than pile up.
+            st.progress_waiters.retain(|w| !w.is_closed());
             st.progress_waiters.push(tx);
             if let Some(up) = &st.upstream {
                 // A full queue already holds a progress request or a create

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::etcd::http_get;
 use super::pki::Pki;
-use super::{eventually, free_port};
+use super::free_port;
 
 /// The TLS member; killed on drop.
 pub struct TlsMember {
@@ -50,17 +50,24 @@ impl TlsMember {
             .stderr(log)
             .spawn()
             .expect("start etcd");
-        let member = TlsMember { client_url, metrics_addr, child: Some(child), _dir: dir };
+        let log_path = dir.path().join("etcd.log");
+        let mut member = TlsMember { client_url, metrics_addr, child: Some(child), _dir: dir };
         let addr = member.metrics_addr.clone();
-        eventually("TLS etcd member healthy", Duration::from_secs(60), || {
-            let addr = addr.clone();
-            async move {
-                let body = tokio::task::spawn_blocking(move || http_get(&addr, "/health")).await.ok()??;
-                body.contains("\"health\":\"true\"").then_some(())
+        let start = std::time::Instant::now();
+        loop {
+            let a = addr.clone();
+            let body = tokio::task::spawn_blocking(move || http_get(&a, "/health")).await.ok().flatten();
+            if body.is_some_and(|b| b.contains("\"health\":\"true\"")) {
+                return member;
             }
-        })
-        .await;
-        member
+            let exited = member.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || start.elapsed() > Duration::from_secs(60) {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                panic!("TLS etcd member not healthy (exit: {exited:?}); its log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// `127.0.0.1:<port>` without scheme.

@@ -1,0 +1,316 @@
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/apitesting"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/apis/example"
+	examplev1 "k8s.io/apiserver/pkg/apis/example/v1"
+	"k8s.io/apiserver/pkg/storage"
+	"k8s.io/apiserver/pkg/storage/cacher"
+	"k8s.io/apiserver/pkg/storage/etcd3"
+	storagetesting "k8s.io/apiserver/pkg/storage/testing"
+	"k8s.io/apiserver/pkg/storage/value/encrypt/identity"
+	"k8s.io/utils/clock"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/kubernetes"
+)
+
+var scheme = runtime.NewScheme()
+var codecs = serializer.NewCodecFactory(scheme)
+
+func init() {
+	metav1.AddToGroupVersion(scheme, metav1.SchemeGroupVersion)
+	utilruntime.Must(example.AddToScheme(scheme))
+	utilruntime.Must(examplev1.AddToScheme(scheme))
+}
+
+func newPod() runtime.Object     { return &example.Pod{} }
+func newPodList() runtime.Object { return &example.PodList{} }
+
+// The value prefix etcd3's own tests store objects with (a test transformer).
+const valuePrefix = "test!"
+
+// target is one way to reach the cluster: "direct" or "proxy".
+type target struct {
+	name string
+	c    *cluster
+}
+
+// store builds Kubernetes' etcd3 storage over a fresh client of the target,
+// with a key prefix of its own (the suites assume an empty keyspace; the
+// in-process etcd they normally start per test is replaced by one shared
+// cluster, so each run gets its own prefix: only the setup is adapted).
+func (tg target) store(t *testing.T, suite string) (context.Context, storage.Interface, *kubernetes.Client) {
+	kc := tg.c.client(t, tg.name)
+	recorder := storagetesting.NewKubernetesRecorder(kc.Kubernetes)
+	kc.Kubernetes = recorder
+	codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
+	versioner := storage.APIObjectVersioner{}
+	compactor := etcd3.NewCompactor(kc.Client, 0, clock.RealClock{}, nil)
+	t.Cleanup(compactor.Stop)
+	lease := etcd3.NewDefaultLeaseManagerConfig()
+	lease.ReuseDurationSeconds = 1
+	s, err := etcd3.New(kc, compactor, codec, newPod, newPodList, uniquePrefix(tg.name, suite), "/pods/",
+		schema.GroupResource{Resource: "pods"}, storagetesting.NewPrefixTransformer([]byte(valuePrefix), false),
+		lease, etcd3.NewDefaultDecoder(codec, versioner), versioner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return context.Background(), s, kc
+}
+
+// cached builds the watch cache (cacher) over the target's etcd3 storage,
+// as kube-apiserver does, and waits until it is initialised.
+func (tg target) cached(t *testing.T, suite string) (context.Context, storage.Interface, *kubernetes.Client) {
+	kc := tg.c.client(t, tg.name)
+	codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
+	versioner := storage.APIObjectVersioner{}
+	compactor := etcd3.NewCompactor(kc.Client, 0, clock.RealClock{}, nil)
+	t.Cleanup(compactor.Stop)
+	s, err := etcd3.New(kc, compactor, codec, newPod, newPodList, uniquePrefix(tg.name, suite), "/pods/",
+		schema.GroupResource{Resource: "pods"}, identity.NewEncryptCheckTransformer(),
+		etcd3.NewDefaultLeaseManagerConfig(), etcd3.NewDefaultDecoder(codec, versioner), versioner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	config := cacher.Config{
+		Storage:             s,
+		Versioner:           versioner,
+		GroupResource:       schema.GroupResource{Resource: "pods"},
+		EventsHistoryWindow: cacher.DefaultEventFreshDuration,
+		ResourcePrefix:      "/pods/",
+		KeyFunc:             func(obj runtime.Object) (string, error) { return storage.NamespaceKeyFunc("/pods/", obj) },
+		GetAttrsFunc:        podAttrs,
+		NewFunc:             newPod,
+		NewListFunc:         newPodList,
+		Codec:               codec,
+		Clock:               clock.RealClock{},
+	}
+	c, err := cacher.NewCacherFromConfig(config)
+	if err != nil {
+		t.Fatalf("cacher: %v", err)
+	}
+	ctx := context.Background()
+	if err := c.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d := cacher.NewCacheDelegator(c, s)
+	t.Cleanup(func() { d.Stop(); c.Stop() })
+	return ctx, d, kc
+}
+
+func podAttrs(obj runtime.Object) (labels.Set, fields.Set, error) {
+	pod, ok := obj.(*example.Pod)
+	if !ok {
+		return nil, nil, fmt.Errorf("not a pod")
+	}
+	f := fields.Set{"metadata.name": pod.Name, "metadata.namespace": pod.Namespace, "spec.nodeName": pod.Spec.NodeName}
+	return labels.Set(pod.Labels), f, nil
+}
+
+func increaseRV(client *clientv3.Client) storagetesting.IncreaseRVFunc {
+	return func(ctx context.Context, t *testing.T) int64 {
+		resp, err := client.KV.Put(ctx, "increaseRV", "ok")
+		if err != nil {
+			t.Fatalf("Could not update increaseRV: %v", err)
+		}
+		return resp.Header.Revision
+	}
+}
+
+// compact compacts etcd through the compact_rev_key Txn, as kube-apiserver does.
+func compact(client *clientv3.Client) storagetesting.Compaction {
+	return func(ctx context.Context, t *testing.T, resourceVersion string) {
+		rv, err := storage.APIObjectVersioner{}.ParseResourceVersion(resourceVersion)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var current int64
+		current, _, _, err = etcd3.Compact(ctx, client, current, int64(rv))
+		if err != nil {
+			_, _, _, err = etcd3.Compact(ctx, client, current, int64(rv))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// compactCached compacts, then waits for the watch cache to see the
+// compaction's revision (as the cacher's own tests do).
+func compactCached(s storage.Interface, client *clientv3.Client) storagetesting.Compaction {
+	return func(ctx context.Context, t *testing.T, resourceVersion string) {
+		compact(client)(ctx, t, resourceVersion)
+		_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+			_, err := client.KV.Get(ctx, "compact_rev_key")
+			return err == nil, nil
+		})
+	}
+}
+
+// validation checks the stored form of a created object, as etcd3's tests do.
+func validation(client *clientv3.Client) storagetesting.KeyValidation {
+	codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
+	return func(ctx context.Context, t *testing.T, key string) {
+		resp, err := client.KV.Get(ctx, key)
+		if err != nil {
+			t.Fatalf("get %s: %v", key, err)
+		}
+		if len(resp.Kvs) == 0 {
+			t.Fatalf("expecting non empty result on key: %s", key)
+		}
+		obj, err := runtime.Decode(codec, resp.Kvs[0].Value[len(valuePrefix):])
+		if err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		if obj.(*example.Pod).ResourceVersion != "" {
+			t.Errorf("stored object has a resourceVersion")
+		}
+	}
+}
+
+// suites: each runs once per target, on a fresh storage.
+var suites = []struct {
+	name string
+	run  func(t *testing.T, tg target)
+}{
+	{"Create", func(t *testing.T, tg target) {
+		ctx, s, c := tg.store(t, "create")
+		storagetesting.RunTestCreate(ctx, t, s, validation(c.Client))
+	}},
+	{"CreateWithTTL", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "ttl"); storagetesting.RunTestCreateWithTTL(ctx, t, s) }},
+	{"CreateWithKeyExist", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "exist"); storagetesting.RunTestCreateWithKeyExist(ctx, t, s) }},
+	{"Get", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "get"); storagetesting.RunTestGet(ctx, t, s) }},
+	{"UnconditionalDelete", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "udel"); storagetesting.RunTestUnconditionalDelete(ctx, t, s) }},
+	{"ConditionalDelete", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "cdel"); storagetesting.RunTestConditionalDelete(ctx, t, s) }},
+	{"DeleteWithSuggestion", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "dsug"); storagetesting.RunTestDeleteWithSuggestion(ctx, t, s) }},
+	{"DeleteWithSuggestionAndConflict", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "dsugc")
+		storagetesting.RunTestDeleteWithSuggestionAndConflict(ctx, t, s)
+	}},
+	{"DeleteWithSuggestionOfDeletedObject", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "dsugd")
+		storagetesting.RunTestDeleteWithSuggestionOfDeletedObject(ctx, t, s)
+	}},
+	{"ValidateDeletionWithSuggestion", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "vdel")
+		storagetesting.RunTestValidateDeletionWithSuggestion(ctx, t, s)
+	}},
+	{"DeleteWithConflict", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "dconf"); storagetesting.RunTestDeleteWithConflict(ctx, t, s) }},
+	{"PreconditionalDeleteWithSuggestion", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "pdel")
+		storagetesting.RunTestPreconditionalDeleteWithSuggestion(ctx, t, s)
+	}},
+	{"ListPaging", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "paging"); storagetesting.RunTestListPaging(ctx, t, s) }},
+	{"GetListNonRecursive", func(t *testing.T, tg target) {
+		ctx, s, c := tg.store(t, "nonrec")
+		storagetesting.RunTestGetListNonRecursive(ctx, t, increaseRV(c.Client), s)
+	}},
+	{"GetListRecursivePrefix", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "recpre"); storagetesting.RunTestGetListRecursivePrefix(ctx, t, s) }},
+	{"GuaranteedUpdateWithTTL", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "gutl"); storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, s) }},
+	{"GuaranteedUpdateWithConflict", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "guconf")
+		storagetesting.RunTestGuaranteedUpdateWithConflict(ctx, t, s)
+	}},
+	{"GuaranteedUpdateWithSuggestionAndConflict", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "gusug")
+		storagetesting.RunTestGuaranteedUpdateWithSuggestionAndConflict(ctx, t, s)
+	}},
+	{"ConsistentList", func(t *testing.T, tg target) {
+		ctx, s, c := tg.store(t, "clist")
+		storagetesting.RunTestConsistentList(ctx, t, s, increaseRV(c.Client), false, true, false)
+	}},
+	{"CompactRevision", func(t *testing.T, tg target) {
+		ctx, s, c := tg.store(t, "crev")
+		storagetesting.RunTestCompactRevision(ctx, t, s, increaseRV(c.Client), compact(c.Client))
+	}},
+	{"ListContinuation", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "cont")
+		storagetesting.RunTestListContinuation(ctx, t, s, nil)
+	}},
+	{"ListInconsistentContinuation", func(t *testing.T, tg target) {
+		ctx, s, c := tg.store(t, "icont")
+		storagetesting.RunTestListInconsistentContinuation(ctx, t, s, compact(c.Client))
+	}},
+	{"NamespaceScopedList", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "nslist"); storagetesting.RunTestNamespaceScopedList(ctx, t, s) }},
+	{"Watch", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "watch"); storagetesting.RunTestWatch(ctx, t, s) }},
+	{"DeleteTriggerWatch", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "dtw"); storagetesting.RunTestDeleteTriggerWatch(ctx, t, s) }},
+	{"WatchFromZero", func(t *testing.T, tg target) {
+		ctx, s, c := tg.store(t, "wzero")
+		storagetesting.RunTestWatchFromZero(ctx, t, s, compact(c.Client))
+	}},
+	{"WatchFromNonZero", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "wnz"); storagetesting.RunTestWatchFromNonZero(ctx, t, s) }},
+	{"DelayedWatchDelivery", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "wdelay"); storagetesting.RunTestDelayedWatchDelivery(ctx, t, s) }},
+	{"WatchContextCancel", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "wcancel"); storagetesting.RunTestWatchContextCancel(ctx, t, s) }},
+	{"WatcherTimeout", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "wtimeout"); storagetesting.RunTestWatcherTimeout(ctx, t, s) }},
+	{"WatchDeleteEventObjectHaveLatestRV", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "wdel")
+		storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(ctx, t, s)
+	}},
+	{"WatchInitializationSignal", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "winit")
+		storagetesting.RunTestWatchInitializationSignal(ctx, t, s)
+	}},
+	{"ProgressNotify", func(t *testing.T, tg target) {
+		ctx, s, c := tg.store(t, "progress")
+		storagetesting.RunOptionalTestProgressNotify(ctx, t, s, increaseRV(c.Client))
+	}},
+	{"WatchDispatchBookmarkEvents", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "bookmarks")
+		storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, s, false)
+	}},
+	{"SendInitialEventsBackwardCompatibility", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "sie")
+		storagetesting.RunSendInitialEventsBackwardCompatibility(ctx, t, s)
+	}},
+	{"WatchSemantics", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "wsem"); storagetesting.RunWatchSemantics(ctx, t, s) }},
+	// Through the watch cache (cacher), with Kubernetes 1.37's default
+	// gates: ConsistentListFromCache (it sends progress requests and waits
+	// for its watch to reach etcd's revision) and WatchList.
+	{"Cacher/ConsistentList", func(t *testing.T, tg target) {
+		ctx, s, c := tg.cached(t, "cclist")
+		storagetesting.RunTestConsistentList(ctx, t, s, increaseRV(c.Client), true, true, false)
+	}},
+	{"Cacher/GetListNonRecursive", func(t *testing.T, tg target) {
+		ctx, s, c := tg.cached(t, "cnonrec")
+		storagetesting.RunTestGetListNonRecursive(ctx, t, increaseRV(c.Client), s)
+	}},
+	{"Cacher/Watch", func(t *testing.T, tg target) { ctx, s, _ := tg.cached(t, "cwatch"); storagetesting.RunTestWatch(ctx, t, s) }},
+	{"Cacher/WatchDispatchBookmarkEvents", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.cached(t, "cbookmarks")
+		storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, s, true)
+	}},
+	{"Cacher/SendInitialEventsBackwardCompatibility", func(t *testing.T, tg target) {
+		ctx, s, _ := tg.cached(t, "csie")
+		storagetesting.RunSendInitialEventsBackwardCompatibility(ctx, t, s)
+	}},
+}
+
+// TestStorageSuites runs every suite directly against etcd and through the
+// proxy: the outcomes must be the same (every suite passes on both).
+func TestStorageSuites(t *testing.T) {
+	c := theCluster(t)
+	for _, name := range []string{"direct", "proxy"} {
+		tg := target{name: name, c: c}
+		t.Run(name, func(t *testing.T) {
+			for _, s := range suites {
+				t.Run(s.name, func(t *testing.T) { s.run(t, tg) })
+			}
+		})
+	}
+}
