@@ -4,7 +4,7 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := etcd-server etcd-client protobuf-compiler
 
-.PHONY: all build deps demo test test-fast etcd-versions bench clean
+.PHONY: all build deps demo test test-fast test-kubernetes etcd-versions bench clean
 
 all: build
 
@@ -35,6 +35,11 @@ demo: deps build
 ## release in tests/etcd-versions/VERSIONS (3.4 from Debian, 3.5-3.7 built from etcd's Go modules)
 test: deps
 	CARGO=$(CARGO) bash scripts/test-matrix.sh
+	CARGO=$(CARGO) bash scripts/test-kubernetes.sh
+
+## test-kubernetes: Kubernetes' storage suites through the proxy and directly (tests/kubernetes)
+test-kubernetes: deps
+	CARGO=$(CARGO) bash scripts/test-kubernetes.sh
 
 ## test-fast: the same against one release only (ETCD=3.6 by default)
 ETCD ?= 3.6

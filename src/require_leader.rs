@@ -20,7 +20,9 @@ const CHECK: Duration = Duration::from_millis(250);
 
 /// Whether the client asked for require-leader.
 pub fn requested(metadata: &MetadataMap) -> bool {
-    metadata.get("hasleader").is_some_and(|v| v.as_bytes() == b"true")
+    metadata
+        .get("hasleader")
+        .is_some_and(|v| v.as_bytes() == b"true")
 }
 
 /// etcd's status for a require-leader stream without a leader.

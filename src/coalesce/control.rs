@@ -23,7 +23,10 @@ use tracing::debug;
 use crate::backend::retry::Failure;
 use crate::backend::{Backend, Pool};
 use crate::proto::etcdserverpb::watch_client::WatchClient;
-use crate::proto::etcdserverpb::{watch_request, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse};
+use crate::proto::etcdserverpb::{
+    watch_request, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
+    WatchResponse,
+};
 use crate::services::Forwarded;
 
 use super::watch::ClientTx;
@@ -41,7 +44,10 @@ pub enum CreateVerdict {
 }
 
 enum Command {
-    Check(WatchCreateRequest, oneshot::Sender<Result<CreateVerdict, Status>>),
+    Check(
+        WatchCreateRequest,
+        oneshot::Sender<Result<CreateVerdict, Status>>,
+    ),
     Progress(oneshot::Sender<()>),
 }
 
@@ -55,7 +61,15 @@ impl ControlStream {
     /// where member answers of its own (progress) go.
     pub fn new(pool: Pool, fwd: Forwarded, client: ClientTx) -> ControlStream {
         let (commands, rx) = mpsc::channel(16);
-        tokio::spawn(Worker { pool, fwd, client, open: None }.run(rx));
+        tokio::spawn(
+            Worker {
+                pool,
+                fwd,
+                client,
+                open: None,
+            }
+            .run(rx),
+        );
         ControlStream { commands }
     }
 
@@ -72,7 +86,10 @@ impl ControlStream {
         };
         let (tx, rx) = oneshot::channel();
         let gone = || Status::unavailable("etcd-grpc-proxy: watch control stream closed");
-        self.commands.send(Command::Check(probe, tx)).await.map_err(|_| gone())?;
+        self.commands
+            .send(Command::Check(probe, tx))
+            .await
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
@@ -132,10 +149,21 @@ impl Worker {
     /// both on its control queue, in order, so whatever precedes the
     /// marker's answer is the progress answer (or there was none).
     async fn progress(&mut self) {
-        let req = WatchRequest { request_union: Some(watch_request::RequestUnion::ProgressRequest(WatchProgressRequest {})) };
-        let marker = WatchCreateRequest { key: vec![0], ..Default::default() };
+        let req = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::ProgressRequest(
+                WatchProgressRequest {},
+            )),
+        };
+        let marker = WatchCreateRequest {
+            key: vec![0],
+            ..Default::default()
+        };
         for _ in 0..ATTEMPTS {
-            if self.check_once_after(Some(req.clone()), &marker).await.is_ok() {
+            if self
+                .check_once_after(Some(req.clone()), &marker)
+                .await
+                .is_ok()
+            {
                 return;
             }
             self.open = None;
@@ -143,7 +171,9 @@ impl Worker {
     }
 
     async fn check(&mut self, create: WatchCreateRequest) -> Result<CreateVerdict, Status> {
-        let mut last = Status::unavailable("etcd-grpc-proxy: no etcd member reachable for the watch permission check");
+        let mut last = Status::unavailable(
+            "etcd-grpc-proxy: no etcd member reachable for the watch permission check",
+        );
         for _ in 0..ATTEMPTS {
             match self.check_once(&create).await {
                 Ok(v) => return Ok(v),
@@ -166,10 +196,18 @@ impl Worker {
     }
 
     /// Sends `before` (if any) and `create` together, then reads the answer to `create`.
-    async fn check_once_after(&mut self, before: Option<WatchRequest>, create: &WatchCreateRequest) -> Result<CreateVerdict, Status> {
-        let req = WatchRequest { request_union: Some(watch_request::RequestUnion::CreateRequest(create.clone())) };
+    async fn check_once_after(
+        &mut self,
+        before: Option<WatchRequest>,
+        create: &WatchCreateRequest,
+    ) -> Result<CreateVerdict, Status> {
+        let req = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(create.clone())),
+        };
         self.send(before.into_iter().chain([req]).collect()).await?;
-        let Some(open) = self.open.as_mut() else { return Err(Status::internal("etcd-grpc-proxy: watch control stream")) };
+        let Some(open) = self.open.as_mut() else {
+            return Err(Status::internal("etcd-grpc-proxy: watch control stream"));
+        };
         let lost = || Status::unavailable("etcd-grpc-proxy: upstream watch stream ended");
         let id = loop {
             let resp = open.responses.message().await?.ok_or_else(lost)?;
@@ -185,7 +223,9 @@ impl Worker {
             }
         };
         let cancel = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CancelRequest(WatchCancelRequest { watch_id: id })),
+            request_union: Some(watch_request::RequestUnion::CancelRequest(
+                WatchCancelRequest { watch_id: id },
+            )),
         };
         open.requests.send(cancel).await.map_err(|_| lost())?;
         loop {
@@ -202,18 +242,27 @@ impl Worker {
     async fn send(&mut self, reqs: Vec<WatchRequest>) -> Result<(), Status> {
         if let Some(open) = &self.open {
             for req in reqs {
-                open.requests.send(req).await.map_err(|_| Status::unavailable("etcd-grpc-proxy: upstream watch stream ended"))?;
+                open.requests.send(req).await.map_err(|_| {
+                    Status::unavailable("etcd-grpc-proxy: upstream watch stream ended")
+                })?;
             }
             return Ok(());
         }
         {
-            let backend = self.pool.pick(&[]).ok_or_else(|| Status::unavailable("etcd-grpc-proxy: no etcd member"))?;
+            let backend = self
+                .pool
+                .pick(&[])
+                .ok_or_else(|| Status::unavailable("etcd-grpc-proxy: no etcd member"))?;
             let (requests, rx) = mpsc::channel(4);
             for req in reqs {
                 let _ = requests.try_send(req);
             }
-            let mut client = WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
-            let responses = match client.watch(self.fwd.request(ReceiverStream::new(rx))).await {
+            let mut client =
+                WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
+            let responses = match client
+                .watch(self.fwd.request(ReceiverStream::new(rx)))
+                .await
+            {
                 Ok(r) => r.into_inner(),
                 Err(status) => {
                     if Failure::of(&status).member_unhealthy() {
@@ -222,7 +271,11 @@ impl Worker {
                     return Err(status);
                 }
             };
-            self.open = Some(Open { requests, responses, backend });
+            self.open = Some(Open {
+                requests,
+                responses,
+                backend,
+            });
         }
         Ok(())
     }

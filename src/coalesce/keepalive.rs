@@ -65,10 +65,13 @@ type Waiter = oneshot::Sender<Result<LeaseKeepAliveResponse, Status>>;
 /// each auth token (none without auth).
 pub struct KeepAliveHub {
     pool: Pool,
-    by_token: Mutex<HashMap<Option<AsciiMetadataValue>, (Arc<Renewals>, Instant)>>,
+    by_token: Mutex<HashMap<Option<AsciiMetadataValue>, TokenRenewals>>,
     /// Counters for metrics.
     pub stats: Arc<KeepAliveStats>,
 }
+
+/// A token's renewals and when a client last used them.
+type TokenRenewals = (Arc<Renewals>, Instant);
 
 /// The coalesced renewals of one auth token, on their own upstream streams.
 struct Renewals {

@@ -7,15 +7,19 @@
 
 use etcd_grpc_proxy::proto::etcdserverpb::auth_client::AuthClient;
 use etcd_grpc_proxy::proto::etcdserverpb::{
-    AuthRoleAddRequest, AuthRoleListRequest, AuthUserAddRequest, AuthUserGetRequest, AuthUserGrantRoleRequest,
-    AuthUserListRequest, AuthenticateRequest,
+    AuthRoleAddRequest, AuthRoleListRequest, AuthUserAddRequest, AuthUserGetRequest,
+    AuthUserGrantRoleRequest, AuthUserListRequest, AuthenticateRequest,
 };
 use tonic::transport::Channel;
 
 use crate::support::{Cluster, TestProxy};
 
 async fn auth(endpoint: &str) -> AuthClient<Channel> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")).unwrap().connect().await.expect("connect");
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
     AuthClient::new(ch)
 }
 
@@ -48,13 +52,28 @@ async fn non_utf8_user_and_role_names_pass_through() {
     for (client, side) in [(&mut d, b'd'), (&mut p, b'p')] {
         let user = named(side, b"u\xff");
         let role = named(side, b"r\xfe");
-        let add = AuthUserAddRequest { name: user.clone(), password: b"p\xfd".to_vec(), ..Default::default() };
+        let add = AuthUserAddRequest {
+            name: user.clone(),
+            password: b"p\xfd".to_vec(),
+            ..Default::default()
+        };
         let a = outcome(client.user_add(add).await);
-        let r = outcome(client.role_add(AuthRoleAddRequest { name: role.clone() }).await);
-        let g = outcome(client.user_grant_role(AuthUserGrantRoleRequest { user, role }).await);
+        let r = outcome(
+            client
+                .role_add(AuthRoleAddRequest { name: role.clone() })
+                .await,
+        );
+        let g = outcome(
+            client
+                .user_grant_role(AuthUserGrantRoleRequest { user, role })
+                .await,
+        );
         writes.push([a, r, g]);
     }
-    assert_eq!(writes[1], writes[0], "user add, role add, grant: proxy (left), member (right)");
+    assert_eq!(
+        writes[1], writes[0],
+        "user add, role add, grant: proxy (left), member (right)"
+    );
 
     // Reads: the same bytes through the proxy as from the member.
     let reads = |c: &mut AuthClient<Channel>| {
@@ -63,12 +82,31 @@ async fn non_utf8_user_and_role_names_pass_through() {
             [
                 outcome(c.user_list(AuthUserListRequest {}).await),
                 outcome(c.role_list(AuthRoleListRequest {}).await),
-                outcome(c.user_get(AuthUserGetRequest { name: b"pu\xff".to_vec() }).await),
-                outcome(c.user_get(AuthUserGetRequest { name: b"du\xff".to_vec() }).await),
-                outcome(c.authenticate(AuthenticateRequest { name: b"pu\xff".to_vec(), password: b"p\xfd".to_vec() }).await),
+                outcome(
+                    c.user_get(AuthUserGetRequest {
+                        name: b"pu\xff".to_vec(),
+                    })
+                    .await,
+                ),
+                outcome(
+                    c.user_get(AuthUserGetRequest {
+                        name: b"du\xff".to_vec(),
+                    })
+                    .await,
+                ),
+                outcome(
+                    c.authenticate(AuthenticateRequest {
+                        name: b"pu\xff".to_vec(),
+                        password: b"p\xfd".to_vec(),
+                    })
+                    .await,
+                ),
             ]
         }
     };
     let (from_member, through_proxy) = (reads(&mut d).await, reads(&mut p).await);
-    assert_eq!(through_proxy, from_member, "reads: proxy (left), member (right)");
+    assert_eq!(
+        through_proxy, from_member,
+        "reads: proxy (left), member (right)"
+    );
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use etcd_grpc_proxy::proto::etcdserverpb::auth_client::AuthClient;
 use etcd_grpc_proxy::proto::etcdserverpb::watch_client::WatchClient;
 use etcd_grpc_proxy::proto::etcdserverpb::{
-    watch_request, AuthenticateRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+    watch_request, AuthenticateRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
+    WatchResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -28,34 +29,63 @@ struct RawWatch {
 impl RawWatch {
     /// Opens a stream with its first request (members answer the call
     /// only once a first response is due).
-    async fn open(endpoint: &str, token: Option<&str>, first: watch_request::RequestUnion) -> RawWatch {
+    async fn open(
+        endpoint: &str,
+        token: Option<&str>,
+        first: watch_request::RequestUnion,
+    ) -> RawWatch {
         Self::open_with(endpoint, token, vec![first]).await
     }
 
-    async fn open_with(endpoint: &str, token: Option<&str>, firsts: Vec<watch_request::RequestUnion>) -> RawWatch {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")).unwrap().connect().await.expect("connect");
+    async fn open_with(
+        endpoint: &str,
+        token: Option<&str>,
+        firsts: Vec<watch_request::RequestUnion>,
+    ) -> RawWatch {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
         let (tx, rx) = mpsc::channel(16);
         for first in firsts {
-            tx.send(WatchRequest { request_union: Some(first) }).await.unwrap();
+            tx.send(WatchRequest {
+                request_union: Some(first),
+            })
+            .await
+            .unwrap();
         }
         let mut req = tonic::Request::new(ReceiverStream::new(rx));
         if let Some(t) = token {
             req.metadata_mut().insert("token", t.parse().unwrap());
         }
-        let rx = WatchClient::new(channel).watch(req).await.expect("open watch stream").into_inner();
+        let rx = WatchClient::new(channel)
+            .watch(req)
+            .await
+            .expect("open watch stream")
+            .into_inner();
         RawWatch { tx, rx }
     }
 
     async fn create(&self, create: WatchCreateRequest) {
-        self.send(watch_request::RequestUnion::CreateRequest(create)).await
+        self.send(watch_request::RequestUnion::CreateRequest(create))
+            .await
     }
 
     async fn progress(&self) {
-        self.send(watch_request::RequestUnion::ProgressRequest(WatchProgressRequest {})).await
+        self.send(watch_request::RequestUnion::ProgressRequest(
+            WatchProgressRequest {},
+        ))
+        .await
     }
 
     async fn send(&self, r: watch_request::RequestUnion) {
-        self.tx.send(WatchRequest { request_union: Some(r) }).await.expect("send watch request")
+        self.tx
+            .send(WatchRequest {
+                request_union: Some(r),
+            })
+            .await
+            .expect("send watch request")
     }
 
     /// The next response, or `None` if none comes within `wait`.
@@ -67,7 +97,9 @@ impl RawWatch {
     }
 
     async fn must_next(&mut self) -> WatchResponse {
-        self.next(Duration::from_secs(20)).await.expect("a watch response")
+        self.next(Duration::from_secs(20))
+            .await
+            .expect("a watch response")
     }
 }
 
@@ -87,14 +119,30 @@ fn shape(r: &WatchResponse) -> String {
 }
 
 async fn token(endpoint: &str, user: &str, password: &str) -> String {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")).unwrap().connect().await.unwrap();
-    let req = AuthenticateRequest { name: user.into(), password: password.into() };
-    let token = AuthClient::new(channel).authenticate(req).await.expect("authenticate").into_inner().token;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let req = AuthenticateRequest {
+        name: user.into(),
+        password: password.into(),
+    };
+    let token = AuthClient::new(channel)
+        .authenticate(req)
+        .await
+        .expect("authenticate")
+        .into_inner()
+        .token;
     String::from_utf8(token).expect("etcd tokens are text")
 }
 
 fn create(key: &str, watch_id: i64) -> WatchCreateRequest {
-    WatchCreateRequest { key: key.into(), watch_id, ..Default::default() }
+    WatchCreateRequest {
+        key: key.into(),
+        watch_id,
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,16 +166,30 @@ async fn refused_and_duplicate_watches_answer_as_the_member_does_with_a_header()
         as_bob.create(create("/b/2", 7)).await;
         let duplicate = as_bob.must_next().await;
         for r in [&refused, &anon, &first, &duplicate] {
-            assert!(r.header.is_some(), "{target}: every watch response has a header: {r:?}");
+            assert!(
+                r.header.is_some(),
+                "{target}: every watch response has a header: {r:?}"
+            );
         }
-        seen.push([shape(&refused), shape(&anon), shape(&first), shape(&duplicate)]);
+        seen.push([
+            shape(&refused),
+            shape(&anon),
+            shape(&first),
+            shape(&duplicate),
+        ]);
     }
-    assert_eq!(seen[1], seen[0], "through the proxy (left) as direct (right)");
+    assert_eq!(
+        seen[1], seen[0],
+        "through the proxy (left) as direct (right)"
+    );
 
     // etcdctl of this release, as bob watching /a/1: the same words, no crash.
     let outcome = |endpoint: &str| {
         let (_, out, err) = run(endpoint, &["--user=bob:pb", "watch", "/a/1"]);
-        assert!(!err.contains("panic"), "etcdctl crashed through {endpoint}: {err}");
+        assert!(
+            !err.contains("panic"),
+            "etcdctl crashed through {endpoint}: {err}"
+        );
         (out, crate::support::ctl::error_line(&err))
     };
     assert_eq!(outcome(&via), outcome(&direct));
@@ -142,10 +204,18 @@ async fn progress_after_other_writes(target: &str, via_ctl: &str, key: &str) -> 
         ok(via_ctl, &["put", &format!("{key}-other-{i}"), "v"]);
     }
     let store = ok(via_ctl, &["get", "x", "-w", "json"]);
-    let store_rev: i64 = store.split("\"revision\":").nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()).and_then(|s| s.parse().ok()).expect("revision");
+    let store_rev: i64 = store
+        .split("\"revision\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .expect("revision");
     w.progress().await;
     let answer = w.must_next().await;
-    assert!(answer.events.is_empty() && !answer.created && !answer.canceled, "{answer:?}");
+    assert!(
+        answer.events.is_empty() && !answer.created && !answer.canceled,
+        "{answer:?}"
+    );
     let rev = answer.header.expect("header").revision;
     (answer.watch_id, rev == store_rev)
 }
@@ -160,14 +230,22 @@ async fn progress_requests_answer_with_the_store_revision_as_the_member_does() {
     // A watch on one key, writes to others, then a progress request.
     let d = progress_after_other_writes(&direct, &direct, "pd").await;
     let p = progress_after_other_writes(&via, &direct, "pp").await;
-    assert_eq!(p, d, "(watch id, revision is the store's): proxy (left), direct (right)");
+    assert_eq!(
+        p, d,
+        "(watch id, revision is the store's): proxy (left), direct (right)"
+    );
     assert!(d.1, "the member answers with its store revision");
 
     // Several watchers on one stream, one of them replaying history: the
     // answer comes once all have caught up, with the store revision.
     for target in [&direct, &via] {
         let mut w = RawWatch::open(target, None, Create(create("multi-a", 0))).await;
-        w.create(WatchCreateRequest { key: "multi-b".into(), start_revision: 1, ..Default::default() }).await;
+        w.create(WatchCreateRequest {
+            key: "multi-b".into(),
+            start_revision: 1,
+            ..Default::default()
+        })
+        .await;
         let mut created = 0;
         while created < 2 {
             if w.must_next().await.created {
@@ -177,7 +255,11 @@ async fn progress_requests_answer_with_the_store_revision_as_the_member_does() {
         ok(&direct, &["put", "multi-b", "1"]);
         let store_rev: i64 = {
             let out = ok(&direct, &["get", "x", "-w", "json"]);
-            out.split("\"revision\":").nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()).and_then(|s| s.parse().ok()).unwrap()
+            out.split("\"revision\":")
+                .nth(1)
+                .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|s| s.parse().ok())
+                .unwrap()
         };
         // etcd drops a request while a watcher is still catching up; ask
         // again every 100 ms, as Kubernetes does.
@@ -199,12 +281,18 @@ async fn progress_requests_answer_with_the_store_revision_as_the_member_does() {
     // answers at all; a create sent right after shows what came first.
     let mut shapes = Vec::new();
     for target in [&direct, &via] {
-        let firsts = vec![Progress(WatchProgressRequest {}), Create(create("after-progress", 0))];
+        let firsts = vec![
+            Progress(WatchProgressRequest {}),
+            Create(create("after-progress", 0)),
+        ];
         let mut w = RawWatch::open_with(target, None, firsts).await;
         let first = w.must_next().await;
         shapes.push(shape(&first));
     }
-    assert_eq!(shapes[1], shapes[0], "stream without watchers: proxy (left), direct (right)");
+    assert_eq!(
+        shapes[1], shapes[0],
+        "stream without watchers: proxy (left), direct (right)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +304,9 @@ async fn require_leader_streams_are_told_when_the_cluster_loses_its_leader() {
     let via = proxy.endpoint();
     let require = || Some(ConnectOptions::new().with_require_leader(true));
 
-    let mut direct_strict = Client::connect([survivor.clone()], require()).await.unwrap();
+    let mut direct_strict = Client::connect([survivor.clone()], require())
+        .await
+        .unwrap();
     let mut via_strict = Client::connect([via.clone()], require()).await.unwrap();
     let mut via_relaxed = Client::connect([via.clone()], None).await.unwrap();
     let mut d = direct_strict.watch("rl", None).await.unwrap();
@@ -230,9 +320,18 @@ async fn require_leader_streams_are_told_when_the_cluster_loses_its_leader() {
     cluster.members[0].kill();
     cluster.members[1].kill();
     let direct_says = ended(&mut d).await;
-    assert_eq!(ended(&mut p).await, direct_says, "a require-leader watch through the proxy (left) as direct (right)");
+    assert_eq!(
+        ended(&mut p).await,
+        direct_says,
+        "a require-leader watch through the proxy (left) as direct (right)"
+    );
     // A client that did not ask is not told: its stream stays open.
-    assert!(tokio::time::timeout(Duration::from_secs(2), q.message()).await.is_err(), "the relaxed watch stays open");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), q.message())
+            .await
+            .is_err(),
+        "the relaxed watch stays open"
+    );
 }
 
 /// How a watch stream ends within 30 s: its status, or "still open".
@@ -242,10 +341,14 @@ async fn ended(s: &mut etcd_client::WatchStream) -> String {
             match s.message().await {
                 Ok(Some(_)) => continue,
                 Ok(None) => return "ended".to_string(),
-                Err(etcd_client::Error::GRpcStatus(st)) => return format!("{:?} {}", st.code(), st.message()),
+                Err(etcd_client::Error::GRpcStatus(st)) => {
+                    return format!("{:?} {}", st.code(), st.message())
+                }
                 Err(e) => return format!("{e}"),
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), fut).await.unwrap_or_else(|_| "still open".into())
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .unwrap_or_else(|_| "still open".into())
 }

@@ -36,6 +36,7 @@ type member struct {
 
 // cluster is the shared 3-member cluster and the proxy in front of it.
 type cluster struct {
+	mu      sync.Mutex // guards members while a test changes them
 	members []*member
 	proxy   string
 	dir     string
@@ -81,6 +82,18 @@ func theCluster(t testing.TB) *cluster {
 		t.Fatalf("cannot start the cluster: %v", sharedErr)
 	}
 	return shared
+}
+
+// freshCluster is a new cluster (and proxy) of the suite's own, for suites
+// that assume etcd is fresh: they watch from revision 1, compact, or count
+// revisions. Upstream, every suite gets a fresh in-process etcd.
+func freshCluster(t testing.TB) *cluster {
+	c, err := startCluster()
+	if err != nil {
+		t.Fatalf("cannot start a cluster: %v", err)
+	}
+	t.Cleanup(c.stop)
+	return c
 }
 
 func startCluster() (*cluster, error) {
@@ -199,6 +212,8 @@ func (c *cluster) endpoints(target string) []string {
 	if target == "proxy" {
 		return []string{c.proxy}
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var eps []string
 	for _, m := range c.members {
 		if m.cmd != nil {

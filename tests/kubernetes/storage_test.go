@@ -17,11 +17,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/apis/example"
 	examplev1 "k8s.io/apiserver/pkg/apis/example/v1"
+	"k8s.io/apiserver/pkg/features"
 	"k8s.io/apiserver/pkg/storage"
 	"k8s.io/apiserver/pkg/storage/cacher"
 	"k8s.io/apiserver/pkg/storage/etcd3"
 	storagetesting "k8s.io/apiserver/pkg/storage/testing"
 	"k8s.io/apiserver/pkg/storage/value/encrypt/identity"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	featuregatetesting "k8s.io/component-base/featuregate/testing"
 	"k8s.io/utils/clock"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -47,6 +50,8 @@ const valuePrefix = "test!"
 type target struct {
 	name string
 	c    *cluster
+	// prefix is the key prefix of the storage built last, for validation.
+	prefix *string
 }
 
 // store builds Kubernetes' etcd3 storage over a fresh client of the target,
@@ -63,7 +68,9 @@ func (tg target) store(t *testing.T, suite string) (context.Context, storage.Int
 	t.Cleanup(compactor.Stop)
 	lease := etcd3.NewDefaultLeaseManagerConfig()
 	lease.ReuseDurationSeconds = 1
-	s, err := etcd3.New(kc, compactor, codec, newPod, newPodList, uniquePrefix(tg.name, suite), "/pods/",
+	prefix := uniquePrefix(tg.name, suite)
+	*tg.prefix = prefix
+	s, err := etcd3.New(kc, compactor, codec, newPod, newPodList, prefix, "/pods/",
 		schema.GroupResource{Resource: "pods"}, storagetesting.NewPrefixTransformer([]byte(valuePrefix), false),
 		lease, etcd3.NewDefaultDecoder(codec, versioner), versioner)
 	if err != nil {
@@ -133,41 +140,53 @@ func increaseRV(client *clientv3.Client) storagetesting.IncreaseRVFunc {
 	}
 }
 
-// compact compacts etcd through the compact_rev_key Txn, as kube-apiserver does.
-func compact(client *clientv3.Client) storagetesting.Compaction {
+// compact compacts etcd through the compact_rev_key Txn, as kube-apiserver
+// does, then (with ListFromCacheSnapshot) waits until the store has seen it,
+// as etcd3's own tests do.
+func compact(s storage.Interface, client *clientv3.Client) storagetesting.Compaction {
 	return func(ctx context.Context, t *testing.T, resourceVersion string) {
 		rv, err := storage.APIObjectVersioner{}.ParseResourceVersion(resourceVersion)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var current int64
-		current, _, _, err = etcd3.Compact(ctx, client, current, int64(rv))
-		if err != nil {
-			_, _, _, err = etcd3.Compact(ctx, client, current, int64(rv))
+		// compact_rev_key's version is whatever earlier compactions left:
+		// retry with the version etcd reports until this one goes in.
+		var expect int64
+		for i := 0; i < 5; i++ {
+			current, _, compacted, err := etcd3.Compact(ctx, client, expect, int64(rv))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if current == expect+1 && compacted == int64(rv) {
+				waitCompacted(ctx, t, s, int64(rv))
+				return
+			}
+			expect = current
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		t.Fatalf("could not compact to %d", rv)
 	}
 }
 
-// compactCached compacts, then waits for the watch cache to see the
-// compaction's revision (as the cacher's own tests do).
-func compactCached(s storage.Interface, client *clientv3.Client) storagetesting.Compaction {
-	return func(ctx context.Context, t *testing.T, resourceVersion string) {
-		compact(client)(ctx, t, resourceVersion)
-		_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-			_, err := client.KV.Get(ctx, "compact_rev_key")
-			return err == nil, nil
-		})
+// waitCompacted waits for the store's own view of the compaction.
+func waitCompacted(ctx context.Context, t *testing.T, s storage.Interface, rev int64) {
+	c, ok := s.(interface{ CompactRevision() int64 })
+	if !ok || !utilfeature.DefaultFeatureGate.Enabled(features.ListFromCacheSnapshot) {
+		return
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return c.CompactRevision() == rev, nil
+	})
+	if err != nil {
+		t.Fatalf("the store never saw compaction %d", rev)
 	}
 }
 
-// validation checks the stored form of a created object, as etcd3's tests do.
-func validation(client *clientv3.Client) storagetesting.KeyValidation {
+// validation checks the stored form of a created object, as etcd3's tests
+// do (under the storage's key prefix: the suites name keys relative to it).
+func validation(client *clientv3.Client, prefix string) storagetesting.KeyValidation {
 	codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
 	return func(ctx context.Context, t *testing.T, key string) {
-		resp, err := client.KV.Get(ctx, key)
+		resp, err := client.KV.Get(ctx, prefix+key)
 		if err != nil {
 			t.Fatalf("get %s: %v", key, err)
 		}
@@ -187,115 +206,179 @@ func validation(client *clientv3.Client) storagetesting.KeyValidation {
 // suites: each runs once per target, on a fresh storage.
 var suites = []struct {
 	name string
-	run  func(t *testing.T, tg target)
+	// fresh: the suite assumes a fresh etcd, so it gets a cluster of its own.
+	fresh bool
+	run   func(t *testing.T, tg target)
 }{
-	{"Create", func(t *testing.T, tg target) {
+	{"Create", false, func(t *testing.T, tg target) {
 		ctx, s, c := tg.store(t, "create")
-		storagetesting.RunTestCreate(ctx, t, s, validation(c.Client))
+		storagetesting.RunTestCreate(ctx, t, s, validation(c.Client, *tg.prefix))
 	}},
-	{"CreateWithTTL", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "ttl"); storagetesting.RunTestCreateWithTTL(ctx, t, s) }},
-	{"CreateWithKeyExist", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "exist"); storagetesting.RunTestCreateWithKeyExist(ctx, t, s) }},
-	{"Get", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "get"); storagetesting.RunTestGet(ctx, t, s) }},
-	{"UnconditionalDelete", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "udel"); storagetesting.RunTestUnconditionalDelete(ctx, t, s) }},
-	{"ConditionalDelete", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "cdel"); storagetesting.RunTestConditionalDelete(ctx, t, s) }},
-	{"DeleteWithSuggestion", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "dsug"); storagetesting.RunTestDeleteWithSuggestion(ctx, t, s) }},
-	{"DeleteWithSuggestionAndConflict", func(t *testing.T, tg target) {
+	{"CreateWithTTL", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "ttl")
+		storagetesting.RunTestCreateWithTTL(ctx, t, s)
+	}},
+	{"CreateWithKeyExist", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "exist")
+		storagetesting.RunTestCreateWithKeyExist(ctx, t, s)
+	}},
+	{"Get", false, func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "get"); storagetesting.RunTestGet(ctx, t, s) }},
+	{"UnconditionalDelete", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "udel")
+		storagetesting.RunTestUnconditionalDelete(ctx, t, s)
+	}},
+	{"ConditionalDelete", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "cdel")
+		storagetesting.RunTestConditionalDelete(ctx, t, s)
+	}},
+	{"DeleteWithSuggestion", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "dsug")
+		storagetesting.RunTestDeleteWithSuggestion(ctx, t, s)
+	}},
+	{"DeleteWithSuggestionAndConflict", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.store(t, "dsugc")
 		storagetesting.RunTestDeleteWithSuggestionAndConflict(ctx, t, s)
 	}},
-	{"DeleteWithSuggestionOfDeletedObject", func(t *testing.T, tg target) {
+	{"DeleteWithSuggestionOfDeletedObject", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.store(t, "dsugd")
 		storagetesting.RunTestDeleteWithSuggestionOfDeletedObject(ctx, t, s)
 	}},
-	{"ValidateDeletionWithSuggestion", func(t *testing.T, tg target) {
+	{"ValidateDeletionWithSuggestion", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.store(t, "vdel")
 		storagetesting.RunTestValidateDeletionWithSuggestion(ctx, t, s)
 	}},
-	{"DeleteWithConflict", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "dconf"); storagetesting.RunTestDeleteWithConflict(ctx, t, s) }},
-	{"PreconditionalDeleteWithSuggestion", func(t *testing.T, tg target) {
+	{"DeleteWithConflict", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "dconf")
+		storagetesting.RunTestDeleteWithConflict(ctx, t, s)
+	}},
+	{"PreconditionalDeleteWithSuggestion", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.store(t, "pdel")
 		storagetesting.RunTestPreconditionalDeleteWithSuggestion(ctx, t, s)
 	}},
-	{"ListPaging", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "paging"); storagetesting.RunTestListPaging(ctx, t, s) }},
-	{"GetListNonRecursive", func(t *testing.T, tg target) {
+	{"ListPaging", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "paging")
+		storagetesting.RunTestListPaging(ctx, t, s)
+	}},
+	{"GetListNonRecursive", false, func(t *testing.T, tg target) {
 		ctx, s, c := tg.store(t, "nonrec")
 		storagetesting.RunTestGetListNonRecursive(ctx, t, increaseRV(c.Client), s)
 	}},
-	{"GetListRecursivePrefix", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "recpre"); storagetesting.RunTestGetListRecursivePrefix(ctx, t, s) }},
-	{"GuaranteedUpdateWithTTL", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "gutl"); storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, s) }},
-	{"GuaranteedUpdateWithConflict", func(t *testing.T, tg target) {
+	{"GetListRecursivePrefix", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "recpre")
+		storagetesting.RunTestGetListRecursivePrefix(ctx, t, s)
+	}},
+	{"GuaranteedUpdateWithTTL", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "gutl")
+		storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, s)
+	}},
+	{"GuaranteedUpdateWithConflict", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.store(t, "guconf")
 		storagetesting.RunTestGuaranteedUpdateWithConflict(ctx, t, s)
 	}},
-	{"GuaranteedUpdateWithSuggestionAndConflict", func(t *testing.T, tg target) {
+	{"GuaranteedUpdateWithSuggestionAndConflict", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.store(t, "gusug")
 		storagetesting.RunTestGuaranteedUpdateWithSuggestionAndConflict(ctx, t, s)
 	}},
-	{"ConsistentList", func(t *testing.T, tg target) {
+	{"ConsistentList", false, func(t *testing.T, tg target) {
 		ctx, s, c := tg.store(t, "clist")
 		storagetesting.RunTestConsistentList(ctx, t, s, increaseRV(c.Client), false, true, false)
 	}},
-	{"CompactRevision", func(t *testing.T, tg target) {
+	{"CompactRevision", true, func(t *testing.T, tg target) {
+		// As etcd3's own test: the store sees compactions made by others
+		// through its watch on compact_rev_key, enabled by ListFromCacheSnapshot.
+		featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, features.ListFromCacheSnapshot, true)
 		ctx, s, c := tg.store(t, "crev")
-		storagetesting.RunTestCompactRevision(ctx, t, s, increaseRV(c.Client), compact(c.Client))
+		storagetesting.RunTestCompactRevision(ctx, t, s, increaseRV(c.Client), compact(s, c.Client))
 	}},
-	{"ListContinuation", func(t *testing.T, tg target) {
+	{"ListContinuation", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.store(t, "cont")
 		storagetesting.RunTestListContinuation(ctx, t, s, nil)
 	}},
-	{"ListInconsistentContinuation", func(t *testing.T, tg target) {
+	{"ListInconsistentContinuation", true, func(t *testing.T, tg target) {
 		ctx, s, c := tg.store(t, "icont")
-		storagetesting.RunTestListInconsistentContinuation(ctx, t, s, compact(c.Client))
+		storagetesting.RunTestListInconsistentContinuation(ctx, t, s, compact(s, c.Client))
 	}},
-	{"NamespaceScopedList", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "nslist"); storagetesting.RunTestNamespaceScopedList(ctx, t, s) }},
-	{"Watch", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "watch"); storagetesting.RunTestWatch(ctx, t, s) }},
-	{"DeleteTriggerWatch", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "dtw"); storagetesting.RunTestDeleteTriggerWatch(ctx, t, s) }},
-	{"WatchFromZero", func(t *testing.T, tg target) {
+	{"NamespaceScopedList", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "nslist")
+		storagetesting.RunTestNamespaceScopedList(ctx, t, s)
+	}},
+	{"Watch", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "watch")
+		storagetesting.RunTestWatch(ctx, t, s)
+	}},
+	{"DeleteTriggerWatch", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "dtw")
+		storagetesting.RunTestDeleteTriggerWatch(ctx, t, s)
+	}},
+	{"WatchFromZero", true, func(t *testing.T, tg target) {
 		ctx, s, c := tg.store(t, "wzero")
-		storagetesting.RunTestWatchFromZero(ctx, t, s, compact(c.Client))
+		storagetesting.RunTestWatchFromZero(ctx, t, s, compact(s, c.Client))
 	}},
-	{"WatchFromNonZero", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "wnz"); storagetesting.RunTestWatchFromNonZero(ctx, t, s) }},
-	{"DelayedWatchDelivery", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "wdelay"); storagetesting.RunTestDelayedWatchDelivery(ctx, t, s) }},
-	{"WatchContextCancel", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "wcancel"); storagetesting.RunTestWatchContextCancel(ctx, t, s) }},
-	{"WatcherTimeout", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "wtimeout"); storagetesting.RunTestWatcherTimeout(ctx, t, s) }},
-	{"WatchDeleteEventObjectHaveLatestRV", func(t *testing.T, tg target) {
+	{"WatchFromNonZero", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "wnz")
+		storagetesting.RunTestWatchFromNonZero(ctx, t, s)
+	}},
+	{"DelayedWatchDelivery", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "wdelay")
+		storagetesting.RunTestDelayedWatchDelivery(ctx, t, s)
+	}},
+	{"WatchContextCancel", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "wcancel")
+		storagetesting.RunTestWatchContextCancel(ctx, t, s)
+	}},
+	{"WatcherTimeout", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "wtimeout")
+		storagetesting.RunTestWatcherTimeout(ctx, t, s)
+	}},
+	{"WatchDeleteEventObjectHaveLatestRV", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.store(t, "wdel")
 		storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(ctx, t, s)
 	}},
-	{"WatchInitializationSignal", func(t *testing.T, tg target) {
+	{"WatchInitializationSignal", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.store(t, "winit")
 		storagetesting.RunTestWatchInitializationSignal(ctx, t, s)
 	}},
-	{"ProgressNotify", func(t *testing.T, tg target) {
+	{"ProgressNotify", false, func(t *testing.T, tg target) {
 		ctx, s, c := tg.store(t, "progress")
 		storagetesting.RunOptionalTestProgressNotify(ctx, t, s, increaseRV(c.Client))
 	}},
-	{"WatchDispatchBookmarkEvents", func(t *testing.T, tg target) {
+	{"WatchDispatchBookmarkEvents", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.store(t, "bookmarks")
 		storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, s, false)
 	}},
-	{"SendInitialEventsBackwardCompatibility", func(t *testing.T, tg target) {
+	{"SendInitialEventsBackwardCompatibility", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.store(t, "sie")
 		storagetesting.RunSendInitialEventsBackwardCompatibility(ctx, t, s)
 	}},
-	{"WatchSemantics", func(t *testing.T, tg target) { ctx, s, _ := tg.store(t, "wsem"); storagetesting.RunWatchSemantics(ctx, t, s) }},
+	{"WatchSemantics", true, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.store(t, "wsem")
+		storagetesting.RunWatchSemantics(ctx, t, s)
+	}},
 	// Through the watch cache (cacher), with Kubernetes 1.37's default
 	// gates: ConsistentListFromCache (it sends progress requests and waits
 	// for its watch to reach etcd's revision) and WatchList.
-	{"Cacher/ConsistentList", func(t *testing.T, tg target) {
-		ctx, s, c := tg.cached(t, "cclist")
-		storagetesting.RunTestConsistentList(ctx, t, s, increaseRV(c.Client), true, true, false)
+	{"Cacher/ConsistentList", true, func(t *testing.T, tg target) {
+		for _, snapshot := range []bool{true, false} {
+			t.Run(fmt.Sprintf("ListFromCacheSnapshot=%v", snapshot), func(t *testing.T) {
+				featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, features.ListFromCacheSnapshot, snapshot)
+				ctx, s, c := tg.cached(t, "cclist")
+				storagetesting.RunTestConsistentList(ctx, t, s, increaseRV(c.Client), true, true, snapshot)
+			})
+		}
 	}},
-	{"Cacher/GetListNonRecursive", func(t *testing.T, tg target) {
+	{"Cacher/GetListNonRecursive", false, func(t *testing.T, tg target) {
 		ctx, s, c := tg.cached(t, "cnonrec")
 		storagetesting.RunTestGetListNonRecursive(ctx, t, increaseRV(c.Client), s)
 	}},
-	{"Cacher/Watch", func(t *testing.T, tg target) { ctx, s, _ := tg.cached(t, "cwatch"); storagetesting.RunTestWatch(ctx, t, s) }},
-	{"Cacher/WatchDispatchBookmarkEvents", func(t *testing.T, tg target) {
+	{"Cacher/Watch", false, func(t *testing.T, tg target) {
+		ctx, s, _ := tg.cached(t, "cwatch")
+		storagetesting.RunTestWatch(ctx, t, s)
+	}},
+	{"Cacher/WatchDispatchBookmarkEvents", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.cached(t, "cbookmarks")
 		storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, s, true)
 	}},
-	{"Cacher/SendInitialEventsBackwardCompatibility", func(t *testing.T, tg target) {
+	{"Cacher/SendInitialEventsBackwardCompatibility", false, func(t *testing.T, tg target) {
 		ctx, s, _ := tg.cached(t, "csie")
 		storagetesting.RunSendInitialEventsBackwardCompatibility(ctx, t, s)
 	}},
@@ -306,10 +389,15 @@ var suites = []struct {
 func TestStorageSuites(t *testing.T) {
 	c := theCluster(t)
 	for _, name := range []string{"direct", "proxy"} {
-		tg := target{name: name, c: c}
 		t.Run(name, func(t *testing.T) {
 			for _, s := range suites {
-				t.Run(s.name, func(t *testing.T) { s.run(t, tg) })
+				t.Run(s.name, func(t *testing.T) {
+					tg := target{name: name, c: c, prefix: new(string)}
+					if s.fresh {
+						tg.c = freshCluster(t)
+					}
+					s.run(t, tg)
+				})
 			}
 		})
 	}
