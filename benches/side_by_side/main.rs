@@ -11,7 +11,7 @@
 //! `BENCH_LEASES`, `BENCH_LEASE_TTL` (3 s, 10 s full), `BENCH_KEEPALIVE_MS`
 //! (TTL/3), `BENCH_PICKUP_LIMIT_SECS`
 //! (20), `BENCH_FAILOVER_SECS` (8), `BENCH_SKIP` (comma list of `unary`,
-//! `watch`, `lease`, `membership`, `failover`), `BENCH_PROXY_BIN`,
+//! `watch`, `lease`, `membership`, `failover`, `kubernetes`), `BENCH_K8S_APISERVERS` (3), `BENCH_PROXY_BIN`,
 //! `BENCH_PROXY_BIN_B` (a second build of ours, measured as `ours-b` in the
 //! same run, for A/B comparisons), `BENCH_OUT` (bench/results), `BENCH_TARGETS` (comma list of `direct`,
 //! `etcd-proxy`, `ours`; all by default), `BENCH_KEEP=1` (keep the member and
@@ -254,6 +254,11 @@ fn main() {
         }
     }
 
+    if settings.runs("kubernetes") {
+        eprintln!("== Kubernetes-shaped traffic (tests/kubernetes/cmd/k8sbench)");
+        report.kubernetes = kubernetes_workload(&root, &ours_bin, settings.window * settings.rounds as u32);
+    }
+
     report.total = started.elapsed();
     if std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1") {
         let kept = std::mem::replace(&mut cluster.dir, tempfile::tempdir().expect("temp dir")).keep();
@@ -265,6 +270,42 @@ fn main() {
     drop(ours);
     drop(etcd_proxy);
     drop(cluster);
+}
+
+/// Runs the Go Kubernetes workload against its own etcd 3.6 cluster (etcd's
+/// 3.6 grpc-proxy, ours, direct) and returns its markdown table; `None`
+/// (said on stderr) when Go or the etcd build is missing.
+fn kubernetes_workload(root: &Path, ours_bin: &Path, measured: Duration) -> Option<String> {
+    let bin = std::process::Command::new("bash").arg(root.join("scripts/etcd-bin.sh")).arg("3.6").output().ok()?;
+    if !bin.status.success() {
+        eprintln!("   skipped: scripts/etcd-bin.sh 3.6 failed: {}", String::from_utf8_lossy(&bin.stderr));
+        return None;
+    }
+    let etcd = PathBuf::from(String::from_utf8_lossy(&bin.stdout).trim()).join("etcd");
+    let apiservers = std::env::var("BENCH_K8S_APISERVERS").unwrap_or_else(|_| "3".into());
+    let out = std::process::Command::new("go")
+        .current_dir(root.join("tests/kubernetes"))
+        .env("GOCACHE", root.join("target/go/cache"))
+        .env("GOMODCACHE", root.join("target/go/mod"))
+        .env("GOFLAGS", "-modcacherw -buildvcs=false")
+        .args(["run", "./cmd/k8sbench", "-etcd"])
+        .arg(&etcd)
+        .arg("-proxy")
+        .arg(ours_bin)
+        .args(["-apiservers", &apiservers, "-seconds", &measured.as_secs().max(1).to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Ok(o) => {
+            eprintln!("   k8sbench failed: {}", o.status);
+            None
+        }
+        Err(e) => {
+            eprintln!("   k8sbench could not run (`go` needed): {e}");
+            None
+        }
+    }
 }
 
 /// One round's progress line on stderr.

@@ -6,42 +6,22 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/apitesting"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/apis/example"
-	examplev1 "k8s.io/apiserver/pkg/apis/example/v1"
 	"k8s.io/apiserver/pkg/features"
 	"k8s.io/apiserver/pkg/storage"
-	"k8s.io/apiserver/pkg/storage/cacher"
 	"k8s.io/apiserver/pkg/storage/etcd3"
 	storagetesting "k8s.io/apiserver/pkg/storage/testing"
 	"k8s.io/apiserver/pkg/storage/value/encrypt/identity"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	featuregatetesting "k8s.io/component-base/featuregate/testing"
-	"k8s.io/utils/clock"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/kubernetes"
+
+	"etcd-grpc-proxy.test/kubernetes/harness"
 )
-
-var scheme = runtime.NewScheme()
-var codecs = serializer.NewCodecFactory(scheme)
-
-func init() {
-	metav1.AddToGroupVersion(scheme, metav1.SchemeGroupVersion)
-	utilruntime.Must(example.AddToScheme(scheme))
-	utilruntime.Must(examplev1.AddToScheme(scheme))
-}
-
-func newPod() runtime.Object     { return &example.Pod{} }
-func newPodList() runtime.Object { return &example.PodList{} }
 
 // The value prefix etcd3's own tests store objects with (a test transformer).
 const valuePrefix = "test!"
@@ -60,23 +40,16 @@ type target struct {
 // cluster, so each run gets its own prefix: only the setup is adapted).
 func (tg target) store(t *testing.T, suite string) (context.Context, storage.Interface, *kubernetes.Client) {
 	kc := tg.c.client(t, tg.name)
-	recorder := storagetesting.NewKubernetesRecorder(kc.Kubernetes)
-	kc.Kubernetes = recorder
-	codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
-	versioner := storage.APIObjectVersioner{}
-	compactor := etcd3.NewCompactor(kc.Client, 0, clock.RealClock{}, nil)
-	t.Cleanup(compactor.Stop)
+	kc.Kubernetes = storagetesting.NewKubernetesRecorder(kc.Kubernetes)
 	lease := etcd3.NewDefaultLeaseManagerConfig()
 	lease.ReuseDurationSeconds = 1
 	prefix := uniquePrefix(tg.name, suite)
 	*tg.prefix = prefix
-	s, err := etcd3.New(kc, compactor, codec, newPod, newPodList, prefix, "/pods/",
-		schema.GroupResource{Resource: "pods"}, storagetesting.NewPrefixTransformer([]byte(valuePrefix), false),
-		lease, etcd3.NewDefaultDecoder(codec, versioner), versioner)
+	s, closer, err := harness.NewStorage(kc, prefix, "/pods/", storagetesting.NewPrefixTransformer([]byte(valuePrefix), false), lease)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Close)
+	t.Cleanup(closer)
 	return context.Background(), s, kc
 }
 
@@ -84,50 +57,18 @@ func (tg target) store(t *testing.T, suite string) (context.Context, storage.Int
 // as kube-apiserver does, and waits until it is initialised.
 func (tg target) cached(t *testing.T, suite string) (context.Context, storage.Interface, *kubernetes.Client) {
 	kc := tg.c.client(t, tg.name)
-	codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
-	versioner := storage.APIObjectVersioner{}
-	compactor := etcd3.NewCompactor(kc.Client, 0, clock.RealClock{}, nil)
-	t.Cleanup(compactor.Stop)
-	s, err := etcd3.New(kc, compactor, codec, newPod, newPodList, uniquePrefix(tg.name, suite), "/pods/",
-		schema.GroupResource{Resource: "pods"}, identity.NewEncryptCheckTransformer(),
-		etcd3.NewDefaultLeaseManagerConfig(), etcd3.NewDefaultDecoder(codec, versioner), versioner)
+	s, closeStore, err := harness.NewStorage(kc, uniquePrefix(tg.name, suite), "/pods/", identity.NewEncryptCheckTransformer(), etcd3.NewDefaultLeaseManagerConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Close)
-	config := cacher.Config{
-		Storage:             s,
-		Versioner:           versioner,
-		GroupResource:       schema.GroupResource{Resource: "pods"},
-		EventsHistoryWindow: cacher.DefaultEventFreshDuration,
-		ResourcePrefix:      "/pods/",
-		KeyFunc:             func(obj runtime.Object) (string, error) { return storage.NamespaceKeyFunc("/pods/", obj) },
-		GetAttrsFunc:        podAttrs,
-		NewFunc:             newPod,
-		NewListFunc:         newPodList,
-		Codec:               codec,
-		Clock:               clock.RealClock{},
-	}
-	c, err := cacher.NewCacherFromConfig(config)
+	t.Cleanup(closeStore)
+	ctx := context.Background()
+	d, closeCache, err := harness.NewCached(ctx, s, "/pods/")
 	if err != nil {
 		t.Fatalf("cacher: %v", err)
 	}
-	ctx := context.Background()
-	if err := c.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
-	d := cacher.NewCacheDelegator(c, s)
-	t.Cleanup(func() { d.Stop(); c.Stop() })
+	t.Cleanup(closeCache)
 	return ctx, d, kc
-}
-
-func podAttrs(obj runtime.Object) (labels.Set, fields.Set, error) {
-	pod, ok := obj.(*example.Pod)
-	if !ok {
-		return nil, nil, fmt.Errorf("not a pod")
-	}
-	f := fields.Set{"metadata.name": pod.Name, "metadata.namespace": pod.Namespace, "spec.nodeName": pod.Spec.NodeName}
-	return labels.Set(pod.Labels), f, nil
 }
 
 func increaseRV(client *clientv3.Client) storagetesting.IncreaseRVFunc {
@@ -184,7 +125,6 @@ func waitCompacted(ctx context.Context, t *testing.T, s storage.Interface, rev i
 // validation checks the stored form of a created object, as etcd3's tests
 // do (under the storage's key prefix: the suites name keys relative to it).
 func validation(client *clientv3.Client, prefix string) storagetesting.KeyValidation {
-	codec := apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
 	return func(ctx context.Context, t *testing.T, key string) {
 		resp, err := client.KV.Get(ctx, prefix+key)
 		if err != nil {
@@ -193,7 +133,7 @@ func validation(client *clientv3.Client, prefix string) storagetesting.KeyValida
 		if len(resp.Kvs) == 0 {
 			t.Fatalf("expecting non empty result on key: %s", key)
 		}
-		obj, err := runtime.Decode(codec, resp.Kvs[0].Value[len(valuePrefix):])
+		obj, err := runtime.Decode(harness.Codec, resp.Kvs[0].Value[len(valuePrefix):])
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
