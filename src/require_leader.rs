@@ -5,8 +5,8 @@
 //!
 //! etcd ends such a stream when *its* member loses the leader. Through the
 //! proxy a stream is not tied to one member: it is ended when no member in
-//! rotation reports a leader (members without one leave rotation at their
-//! next health probe).
+//! rotation has reported a leader for [`NO_LEADER_GRACE`] (members without
+//! one leave rotation at their next health probe), as long as etcd waits.
 
 use std::time::Duration;
 
@@ -17,6 +17,12 @@ use crate::backend::Pool;
 
 /// How often a require-leader stream checks for a leader.
 const CHECK: Duration = Duration::from_millis(250);
+
+/// How long the cluster must be without a leader before such a stream is
+/// ended. etcd cancels a member's require-leader streams only after it has
+/// had no leader for three election timeouts (3 s with etcd's defaults): an
+/// ordinary election, say after the leader died, ends no stream.
+pub const NO_LEADER_GRACE: Duration = Duration::from_secs(3);
 
 /// Whether the client asked for require-leader.
 pub fn requested(metadata: &MetadataMap) -> bool {
@@ -30,20 +36,27 @@ pub fn no_leader() -> Status {
     Status::unavailable("etcdserver: no leader")
 }
 
-/// Whether some member in rotation knows a leader.
+/// Whether some member in rotation named a leader at its last health probe.
 pub fn has_leader(pool: &Pool) -> bool {
-    pool.backends().iter().any(|b| b.is_healthy())
+    pool.backends().iter().any(|b| b.is_healthy() && b.knows_leader())
 }
 
-/// Resolves once the cluster has no leader; never without `required`.
+/// Resolves once the cluster has had no leader for [`NO_LEADER_GRACE`];
+/// never without `required`.
 pub async fn lost(pool: &Pool, required: bool) {
     if !required {
         return std::future::pending().await;
     }
     let mut tick = tokio::time::interval(CHECK);
+    let mut since: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
-        if !has_leader(pool) {
+        if has_leader(pool) {
+            since = None;
+            continue;
+        }
+        let start = *since.get_or_insert_with(tokio::time::Instant::now);
+        if start.elapsed() >= NO_LEADER_GRACE {
             return;
         }
     }

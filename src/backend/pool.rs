@@ -157,6 +157,11 @@ impl Backend {
         self.leader_seen.store(id, Ordering::Relaxed);
     }
 
+    /// Whether the member named a leader at its last probe.
+    pub fn knows_leader(&self) -> bool {
+        self.leader_seen.load(Ordering::Relaxed) != 0
+    }
+
     /// Whether the member said, at its last probe, that it leads the cluster.
     pub fn is_leader(&self) -> bool {
         let me = self.member_id();
