@@ -34,14 +34,33 @@ type Cluster struct {
 	etcdBin string
 }
 
-// FreeAddr is a loopback host:port nobody listens on right now.
+var nextPort = struct {
+	sync.Mutex
+	n int
+}{n: os.Getpid() * 7919 % portSpan}
+
+const (
+	portLow  = 20000
+	portSpan = 12000
+)
+
+// FreeAddr is a loopback host:port nobody listens on right now, for a
+// process about to listen on it. It is taken below the kernel's ephemeral
+// range: a port bind(0) hands out can meanwhile become the source port of
+// an outgoing connection, and the member then cannot listen on it.
 func FreeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+	nextPort.Lock()
+	defer nextPort.Unlock()
+	for i := 0; i < portSpan; i++ {
+		port := portLow + nextPort.n%portSpan
+		nextPort.n++
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return l.Addr().String()
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	panic("no free loopback port")
 }
 
 // Start starts n members of etcdBin, with extra flags, and waits until healthy.
