@@ -89,7 +89,7 @@ async fn probe(pool: &Pool, backend: &Backend, probe_timeout: Duration) -> Resul
             let resp = resp.into_inner();
             if let Some(h) = resp.header {
                 backend.set_member_id(h.member_id);
-                backend.set_status(h, String::from_utf8_lossy(&resp.version).into_owned());
+                backend.set_last_header(h);
             }
             backend.set_leader_seen(resp.leader);
             if resp.leader == 0 {

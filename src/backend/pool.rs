@@ -117,9 +117,9 @@ pub struct Backend {
     member_id: AtomicU64,
     /// The leader this member last reported (0 until probed or without leader).
     leader_seen: AtomicU64,
-    /// What the member's last Status answered: its header (for answers the
-    /// proxy makes itself, which etcd always sends with one) and its version.
-    last_status: std::sync::Mutex<Option<(ResponseHeader, String)>>,
+    /// The header of the member's last Status answer, for answers the proxy
+    /// makes itself (etcd always sends watch responses with one).
+    last_header: std::sync::Mutex<Option<ResponseHeader>>,
 }
 
 impl Backend {
@@ -137,19 +137,14 @@ impl Backend {
         self.member_id.store(id, Ordering::Relaxed);
     }
 
-    /// Records the header and version of the member's last Status answer.
-    pub(crate) fn set_status(&self, header: ResponseHeader, version: String) {
-        *self.last_status.lock().unwrap_or_else(|p| p.into_inner()) = Some((header, version));
+    /// Records the header of the member's last Status answer.
+    pub(crate) fn set_last_header(&self, header: ResponseHeader) {
+        *self.last_header.lock().unwrap_or_else(|p| p.into_inner()) = Some(header);
     }
 
     /// The header of the member's last Status answer, if it has answered.
     pub fn last_header(&self) -> Option<ResponseHeader> {
-        self.last_status.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(h, _)| *h)
-    }
-
-    /// The etcd version the member reported in its last Status ("3.6.16").
-    pub fn version(&self) -> Option<String> {
-        self.last_status.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, v)| v.clone())
+        *self.last_header.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records the leader the member reported in its last Status.
@@ -256,11 +251,6 @@ impl Pool {
         tonic::Request::from_parts(self.own_metadata(), tonic::Extensions::default(), msg)
     }
 
-    /// Whether the proxy's own calls run as an etcd user.
-    pub fn has_own_user(&self) -> bool {
-        self.inner.settings.own_user.is_some()
-    }
-
     /// Logs the proxy's own user in (once, or again after `stale` said its
     /// token was refused). Without `--user` it does nothing.
     pub async fn authenticate_own_user(&self, stale: bool) {
@@ -344,7 +334,7 @@ impl Pool {
                     inflight: AtomicUsize::new(0),
                     member_id: AtomicU64::new(0),
                     leader_seen: AtomicU64::new(0),
-                    last_status: std::sync::Mutex::new(None),
+                    last_header: std::sync::Mutex::new(None),
                 })),
             }
         }
