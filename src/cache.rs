@@ -46,7 +46,10 @@ pub struct CacheLimits {
 impl Default for CacheLimits {
     /// etcd's proxy keeps 2,048 entries; we also bound the bytes.
     fn default() -> Self {
-        CacheLimits { max_entries: 2048, max_bytes: 64 * 1024 * 1024 }
+        CacheLimits {
+            max_entries: 2048,
+            max_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -157,7 +160,11 @@ impl RangeCache {
     /// must go to etcd (historical, authenticated, or the cache is off).
     /// Serializable and linearizable reads of the same range share the key;
     /// only how they may be answered differs.
-    pub fn cache_key(&self, req: &RangeRequest, md: &tonic::metadata::MetadataMap) -> Option<Vec<u8>> {
+    pub fn cache_key(
+        &self,
+        req: &RangeRequest,
+        md: &tonic::metadata::MetadataMap,
+    ) -> Option<Vec<u8>> {
         if self.limits.max_entries == 0 || req.revision != 0 {
             return None;
         }
@@ -170,7 +177,10 @@ impl RangeCache {
         if req.serializable {
             return Some(req.encode_to_vec());
         }
-        let as_serializable = RangeRequest { serializable: true, ..req.clone() };
+        let as_serializable = RangeRequest {
+            serializable: true,
+            ..req.clone()
+        };
         Some(as_serializable.encode_to_vec())
     }
 
@@ -245,7 +255,11 @@ impl RangeCache {
 
     /// Drops the least recently used eighth (at least what is over the limits).
     fn evict(e: &mut Entries, limits: CacheLimits) {
-        let mut ages: Vec<(u64, Vec<u8>)> = e.by_request.iter().map(|(k, v)| (v.last_used, k.clone())).collect();
+        let mut ages: Vec<(u64, Vec<u8>)> = e
+            .by_request
+            .iter()
+            .map(|(k, v)| (v.last_used, k.clone()))
+            .collect();
         ages.sort_unstable_by_key(|(t, _)| *t);
         let batch = (limits.max_entries / 8).max(1);
         let mut dropped = 0;
@@ -278,7 +292,9 @@ impl RangeCache {
         e.bytes -= freed;
         let dropped = before - e.by_request.len();
         if dropped > 0 {
-            self.stats.invalidations.fetch_add(dropped as u64, Ordering::Relaxed);
+            self.stats
+                .invalidations
+                .fetch_add(dropped as u64, Ordering::Relaxed);
         }
     }
 
@@ -315,7 +331,15 @@ impl RangeCache {
             self.applied.send_replace(0);
         }
         if was != active {
-            info!(active, "range cache {}", if active { "following the key space" } else { "off" });
+            info!(
+                active,
+                "range cache {}",
+                if active {
+                    "following the key space"
+                } else {
+                    "off"
+                }
+            );
         }
     }
 
@@ -338,8 +362,18 @@ impl RangeCache {
 
     async fn follow_once(&self, hub: &Arc<WatchHub>, pool: &Pool) {
         let (tx, mut rx) = mpsc::channel(1024);
-        let spec = WatcherSpec { watch_id: 0, start_revision: 0, prev_kv: false, progress_notify: true, no_put: false, no_delete: false };
-        let everything = WatchKey { key: vec![0], range_end: vec![0] };
+        let spec = WatcherSpec {
+            watch_id: 0,
+            start_revision: 0,
+            prev_kv: false,
+            progress_notify: true,
+            no_put: false,
+            no_delete: false,
+        };
+        let everything = WatchKey {
+            key: vec![0],
+            range_end: vec![0],
+        };
         let (anonymous, ()) = Forwarded::split(tonic::Request::new(()));
         let id = hub.add(everything, spec, tx, anonymous);
         let _remove = WatcherGuard(hub.clone(), id);
@@ -401,7 +435,13 @@ impl Drop for WatcherGuard {
 /// Whether etcd refuses a read without a token (auth enabled). Unreachable
 /// members count as "not known to be enabled": the watch decides then.
 async fn auth_enabled(pool: &Pool) -> bool {
-    let probe = RangeRequest { key: vec![0], count_only: true, serializable: true, limit: 1, ..Default::default() };
+    let probe = RangeRequest {
+        key: vec![0],
+        count_only: true,
+        serializable: true,
+        limit: 1,
+        ..Default::default()
+    };
     let answer = pool
         .call(RetryPolicy::Idempotent, |ch| {
             let probe = probe.clone();
@@ -414,7 +454,9 @@ async fn auth_enabled(pool: &Pool) -> bool {
             let status = tonic::Status::from(e);
             matches!(
                 status.code(),
-                tonic::Code::InvalidArgument | tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                tonic::Code::InvalidArgument
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
             )
         }
     }
@@ -449,7 +491,13 @@ mod tests {
     use super::*;
 
     fn answer(rev: i64) -> RangeResponse {
-        RangeResponse { header: Some(ResponseHeader { revision: rev, ..Default::default() }), ..Default::default() }
+        RangeResponse {
+            header: Some(ResponseHeader {
+                revision: rev,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     fn active_cache(limits: CacheLimits) -> Arc<RangeCache> {
@@ -473,9 +521,22 @@ mod tests {
     #[test]
     fn an_event_forgets_every_entry_reading_its_key() {
         let c = active_cache(CacheLimits::default());
-        let point = RangeRequest { key: b"k".to_vec(), serializable: true, ..Default::default() };
-        let prefix = RangeRequest { key: b"a".to_vec(), range_end: b"z".to_vec(), serializable: true, ..Default::default() };
-        let other = RangeRequest { key: b"zz".to_vec(), serializable: true, ..Default::default() };
+        let point = RangeRequest {
+            key: b"k".to_vec(),
+            serializable: true,
+            ..Default::default()
+        };
+        let prefix = RangeRequest {
+            key: b"a".to_vec(),
+            range_end: b"z".to_vec(),
+            serializable: true,
+            ..Default::default()
+        };
+        let other = RangeRequest {
+            key: b"zz".to_vec(),
+            serializable: true,
+            ..Default::default()
+        };
         for r in [&point, &prefix, &other] {
             c.put(r.encode_to_vec(), r, &answer(5));
         }
@@ -488,7 +549,11 @@ mod tests {
     #[test]
     fn an_answer_older_than_what_was_seen_is_not_stored() {
         let c = active_cache(CacheLimits::default());
-        let r = RangeRequest { key: b"k".to_vec(), serializable: true, ..Default::default() };
+        let r = RangeRequest {
+            key: b"k".to_vec(),
+            serializable: true,
+            ..Default::default()
+        };
         c.invalidate(b"k", b"", 10);
         c.put(r.encode_to_vec(), &r, &answer(9));
         assert!(c.get(&r.encode_to_vec()).is_none());
@@ -499,7 +564,11 @@ mod tests {
     #[test]
     fn nothing_is_stored_once_the_watch_is_lost() {
         let c = active_cache(CacheLimits::default());
-        let r = RangeRequest { key: b"k".to_vec(), serializable: true, ..Default::default() };
+        let r = RangeRequest {
+            key: b"k".to_vec(),
+            serializable: true,
+            ..Default::default()
+        };
         c.set_active(false);
         // An answer that was in flight when the watch was lost.
         c.put(r.encode_to_vec(), &r, &answer(5));
@@ -508,9 +577,16 @@ mod tests {
 
     #[test]
     fn stays_within_its_entry_limit() {
-        let c = active_cache(CacheLimits { max_entries: 16, max_bytes: 1 << 20 });
+        let c = active_cache(CacheLimits {
+            max_entries: 16,
+            max_bytes: 1 << 20,
+        });
         for i in 0..100 {
-            let r = RangeRequest { key: format!("k{i}").into_bytes(), serializable: true, ..Default::default() };
+            let r = RangeRequest {
+                key: format!("k{i}").into_bytes(),
+                serializable: true,
+                ..Default::default()
+            };
             c.put(r.encode_to_vec(), &r, &answer(1));
         }
         assert!(c.len() <= 16);

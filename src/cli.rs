@@ -10,18 +10,22 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::backend::EndpointUrl;
-use crate::config::Config;
-use crate::duration::parse_go_duration;
-use crate::discovery::SrvDiscovery;
-use crate::error::ConfigError;
 use crate::cache::CacheLimits;
+use crate::config::Config;
+use crate::discovery::SrvDiscovery;
+use crate::duration::parse_go_duration;
+use crate::error::ConfigError;
 use crate::namespace::Namespace;
 use crate::registration::Registration;
 use crate::tls::{parse_cipher_suites, BackendTls, ListenTls, TlsVersion};
 
 /// `etcd-grpc-proxy`: a drop-in replacement for `etcd grpc-proxy`.
 #[derive(Debug, Parser)]
-#[command(name = "etcd-grpc-proxy", version, about = "A stateless etcd v3 gRPC proxy that follows cluster membership")]
+#[command(
+    name = "etcd-grpc-proxy",
+    version,
+    about = "A stateless etcd v3 gRPC proxy that follows cluster membership"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -53,7 +57,10 @@ impl Cli {
     /// The `start` flags, whichever spelling was used.
     pub fn start_args(self) -> StartArgs {
         match self.command {
-            Command::Start(a) | Command::GrpcProxy { command: GrpcProxyCommand::Start(a) } => *a,
+            Command::Start(a)
+            | Command::GrpcProxy {
+                command: GrpcProxyCommand::Start(a),
+            } => *a,
         }
     }
 }
@@ -204,7 +211,11 @@ pub struct StartArgs {
 /// Refuses a not-yet-implemented flag unless its value is etcd's default.
 /// Every etcd flag is implemented now; kept for flags etcd adds later.
 #[allow(dead_code)]
-fn not_yet(flag: &'static str, value: &Option<String>, etcd_default: &str) -> Result<(), ConfigError> {
+fn not_yet(
+    flag: &'static str,
+    value: &Option<String>,
+    etcd_default: &str,
+) -> Result<(), ConfigError> {
     match value {
         Some(v) if v != etcd_default => Err(ConfigError::NotImplemented(flag)),
         _ => Ok(()),
@@ -212,7 +223,11 @@ fn not_yet(flag: &'static str, value: &Option<String>, etcd_default: &str) -> Re
 }
 
 fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    parse_go_duration(value).map_err(|reason| ConfigError::InvalidValue { flag, value: value.into(), reason })
+    parse_go_duration(value).map_err(|reason| ConfigError::InvalidValue {
+        flag,
+        value: value.into(),
+        reason,
+    })
 }
 
 /// `--metrics-addr`: a URL like `http://127.0.0.1:9379`; its `host:port` is bound.
@@ -221,7 +236,11 @@ fn metrics_addr(value: &str) -> Result<Option<String>, ConfigError> {
     if value.is_empty() {
         return Ok(None);
     }
-    let bad = |reason: &str| ConfigError::InvalidValue { flag: "metrics-addr", value: value.into(), reason: reason.into() };
+    let bad = |reason: &str| ConfigError::InvalidValue {
+        flag: "metrics-addr",
+        value: value.into(),
+        reason: reason.into(),
+    };
     let rest = if let Some(rest) = value.strip_prefix("http://") {
         rest
     } else if value.starts_with("https://") {
@@ -231,10 +250,14 @@ fn metrics_addr(value: &str) -> Result<Option<String>, ConfigError> {
     };
     let authority = rest.trim_end_matches('/');
     match authority.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && !authority.contains('/') && port.parse::<u16>().is_ok() => {
+        Some((host, port))
+            if !host.is_empty() && !authority.contains('/') && port.parse::<u16>().is_ok() =>
+        {
             Ok(Some(authority.to_string()))
         }
-        _ => Err(bad("expected host:port after http://, e.g. http://127.0.0.1:9379")),
+        _ => Err(bad(
+            "expected host:port after http://, e.g. http://127.0.0.1:9379",
+        )),
     }
 }
 
@@ -252,9 +275,10 @@ impl StartArgs {
             None => (user, None),
         };
         let password = match (&self.password_file, inline) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Conflict("give the password either in --user=name:password or in --password-file, not both".into()))
-            }
+            (Some(_), Some(_)) => return Err(ConfigError::Conflict(
+                "give the password either in --user=name:password or in --password-file, not both"
+                    .into(),
+            )),
             (Some(path), None) => {
                 let text = std::fs::read(path).map_err(|e| ConfigError::InvalidValue {
                     flag: "password-file",
@@ -266,13 +290,22 @@ impl StartArgs {
             }
             (None, Some(p)) => p.as_bytes().to_vec(),
             (None, None) => {
-                return Err(ConfigError::Conflict("--user needs a password: --password-file, or --user=name:password".into()))
+                return Err(ConfigError::Conflict(
+                    "--user needs a password: --password-file, or --user=name:password".into(),
+                ))
             }
         };
         if name.is_empty() {
-            return Err(ConfigError::InvalidValue { flag: "user", value: user.into(), reason: "the user name is empty".into() });
+            return Err(ConfigError::InvalidValue {
+                flag: "user",
+                value: user.into(),
+                reason: "the user name is empty".into(),
+            });
         }
-        Ok(Some(crate::backend::OwnUser { name: name.as_bytes().to_vec(), password }))
+        Ok(Some(crate::backend::OwnUser {
+            name: name.as_bytes().to_vec(),
+            password,
+        }))
     }
 
     /// `--resolver-prefix`, `--resolver-ttl` and `--advertise-client-url`,
@@ -280,11 +313,14 @@ impl StartArgs {
     fn registration(&self) -> Result<Option<Registration>, ConfigError> {
         let prefix = self.resolver_prefix.clone().unwrap_or_default();
         let raw_ttl = self.resolver_ttl.clone().unwrap_or_else(|| "0".into());
-        let ttl: i64 = raw_ttl.trim().parse().map_err(|_| ConfigError::InvalidValue {
-            flag: "resolver-ttl",
-            value: raw_ttl.clone(),
-            reason: "expected a whole number of seconds".into(),
-        })?;
+        let ttl: i64 = raw_ttl
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::InvalidValue {
+                flag: "resolver-ttl",
+                value: raw_ttl.clone(),
+                reason: "expected a whole number of seconds".into(),
+            })?;
         match (prefix.is_empty(), ttl) {
             (true, t) if t > 0 => Err(ConfigError::Conflict(format!(
                 "invalid resolver-prefix \"\": --resolver-ttl={t} needs --resolver-prefix"
@@ -308,7 +344,10 @@ impl StartArgs {
     /// `--experimental-enable-grpc-logging`: the gRPC/HTTP2 stack's own logs
     /// (tonic, hyper, h2) at debug level.
     pub fn grpc_logging(&self) -> Result<bool, ConfigError> {
-        flag_bool("experimental-enable-grpc-logging", &self.experimental_enable_grpc_logging)
+        flag_bool(
+            "experimental-enable-grpc-logging",
+            &self.experimental_enable_grpc_logging,
+        )
     }
 
     /// Checks every flag and builds the runtime configuration.
@@ -330,10 +369,12 @@ impl StartArgs {
         let backend_tls = self.backend_tls()?;
         let mut endpoints = Vec::new();
         for raw in self.endpoints.iter().filter(|e| !e.trim().is_empty()) {
-            let url = EndpointUrl::parse(raw, backend_tls.is_some()).map_err(|e| ConfigError::InvalidValue {
-                flag: "endpoints",
-                value: raw.clone(),
-                reason: e.to_string(),
+            let url = EndpointUrl::parse(raw, backend_tls.is_some()).map_err(|e| {
+                ConfigError::InvalidValue {
+                    flag: "endpoints",
+                    value: raw.clone(),
+                    reason: e.to_string(),
+                }
             })?;
             if !endpoints.contains(&url) {
                 endpoints.push(url);
@@ -347,27 +388,44 @@ impl StartArgs {
             });
         }
         if self.max_send_bytes == 0 || self.max_recv_bytes == 0 {
-            return Err(ConfigError::Conflict("--max-send-bytes and --max-recv-bytes must be positive".into()));
+            return Err(ConfigError::Conflict(
+                "--max-send-bytes and --max-recv-bytes must be positive".into(),
+            ));
         }
 
         let mut config = Config::new(endpoints);
-        let sync = duration("endpoints-auto-sync-interval", &self.endpoints_auto_sync_interval)?;
+        let sync = duration(
+            "endpoints-auto-sync-interval",
+            &self.endpoints_auto_sync_interval,
+        )?;
         config.auto_sync_interval = (!sync.is_zero()).then_some(sync);
         let keepalive = duration("dial-keepalive-time", &self.dial_keepalive_time)?;
         config.channel.keepalive_time = (!keepalive.is_zero()).then_some(keepalive);
-        config.channel.keepalive_timeout = duration("dial-keepalive-timeout", &self.dial_keepalive_timeout)?;
+        config.channel.keepalive_timeout =
+            duration("dial-keepalive-timeout", &self.dial_keepalive_timeout)?;
         config.channel.permit_without_stream = self.permit_without_stream;
         config.max_send_bytes = self.max_send_bytes;
         config.max_recv_bytes = self.max_recv_bytes;
         config.max_concurrent_streams = self.max_concurrent_streams;
-        config.grpc_keepalive_interval = duration("grpc-keepalive-interval", &self.grpc_keepalive_interval)?;
-        config.grpc_keepalive_timeout = duration("grpc-keepalive-timeout", &self.grpc_keepalive_timeout)?;
+        config.grpc_keepalive_interval =
+            duration("grpc-keepalive-interval", &self.grpc_keepalive_interval)?;
+        config.grpc_keepalive_timeout =
+            duration("grpc-keepalive-timeout", &self.grpc_keepalive_timeout)?;
         config.namespace = Namespace::new(self.namespace.as_deref().unwrap_or(""));
         config.registration = self.registration()?;
-        config.serializable_ordering =
-            flag_bool("experimental-serializable-ordering", &self.experimental_serializable_ordering)?;
-        config.leasing_prefix = self.experimental_leasing_prefix.clone().filter(|p| !p.is_empty()).map(String::into_bytes);
-        config.cache = CacheLimits { max_entries: self.cache_max_entries, max_bytes: self.cache_max_bytes };
+        config.serializable_ordering = flag_bool(
+            "experimental-serializable-ordering",
+            &self.experimental_serializable_ordering,
+        )?;
+        config.leasing_prefix = self
+            .experimental_leasing_prefix
+            .clone()
+            .filter(|p| !p.is_empty())
+            .map(String::into_bytes);
+        config.cache = CacheLimits {
+            max_entries: self.cache_max_entries,
+            max_bytes: self.cache_max_bytes,
+        };
         config.listen_tls = self.listen_tls()?;
         config.backend_tls = backend_tls;
         config.discovery = self.discovery()?;
@@ -397,24 +455,34 @@ impl StartArgs {
         };
         let min = match non_empty(&self.tls_min_version) {
             None => TlsVersion::Tls12,
-            Some(v) => TlsVersion::parse(v)
-                .map_err(|reason| ConfigError::InvalidValue { flag: "tls-min-version", value: v.into(), reason })?,
+            Some(v) => TlsVersion::parse(v).map_err(|reason| ConfigError::InvalidValue {
+                flag: "tls-min-version",
+                value: v.into(),
+                reason,
+            })?,
         };
         let max = match non_empty(&self.tls_max_version) {
             None => None,
             Some(v) => Some(
-                TlsVersion::parse(v)
-                    .map_err(|reason| ConfigError::InvalidValue { flag: "tls-max-version", value: v.into(), reason })?,
+                TlsVersion::parse(v).map_err(|reason| ConfigError::InvalidValue {
+                    flag: "tls-max-version",
+                    value: v.into(),
+                    reason,
+                })?,
             ),
         };
         let suites = match non_empty(&self.listen_cipher_suites) {
             None => Vec::new(),
-            Some(v) => parse_cipher_suites(v)
-                .map_err(|reason| ConfigError::InvalidValue { flag: "listen-cipher-suites", value: v.into(), reason })?,
+            Some(v) => parse_cipher_suites(v).map_err(|reason| ConfigError::InvalidValue {
+                flag: "listen-cipher-suites",
+                value: v.into(),
+                reason,
+            })?,
         };
         if auto && validity == 0 {
             return Err(ConfigError::Conflict(
-                "--self-signed-cert-validity is invalid: it must be greater than 0 with --auto-tls".into(),
+                "--self-signed-cert-validity is invalid: it must be greater than 0 with --auto-tls"
+                    .into(),
             ));
         }
         let mut tls = match (cert, key, ca) {
@@ -456,7 +524,10 @@ impl StartArgs {
             cert: non_empty(&self.cert).map(Into::into),
             key: non_empty(&self.key).map(Into::into),
             cacert: non_empty(&self.cacert).map(Into::into),
-            insecure_skip_verify: flag_bool("insecure-skip-tls-verify", &self.insecure_skip_tls_verify)?,
+            insecure_skip_verify: flag_bool(
+                "insecure-skip-tls-verify",
+                &self.insecure_skip_tls_verify,
+            )?,
         };
         match (&tls.cert, &tls.key) {
             (Some(_), None) => return Err(ConfigError::Conflict("--cert needs --key".into())),
@@ -472,7 +543,9 @@ impl StartArgs {
         let insecure = flag_bool("insecure-discovery", &self.insecure_discovery)?;
         let Some(domain) = non_empty(&self.discovery_srv) else {
             if non_empty(&self.discovery_srv_name).is_some() {
-                return Err(ConfigError::Conflict("--discovery-srv-name needs --discovery-srv".into()));
+                return Err(ConfigError::Conflict(
+                    "--discovery-srv-name needs --discovery-srv".into(),
+                ));
             }
             return Ok(None);
         };
@@ -491,7 +564,9 @@ pub const DNS_SERVER_ENV: &str = "ETCD_GRPC_PROXY_DNS_SERVER";
 fn dns_server_from_env() -> Result<Option<SocketAddr>, ConfigError> {
     match std::env::var(DNS_SERVER_ENV) {
         Ok(v) if !v.trim().is_empty() => v.trim().parse::<SocketAddr>().map(Some).map_err(|e| {
-            ConfigError::Conflict(format!("${DNS_SERVER_ENV}={v:?} is not an ip:port address: {e}"))
+            ConfigError::Conflict(format!(
+                "${DNS_SERVER_ENV}={v:?} is not an ip:port address: {e}"
+            ))
         }),
         _ => Ok(None),
     }
@@ -536,7 +611,15 @@ mod tests {
 
     #[test]
     fn both_spellings_and_both_value_forms() {
-        let c = parse(&["p", "grpc-proxy", "start", "--endpoints", "a:1,b:2", "--endpoints=c:3"]).unwrap();
+        let c = parse(&[
+            "p",
+            "grpc-proxy",
+            "start",
+            "--endpoints",
+            "a:1,b:2",
+            "--endpoints=c:3",
+        ])
+        .unwrap();
         assert_eq!(c.endpoints.len(), 3);
         let c = parse(&["p", "start", "--endpoints-auto-sync-interval=0"]).unwrap();
         assert!(c.auto_sync_interval.is_none());
@@ -546,8 +629,13 @@ mod tests {
     fn unimplemented_flags_are_named() {
         // No flag is refused any more; the refusal itself still names the
         // flag and lets etcd's default through.
-        let err = not_yet("some-flag", &Some("x".into()), "").unwrap_err().to_string();
-        assert!(err.contains("--some-flag") && err.contains("not implemented"), "{err}");
+        let err = not_yet("some-flag", &Some("x".into()), "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--some-flag") && err.contains("not implemented"),
+            "{err}"
+        );
         not_yet("some-flag", &Some(String::new()), "").unwrap();
         not_yet("some-flag", &None, "").unwrap();
         parse(&["p", "start", "--auto-tls=false"]).unwrap();
@@ -558,15 +646,40 @@ mod tests {
         let dir = tempfile_dir();
         let file = dir.join("pw");
         std::fs::write(&file, "s3cret\n").unwrap();
-        let c = parse(&["p", "start", "--user=proxy", &format!("--password-file={}", file.display())]).unwrap();
+        let c = parse(&[
+            "p",
+            "start",
+            "--user=proxy",
+            &format!("--password-file={}", file.display()),
+        ])
+        .unwrap();
         let u = c.channel.own_user.unwrap();
-        assert_eq!((u.name.as_slice(), u.password.as_slice()), (&b"proxy"[..], &b"s3cret"[..]));
+        assert_eq!(
+            (u.name.as_slice(), u.password.as_slice()),
+            (&b"proxy"[..], &b"s3cret"[..])
+        );
         let c = parse(&["p", "start", "--user=proxy:pw"]).unwrap();
         assert_eq!(c.channel.own_user.unwrap().password, b"pw");
-        assert!(parse(&["p", "start", "--user=proxy"]).unwrap_err().to_string().contains("--password-file"));
-        assert!(parse(&["p", "start", "--password-file=/x"]).unwrap_err().to_string().contains("--user"));
-        let missing = parse(&["p", "start", "--user=proxy", "--password-file=/nonexistent/pw"]).unwrap_err().to_string();
-        assert!(missing.contains("--password-file") && missing.contains("/nonexistent/pw"), "{missing}");
+        assert!(parse(&["p", "start", "--user=proxy"])
+            .unwrap_err()
+            .to_string()
+            .contains("--password-file"));
+        assert!(parse(&["p", "start", "--password-file=/x"])
+            .unwrap_err()
+            .to_string()
+            .contains("--user"));
+        let missing = parse(&[
+            "p",
+            "start",
+            "--user=proxy",
+            "--password-file=/nonexistent/pw",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.contains("--password-file") && missing.contains("/nonexistent/pw"),
+            "{missing}"
+        );
         assert!(parse(&["p", "start"]).unwrap().channel.own_user.is_none());
     }
 
@@ -580,34 +693,64 @@ mod tests {
     fn leasing_prefix_is_parsed() {
         let c = parse(&["p", "start", "--experimental-leasing-prefix=lp/"]).unwrap();
         assert_eq!(c.leasing_prefix.as_deref(), Some(&b"lp/"[..]));
-        assert!(parse(&["p", "start", "--experimental-leasing-prefix="]).unwrap().leasing_prefix.is_none());
+        assert!(parse(&["p", "start", "--experimental-leasing-prefix="])
+            .unwrap()
+            .leasing_prefix
+            .is_none());
         assert!(parse(&["p", "start"]).unwrap().leasing_prefix.is_none());
     }
 
     #[test]
     fn keepalive_min_time_and_grpc_logging_are_checked() {
         parse(&["p", "start", "--grpc-keepalive-min-time=10s"]).unwrap();
-        assert!(parse(&["p", "start", "--grpc-keepalive-min-time=soon"]).unwrap_err().contains("grpc-keepalive-min-time"));
+        assert!(parse(&["p", "start", "--grpc-keepalive-min-time=soon"])
+            .unwrap_err()
+            .contains("grpc-keepalive-min-time"));
         parse(&["p", "start", "--experimental-enable-grpc-logging"]).unwrap();
         assert!(parse(&["p", "start", "--experimental-enable-grpc-logging=loud"]).is_err());
     }
 
     #[test]
     fn serializable_ordering_is_a_switch() {
-        assert!(parse(&["p", "start", "--experimental-serializable-ordering"]).unwrap().serializable_ordering);
+        assert!(
+            parse(&["p", "start", "--experimental-serializable-ordering"])
+                .unwrap()
+                .serializable_ordering
+        );
         assert!(!parse(&["p", "start"]).unwrap().serializable_ordering);
         assert!(parse(&["p", "start", "--experimental-serializable-ordering=maybe"]).is_err());
     }
 
     #[test]
     fn registration_flags_go_together() {
-        let c = parse(&["p", "start", "--resolver-prefix=/proxies", "--resolver-ttl=5", "--advertise-client-url=10.0.0.1:23790"]).unwrap();
+        let c = parse(&[
+            "p",
+            "start",
+            "--resolver-prefix=/proxies",
+            "--resolver-ttl=5",
+            "--advertise-client-url=10.0.0.1:23790",
+        ])
+        .unwrap();
         let r = c.registration.unwrap();
         assert_eq!(r.key(), "/proxies/10.0.0.1:23790");
-        assert!(parse(&["p", "start", "--resolver-prefix=/proxies"]).unwrap_err().contains("resolver-ttl"));
-        assert!(parse(&["p", "start", "--resolver-ttl=5"]).unwrap_err().contains("resolver-prefix"));
-        assert!(parse(&["p", "start", "--resolver-prefix=/p", "--resolver-ttl=5", "--advertise-client-url="]).unwrap_err().contains("advertise-client-url"));
-        assert!(parse(&["p", "start", "--resolver-ttl=soon"]).unwrap_err().contains("resolver-ttl"));
+        assert!(parse(&["p", "start", "--resolver-prefix=/proxies"])
+            .unwrap_err()
+            .contains("resolver-ttl"));
+        assert!(parse(&["p", "start", "--resolver-ttl=5"])
+            .unwrap_err()
+            .contains("resolver-prefix"));
+        assert!(parse(&[
+            "p",
+            "start",
+            "--resolver-prefix=/p",
+            "--resolver-ttl=5",
+            "--advertise-client-url="
+        ])
+        .unwrap_err()
+        .contains("advertise-client-url"));
+        assert!(parse(&["p", "start", "--resolver-ttl=soon"])
+            .unwrap_err()
+            .contains("resolver-ttl"));
         assert!(parse(&["p", "start"]).unwrap().registration.is_none());
     }
 
@@ -624,7 +767,14 @@ mod tests {
 
     #[test]
     fn drain_flags_and_pprof() {
-        let c = parse(&["p", "start", "--drain-grace-period=1s", "--drain-timeout=3s", "--enable-pprof"]).unwrap();
+        let c = parse(&[
+            "p",
+            "start",
+            "--drain-grace-period=1s",
+            "--drain-timeout=3s",
+            "--enable-pprof",
+        ])
+        .unwrap();
         assert_eq!(c.drain_grace_period, Duration::from_secs(1));
         assert_eq!(c.drain_timeout, Duration::from_secs(3));
         assert!(c.enable_pprof);
@@ -633,22 +783,49 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        assert!(parse(&["p", "start", "--endpoints=http://x"]).unwrap_err().contains("--endpoints"));
+        assert!(parse(&["p", "start", "--endpoints=http://x"])
+            .unwrap_err()
+            .contains("--endpoints"));
         assert!(parse(&["p", "start", "--endpoints-auto-sync-interval=soon"]).is_err());
         assert!(parse(&["p", "start", "--no-such-flag"]).is_err());
     }
 
     #[test]
     fn tls_flags_are_checked_as_etcd_checks_them() {
-        let err = parse(&["p", "start", "--cert-file=c.pem", "--key-file=k.pem", "--listen-cipher-suites=TLS_BOGUS"]).unwrap_err();
-        assert!(err.contains("--listen-cipher-suites") && err.contains("TLS_BOGUS"), "{err}");
-        let err = parse(&["p", "start", "--auto-tls", "--tls-min-version=TLS1.3", "--tls-max-version=TLS1.2"]).unwrap_err();
+        let err = parse(&[
+            "p",
+            "start",
+            "--cert-file=c.pem",
+            "--key-file=k.pem",
+            "--listen-cipher-suites=TLS_BOGUS",
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("--listen-cipher-suites") && err.contains("TLS_BOGUS"),
+            "{err}"
+        );
+        let err = parse(&[
+            "p",
+            "start",
+            "--auto-tls",
+            "--tls-min-version=TLS1.3",
+            "--tls-max-version=TLS1.2",
+        ])
+        .unwrap_err();
         assert!(err.contains("--tls-min-version"), "{err}");
-        let err = parse(&["p", "start", "--auto-tls", "--tls-min-version=TLS1.3", "--listen-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]).unwrap_err();
+        let err = parse(&[
+            "p",
+            "start",
+            "--auto-tls",
+            "--tls-min-version=TLS1.3",
+            "--listen-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        ])
+        .unwrap_err();
         assert!(err.contains("--listen-cipher-suites"), "{err}");
         let err = parse(&["p", "start", "--auto-tls", "--tls-min-version=TLS1.0"]).unwrap_err();
         assert!(err.contains("--tls-min-version"), "{err}");
-        let err = parse(&["p", "start", "--auto-tls", "--self-signed-cert-validity=0"]).unwrap_err();
+        let err =
+            parse(&["p", "start", "--auto-tls", "--self-signed-cert-validity=0"]).unwrap_err();
         assert!(err.contains("--self-signed-cert-validity"), "{err}");
         let err = parse(&["p", "start", "--key-file=k.pem"]).unwrap_err();
         assert!(err.contains("--cert-file"), "{err}");
@@ -658,13 +835,26 @@ mod tests {
         assert!(err.contains("--key"), "{err}");
         let err = parse(&["p", "start", "--insecure-skip-tls-verify=maybe"]).unwrap_err();
         assert!(err.contains("--insecure-skip-tls-verify"), "{err}");
-        let c = parse(&["p", "start", "--cert-file=c.pem", "--key-file=k.pem", "--trusted-ca-file=ca.pem"]).unwrap();
+        let c = parse(&[
+            "p",
+            "start",
+            "--cert-file=c.pem",
+            "--key-file=k.pem",
+            "--trusted-ca-file=ca.pem",
+        ])
+        .unwrap();
         assert!(c.listen_tls.unwrap().trusted_ca.is_some());
     }
 
     #[test]
     fn backend_tls_flags_make_bare_endpoints_https() {
-        let c = parse(&["p", "start", "--endpoints=127.0.0.1:2379,http://127.0.0.1:2380", "--cacert=ca.pem"]).unwrap();
+        let c = parse(&[
+            "p",
+            "start",
+            "--endpoints=127.0.0.1:2379,http://127.0.0.1:2380",
+            "--cacert=ca.pem",
+        ])
+        .unwrap();
         assert_eq!(c.endpoints[0].as_str(), "https://127.0.0.1:2379");
         assert_eq!(c.endpoints[1].as_str(), "http://127.0.0.1:2380");
         let c = parse(&["p", "start", "--insecure-skip-tls-verify"]).unwrap();
@@ -674,9 +864,21 @@ mod tests {
 
     #[test]
     fn discovery_flags() {
-        let c = parse(&["p", "start", "--discovery-srv=example.test", "--discovery-srv-name=prod", "--insecure-discovery"]).unwrap();
+        let c = parse(&[
+            "p",
+            "start",
+            "--discovery-srv=example.test",
+            "--discovery-srv-name=prod",
+            "--insecure-discovery",
+        ])
+        .unwrap();
         let d = c.discovery.unwrap();
-        assert_eq!((d.domain.as_str(), d.service_name.as_deref(), d.insecure), ("example.test", Some("prod"), true));
-        assert!(parse(&["p", "start", "--discovery-srv-name=prod"]).unwrap_err().contains("--discovery-srv"));
+        assert_eq!(
+            (d.domain.as_str(), d.service_name.as_deref(), d.insecure),
+            ("example.test", Some("prod"), true)
+        );
+        assert!(parse(&["p", "start", "--discovery-srv-name=prod"])
+            .unwrap_err()
+            .contains("--discovery-srv"));
     }
 }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use crate::backend::{ChannelSettings, EndpointUrl};
 use crate::cache::CacheLimits;
+use crate::discovery::SrvDiscovery;
 use crate::namespace::Namespace;
 use crate::registration::Registration;
-use crate::discovery::SrvDiscovery;
 use crate::tls::{BackendTls, ListenTls};
 
 /// Default MemberList refresh interval. etcd's own proxy defaults to 0

@@ -72,23 +72,32 @@ pub fn srv_service(service_name: Option<&str>, https: bool) -> String {
 /// Asks DNS for the members' client URLs: https ones first, then http
 /// ones (only with `--insecure-discovery`). `dns_server` replaces the
 /// system's resolvers when set.
-pub async fn discover(d: &SrvDiscovery, dns_server: Option<SocketAddr>) -> Result<Vec<EndpointUrl>, DiscoveryError> {
+pub async fn discover(
+    d: &SrvDiscovery,
+    dns_server: Option<SocketAddr>,
+) -> Result<Vec<EndpointUrl>, DiscoveryError> {
     let resolver = match dns_server {
         Some(addr) => {
             let group = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
             let config = ResolverConfig::from_parts(None, vec![], group);
-            let mut b = TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
+            let mut b =
+                TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
             b.options_mut().timeout = Duration::from_secs(2);
             b.options_mut().attempts = 2;
             b.build()
         }
-        None => TokioResolver::builder_tokio().map_err(|e| DiscoveryError::Resolver(e.to_string()))?.build(),
+        None => TokioResolver::builder_tokio()
+            .map_err(|e| DiscoveryError::Resolver(e.to_string()))?
+            .build(),
     };
     let domain = d.domain.trim_end_matches('.');
     let mut found: Vec<(bool, String, u16)> = Vec::new();
     let mut errors = Vec::new();
     for https in [true, false] {
-        let name = format!("_{}._tcp.{domain}.", srv_service(d.service_name.as_deref(), https));
+        let name = format!(
+            "_{}._tcp.{domain}.",
+            srv_service(d.service_name.as_deref(), https)
+        );
         match resolver.srv_lookup(name.as_str()).await {
             Ok(lookup) => {
                 for srv in lookup.iter() {
@@ -100,13 +109,21 @@ pub async fn discover(d: &SrvDiscovery, dns_server: Option<SocketAddr>) -> Resul
         }
     }
     if errors.len() == 2 {
-        return Err(DiscoveryError::Lookup { domain: d.domain.clone(), https: errors.remove(0), http: errors.remove(0) });
+        return Err(DiscoveryError::Lookup {
+            domain: d.domain.clone(),
+            https: errors.remove(0),
+            http: errors.remove(0),
+        });
     }
     let mut endpoints = Vec::new();
     let mut insecure_skipped = Vec::new();
     for (https, host, port) in found {
         let scheme = if https { "https" } else { "http" };
-        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
         let raw = format!("{scheme}://{host}:{port}");
         if !https && !d.insecure {
             insecure_skipped.push(raw);
@@ -130,7 +147,10 @@ pub async fn discover(d: &SrvDiscovery, dns_server: Option<SocketAddr>) -> Resul
                 insecure_skipped.join(", ")
             )
         };
-        return Err(DiscoveryError::Unusable { domain: d.domain.clone(), reason });
+        return Err(DiscoveryError::Unusable {
+            domain: d.domain.clone(),
+            reason,
+        });
     }
     info!(
         srv = %d.domain,

@@ -35,7 +35,11 @@ pub struct Drain {
 
 impl Default for Drain {
     fn default() -> Self {
-        Drain { draining: AtomicBool::new(false), cut: watch::channel(false).0, hooks: Mutex::new(Vec::new()) }
+        Drain {
+            draining: AtomicBool::new(false),
+            cut: watch::channel(false).0,
+            hooks: Mutex::new(Vec::new()),
+        }
     }
 }
 

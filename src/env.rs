@@ -24,7 +24,13 @@ pub fn var_name(flag: &str) -> String {
 pub fn start_flags() -> Vec<String> {
     let cmd = Cli::command();
     cmd.find_subcommand("start")
-        .map(|start| start.get_arguments().filter_map(|a| a.get_long()).map(str::to_string).collect())
+        .map(|start| {
+            start
+                .get_arguments()
+                .filter_map(|a| a.get_long())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -32,7 +38,9 @@ pub fn start_flags() -> Vec<String> {
 fn has_flag(argv: &[OsString], flag: &str) -> bool {
     let long = format!("--{flag}");
     let with_value = format!("--{flag}=");
-    argv.iter().filter_map(|a| a.to_str()).any(|a| a == long || a.starts_with(&with_value))
+    argv.iter()
+        .filter_map(|a| a.to_str())
+        .any(|a| a == long || a.starts_with(&with_value))
 }
 
 /// `argv` with `--flag=value` appended for each set variable whose flag
@@ -72,11 +80,16 @@ mod tests {
     use std::collections::HashMap;
 
     fn run(argv: &[&str], env: &[(&str, &str)]) -> Vec<String> {
-        let env: HashMap<String, OsString> = env.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
-        apply(argv.iter().map(OsString::from).collect(), |k| env.get(k).cloned())
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect()
+        let env: HashMap<String, OsString> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        apply(argv.iter().map(OsString::from).collect(), |k| {
+            env.get(k).cloned()
+        })
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect()
     }
 
     #[test]
@@ -89,9 +102,15 @@ mod tests {
     fn variables_fill_absent_flags() {
         let argv = run(
             &["p", "start"],
-            &[("ETCD_GRPC_PROXY_LISTEN_ADDR", "127.0.0.1:1"), ("ETCD_GRPC_PROXY_ENDPOINTS", "a:1,b:2")],
+            &[
+                ("ETCD_GRPC_PROXY_LISTEN_ADDR", "127.0.0.1:1"),
+                ("ETCD_GRPC_PROXY_ENDPOINTS", "a:1,b:2"),
+            ],
         );
-        assert!(argv.contains(&"--listen-addr=127.0.0.1:1".to_string()), "{argv:?}");
+        assert!(
+            argv.contains(&"--listen-addr=127.0.0.1:1".to_string()),
+            "{argv:?}"
+        );
         let args = Cli::try_parse_from(&argv).unwrap().start_args();
         assert_eq!(args.listen_addr, "127.0.0.1:1");
         assert_eq!(args.endpoints, vec!["a:1", "b:2"]);
@@ -99,9 +118,19 @@ mod tests {
 
     #[test]
     fn command_line_wins_in_every_spelling() {
-        let env = [("ETCD_GRPC_PROXY_LISTEN_ADDR", "127.0.0.1:1"), ("ETCD_GRPC_PROXY_DEBUG", "true")];
+        let env = [
+            ("ETCD_GRPC_PROXY_LISTEN_ADDR", "127.0.0.1:1"),
+            ("ETCD_GRPC_PROXY_DEBUG", "true"),
+        ];
         for argv in [
-            &["p", "grpc-proxy", "start", "--listen-addr", "127.0.0.1:2", "--debug"][..],
+            &[
+                "p",
+                "grpc-proxy",
+                "start",
+                "--listen-addr",
+                "127.0.0.1:2",
+                "--debug",
+            ][..],
             &["p", "start", "--listen-addr=127.0.0.1:2", "--debug=true"][..],
         ] {
             let out = run(argv, &env);
@@ -114,13 +143,22 @@ mod tests {
 
     #[test]
     fn booleans_and_unrelated_variables() {
-        let out = run(&["p", "start"], &[("ETCD_GRPC_PROXY_DEBUG", "true"), ("ETCD_GRPC_PROXY_NO_SUCH", "x")]);
+        let out = run(
+            &["p", "start"],
+            &[
+                ("ETCD_GRPC_PROXY_DEBUG", "true"),
+                ("ETCD_GRPC_PROXY_NO_SUCH", "x"),
+            ],
+        );
         assert_eq!(out, vec!["p", "start", "--debug=true"]);
         assert!(Cli::try_parse_from(&out).unwrap().start_args().debug);
     }
 
     #[test]
     fn no_subcommand_is_left_alone() {
-        assert_eq!(run(&["p", "--help"], &[("ETCD_GRPC_PROXY_DEBUG", "true")]), vec!["p", "--help"]);
+        assert_eq!(
+            run(&["p", "--help"], &[("ETCD_GRPC_PROXY_DEBUG", "true")]),
+            vec!["p", "--help"]
+        );
     }
 }

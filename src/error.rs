@@ -29,11 +29,15 @@ pub enum ProxyError {
 impl From<ProxyError> for Status {
     fn from(err: ProxyError) -> Status {
         match err {
-            ProxyError::Upstream(status) => match size_limit_status(status.code(), status.message()) {
-                Some((code, message)) => Status::new(code, message),
-                None => status,
-            },
-            e @ ProxyError::NoMemberReachable { .. } => Status::new(Code::Unavailable, e.to_string()),
+            ProxyError::Upstream(status) => {
+                match size_limit_status(status.code(), status.message()) {
+                    Some((code, message)) => Status::new(code, message),
+                    None => status,
+                }
+            }
+            e @ ProxyError::NoMemberReachable { .. } => {
+                Status::new(Code::Unavailable, e.to_string())
+            }
             ProxyError::InvalidRequest(msg) => Status::new(Code::InvalidArgument, msg),
         }
     }
@@ -100,7 +104,9 @@ pub fn go_quote(s: &str) -> String {
             '\u{8}' => out.push_str("\\b"),
             '\u{b}' => out.push_str("\\v"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
@@ -170,7 +176,12 @@ pub fn size_limit_status(code: Code, message: &str) -> Option<(Code, String)> {
 /// (`rpc error: code = PermissionDenied desc = etcdserver: permission denied`),
 /// which clients compare. Bytes, as the proto field is.
 pub fn watch_refusal_reason(status: &Status) -> Vec<u8> {
-    format!("rpc error: code = {} desc = {}", go_code_name(status.code()), status.message()).into_bytes()
+    format!(
+        "rpc error: code = {} desc = {}",
+        go_code_name(status.code()),
+        status.message()
+    )
+    .into_bytes()
 }
 
 /// grpc-go's name of a status code, as it prints in error strings.
@@ -208,15 +219,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(code, Code::ResourceExhausted);
-        assert_eq!(msg, "grpc: received message larger than max (4104 vs. 1024)");
+        assert_eq!(
+            msg,
+            "grpc: received message larger than max (4104 vs. 1024)"
+        );
         assert!(size_limit_status(Code::OutOfRange, "etcdserver: something").is_none());
-        assert!(size_limit_status(Code::Unavailable, "Error, decoded message length too large").is_none());
+        assert!(
+            size_limit_status(Code::Unavailable, "Error, decoded message length too large")
+                .is_none()
+        );
     }
 
     #[test]
     fn go_quoting() {
         assert_eq!(go_quote("snappy"), "\"snappy\"");
         assert_eq!(go_quote("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\x01\"");
-        assert_eq!(WireError::MalformedMethod("/x".into()).to_string(), "malformed method name: \"/x\"");
+        assert_eq!(
+            WireError::MalformedMethod("/x".into()).to_string(),
+            "malformed method name: \"/x\""
+        );
     }
 }

@@ -38,7 +38,11 @@ pub type CallFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infalli
 impl GrpcService {
     /// Wraps the assembled services.
     pub fn new(routes: Routes, metrics: Arc<Metrics>, drain: Arc<Drain>) -> GrpcService {
-        GrpcService { routes: routes.prepare(), metrics, drain }
+        GrpcService {
+            routes: routes.prepare(),
+            metrics,
+            drain,
+        }
     }
 
     /// Serves one call.
@@ -52,20 +56,37 @@ impl GrpcService {
         // What members refuse before any handler runs, in grpc-go's words.
         let Some(method) = method else {
             let refusal = unknown_path(req.uri().path());
-            return Box::pin(std::future::ready(Ok(tonic::Status::from(refusal).into_http())));
+            return Box::pin(std::future::ready(Ok(
+                tonic::Status::from(refusal).into_http()
+            )));
         };
         if let Some(refusal) = crate::compression::unsupported(req.headers()) {
-            self.metrics.handled(method, tonic::Code::Unimplemented as i32);
-            return Box::pin(std::future::ready(Ok(tonic::Status::from(refusal).into_http())));
+            self.metrics
+                .handled(method, tonic::Code::Unimplemented as i32);
+            return Box::pin(std::future::ready(Ok(
+                tonic::Status::from(refusal).into_http()
+            )));
         }
         let mut req = req;
         crate::compression::answer_in_request_encoding(req.headers_mut());
         let span = tracing::debug_span!("grpc", method = %req.uri().path());
         let metrics = self.metrics.clone();
-        let req = req.map(|b| Body::new(Counted { inner: b, counter: MsgCounter::default(), metrics: metrics.clone(), method }));
+        let req = req.map(|b| {
+            Body::new(Counted {
+                inner: b,
+                counter: MsgCounter::default(),
+                metrics: metrics.clone(),
+                method,
+            })
+        });
         // Long-lived streams end on drain; a snapshot download or a RangeStream is let finish.
-        let cut = (method.grpc_type() != GrpcType::Unary && !lets_finish(req.uri().path())).then(|| self.drain.cut_signal());
-        let deadline = req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+        let cut = (method.grpc_type() != GrpcType::Unary && !lets_finish(req.uri().path()))
+            .then(|| self.drain.cut_signal());
+        let deadline = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
         let routes = self.routes.clone();
         Box::pin(
             async move {
@@ -75,7 +96,9 @@ impl GrpcService {
                         None => routes.oneshot(req).await,
                         Some(d) => match tokio::time::timeout(d, routes.oneshot(req)).await {
                             Ok(r) => r,
-                            Err(_) => Ok(tonic::Status::deadline_exceeded("Timeout expired").into_http()),
+                            Err(_) => {
+                                Ok(tonic::Status::deadline_exceeded("Timeout expired").into_http())
+                            }
                         },
                     }
                 };
@@ -104,7 +127,8 @@ impl GrpcService {
                 let cut = match (trailers_only, cut) {
                     (None, Some(mut rx)) => Some(Box::pin(async move {
                         let _ = rx.wait_for(|cut| *cut).await;
-                    }) as Pin<Box<dyn Future<Output = ()> + Send>>),
+                    })
+                        as Pin<Box<dyn Future<Output = ()> + Send>>),
                     _ => None,
                 };
                 let body = Observed {
@@ -131,7 +155,10 @@ pub fn unknown_path(path: &str) -> WireError {
         return WireError::MalformedMethod(path.to_string());
     };
     if METHODS.iter().any(|(s, _, _)| *s == service) {
-        WireError::UnknownMethod { service: service.to_string(), method: method.to_string() }
+        WireError::UnknownMethod {
+            service: service.to_string(),
+            method: method.to_string(),
+        }
     } else {
         WireError::UnknownService(service.to_string())
     }
@@ -158,7 +185,10 @@ pub fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
 
 /// Streams that end on their own, so the drain lets them finish.
 fn lets_finish(path: &str) -> bool {
-    matches!(path, "/etcdserverpb.Maintenance/Snapshot" | "/etcdserverpb.KV/RangeStream")
+    matches!(
+        path,
+        "/etcdserverpb.Maintenance/Snapshot" | "/etcdserverpb.KV/RangeStream"
+    )
 }
 
 fn status_code(headers: &HeaderMap) -> Option<i32> {
@@ -192,7 +222,12 @@ impl MsgCounter {
             if self.have == 5 {
                 started += 1;
                 self.have = 0;
-                self.body_left = u64::from(u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]));
+                self.body_left = u64::from(u32::from_be_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]));
             }
         }
         started
@@ -215,7 +250,10 @@ where
     type Data = Bytes;
     type Error = tonic::Status;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -226,7 +264,9 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(tonic::Status::from_error(e.into())))),
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(tonic::Status::from_error(e.into()))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -267,7 +307,10 @@ impl HttpBody for Observed {
     type Data = Bytes;
     type Error = tonic::Status;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         if this.finished {
             return Poll::Ready(None);
@@ -278,7 +321,10 @@ impl HttpBody for Observed {
                 this.finished = true;
                 this.record(tonic::Code::Unavailable as i32);
                 let mut trailers = HeaderMap::new();
-                trailers.insert("grpc-status", HeaderValue::from(tonic::Code::Unavailable as i32));
+                trailers.insert(
+                    "grpc-status",
+                    HeaderValue::from(tonic::Code::Unavailable as i32),
+                );
                 trailers.insert("grpc-message", HeaderValue::from_static(DRAIN_MESSAGE));
                 return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
             }
@@ -343,7 +389,10 @@ mod tests {
     #[test]
     fn unknown_paths_are_worded_as_grpc_go_words_them() {
         let text = |p: &str| unknown_path(p).to_string();
-        assert_eq!(text("/etcdserverpb.KV/Nope"), "unknown method Nope for service etcdserverpb.KV");
+        assert_eq!(
+            text("/etcdserverpb.KV/Nope"),
+            "unknown method Nope for service etcdserverpb.KV"
+        );
         assert_eq!(text("/no.Such/Range"), "unknown service no.Such");
         assert_eq!(text("/a/b/c"), "unknown service a/b");
         assert_eq!(text("/nope"), "malformed method name: \"/nope\"");

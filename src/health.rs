@@ -19,7 +19,11 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Ok when some member answered a linearizable Get of "a" (so the cluster
 /// has a leader and quorum), else why not.
 pub async fn check(pool: &Pool, timeout: Duration) -> Result<(), String> {
-    let probe = RangeRequest { key: b"a".to_vec(), count_only: true, ..Default::default() };
+    let probe = RangeRequest {
+        key: b"a".to_vec(),
+        count_only: true,
+        ..Default::default()
+    };
     let call = pool.call(RetryPolicy::Idempotent, |ch| {
         let req = tonic::Request::new(probe.clone());
         async move { KvClient::new(ch).range(req).await.map(|_| ()) }

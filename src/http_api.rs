@@ -30,7 +30,10 @@ pub struct HttpApi {
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Body::new(Full::new(body.into())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     resp
 }
 
@@ -77,12 +80,28 @@ async fn pprof(path: &str, query: Option<&str>) -> Response<Body> {
             };
             match result {
                 Ok(svg) => reply(StatusCode::OK, "image/svg+xml", svg),
-                Err(e @ ProfileError::BadSeconds(_)) => reply(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", format!("{e}\n")),
-                Err(e @ ProfileError::Busy) => reply(StatusCode::CONFLICT, "text/plain; charset=utf-8", format!("{e}\n")),
-                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", format!("{e}\n")),
+                Err(e @ ProfileError::BadSeconds(_)) => reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain; charset=utf-8",
+                    format!("{e}\n"),
+                ),
+                Err(e @ ProfileError::Busy) => reply(
+                    StatusCode::CONFLICT,
+                    "text/plain; charset=utf-8",
+                    format!("{e}\n"),
+                ),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    format!("{e}\n"),
+                ),
             }
         }
-        _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", PPROF_INDEX),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            PPROF_INDEX,
+        ),
     }
 }
 
@@ -90,24 +109,43 @@ impl HttpApi {
     /// Answers one HTTP request.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         let path = req.uri().path();
-        let known = matches!(path, "/health" | "/proxy/health" | "/livez" | "/readyz" | "/metrics" | "/proxy/metrics")
-            || (self.enable_pprof && path.starts_with("/debug/pprof"));
+        let known = matches!(
+            path,
+            "/health" | "/proxy/health" | "/livez" | "/readyz" | "/metrics" | "/proxy/metrics"
+        ) || (self.enable_pprof && path.starts_with("/debug/pprof"));
         if !known {
-            return reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found\n");
+            return reply(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "404 page not found\n",
+            );
         }
         if req.method() != Method::GET {
-            let mut resp = reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "Method Not Allowed\n");
-            resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+            let mut resp = reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "Method Not Allowed\n",
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
             return resp;
         }
         match path {
-            "/health" | "/proxy/health" => health_json(health::check(&self.sources.pool, health::HEALTH_TIMEOUT).await),
+            "/health" | "/proxy/health" => {
+                health_json(health::check(&self.sources.pool, health::HEALTH_TIMEOUT).await)
+            }
             "/livez" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
             "/readyz" => match health::readiness(&self.sources.pool, &self.drain) {
                 Ok(()) => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-                Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", format!("not ready: {why}\n")),
+                Err(why) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    format!("not ready: {why}\n"),
+                ),
             },
-            "/metrics" | "/proxy/metrics" => reply(StatusCode::OK, METRICS_CONTENT_TYPE, self.sources.render()),
+            "/metrics" | "/proxy/metrics" => {
+                reply(StatusCode::OK, METRICS_CONTENT_TYPE, self.sources.render())
+            }
             _ => pprof(path, req.uri().query()).await,
         }
     }

@@ -120,7 +120,9 @@ pub fn txn_writes(txn: &TxnRequest, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
     for op in txn.success.iter().chain(txn.failure.iter()) {
         match &op.request {
             Some(request_op::Request::RequestPut(p)) => out.push((p.key.clone(), Vec::new())),
-            Some(request_op::Request::RequestDeleteRange(d)) => out.push((d.key.clone(), d.range_end.clone())),
+            Some(request_op::Request::RequestDeleteRange(d)) => {
+                out.push((d.key.clone(), d.range_end.clone()))
+            }
             Some(request_op::Request::RequestTxn(inner)) => txn_writes(inner, out),
             Some(request_op::Request::RequestRange(_)) | None => {}
         }
@@ -162,7 +164,12 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 impl Leasing {
     /// Leasing under `prefix`; nothing happens until [`Leasing::run`] runs.
     pub fn new(prefix: Vec<u8>, pool: Pool, max_recv: usize) -> Arc<Leasing> {
-        Arc::new(Leasing { prefix, pool, max_recv, state: Mutex::new(State::default()) })
+        Arc::new(Leasing {
+            prefix,
+            pool,
+            max_recv,
+            state: Mutex::new(State::default()),
+        })
     }
 
     fn leasing_key(&self, key: &[u8]) -> Vec<u8> {
@@ -184,7 +191,12 @@ impl Leasing {
         (start, end)
     }
 
-    async fn txn(&self, fwd: Option<&Forwarded>, txn: TxnRequest, policy: RetryPolicy) -> Result<TxnResponse, ProxyError> {
+    async fn txn(
+        &self,
+        fwd: Option<&Forwarded>,
+        txn: TxnRequest,
+        policy: RetryPolicy,
+    ) -> Result<TxnResponse, ProxyError> {
         let max = self.max_recv;
         self.pool
             .call(policy, |ch| {
@@ -276,7 +288,8 @@ impl Leasing {
             let sent = Instant::now();
             match hub.keep_alive(self.pool.own_token().as_ref(), lease).await {
                 Ok(resp) if resp.ttl > 0 => {
-                    let life = Duration::from_secs(resp.ttl as u64).saturating_sub(SAFETY_MARGIN + crate::coalesce::keepalive::FRESH);
+                    let life = Duration::from_secs(resp.ttl as u64)
+                        .saturating_sub(SAFETY_MARGIN + crate::coalesce::keepalive::FRESH);
                     if let Some(s) = lock(&self.state).session.as_mut() {
                         s.1 = s.1.max(sent + life);
                     }
@@ -287,7 +300,9 @@ impl Leasing {
                 }
                 Err(status) => {
                     warn!(lease, error = %status.message(), "leasing keep-alive failed");
-                    let expired = lock(&self.state).session.is_none_or(|(_, until)| Instant::now() >= until);
+                    let expired = lock(&self.state)
+                        .session
+                        .is_none_or(|(_, until)| Instant::now() >= until);
                     if expired {
                         return;
                     }
@@ -298,18 +313,23 @@ impl Leasing {
 
     /// Follows every leasing key; returns when the watch ends.
     async fn watch(&self, lease: i64) {
-        let Some(backend) = self.pool.pick(&[]) else { return };
+        let Some(backend) = self.pool.pick(&[]) else {
+            return;
+        };
         let end = crate::namespace::prefix_end(&self.prefix);
         let create = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
-                key: self.prefix.clone(),
-                range_end: end,
-                prev_kv: true,
-                ..Default::default()
-            })),
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: self.prefix.clone(),
+                    range_end: end,
+                    prev_kv: true,
+                    ..Default::default()
+                },
+            )),
         };
         let requests = futures::stream::iter(vec![create]).chain(futures::stream::pending());
-        let mut client = WatchClient::new(backend.channel.clone()).max_decoding_message_size(self.max_recv);
+        let mut client =
+            WatchClient::new(backend.channel.clone()).max_decoding_message_size(self.max_recv);
         let mut stream = match client.watch(self.pool.own_request(requests)).await {
             Ok(s) => s.into_inner(),
             Err(e) => {
@@ -336,7 +356,9 @@ impl Leasing {
             }
             for ev in resp.events {
                 let Some(kv) = ev.kv else { continue };
-                let Some(key) = kv.key.strip_prefix(self.prefix.as_slice()) else { continue };
+                let Some(key) = kv.key.strip_prefix(self.prefix.as_slice()) else {
+                    continue;
+                };
                 if ev.r#type == EventType::Put as i32 {
                     if !kv.value.is_empty() && kv.lease == lease {
                         self.lose(key, Some(kv.create_revision));
@@ -344,7 +366,9 @@ impl Leasing {
                     }
                 } else {
                     match &ev.prev_kv {
-                        Some(prev) if prev.lease == lease => self.lose(key, Some(prev.create_revision)),
+                        Some(prev) if prev.lease == lease => {
+                            self.lose(key, Some(prev.create_revision))
+                        }
                         Some(_) => {}
                         None => self.lose(key, None),
                     }
@@ -356,13 +380,19 @@ impl Leasing {
     /// Our `<prefix>key` (of that incarnation) is going or gone: stop serving it.
     fn lose(&self, key: &[u8], create_rev: Option<i64>) {
         let mut st = lock(&self.state);
-        let ours = st.owned.get(key).is_some_and(|o| create_rev.is_none_or(|r| r == o.create_rev));
+        let ours = st
+            .owned
+            .get(key)
+            .is_some_and(|o| create_rev.is_none_or(|r| r == o.create_rev));
         if ours {
             st.owned.remove(key);
             debug!(key = %String::from_utf8_lossy(key), "leased copy dropped");
         }
         if st.pending.contains_key(key) {
-            st.lost.entry(key.to_vec()).or_default().push(create_rev.unwrap_or(0));
+            st.lost
+                .entry(key.to_vec())
+                .or_default()
+                .push(create_rev.unwrap_or(0));
         }
     }
 
@@ -386,7 +416,12 @@ impl Leasing {
     fn release_txn(&self, leasing_key: Vec<u8>, create_rev: i64) -> TxnRequest {
         TxnRequest {
             compare: vec![create_rev_is(leasing_key.clone(), Vec::new(), create_rev)],
-            success: vec![op(request_op::Request::RequestDeleteRange(DeleteRangeRequest { key: leasing_key, ..Default::default() }))],
+            success: vec![op(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: leasing_key,
+                    ..Default::default()
+                },
+            ))],
             failure: vec![],
         }
     }
@@ -394,7 +429,11 @@ impl Leasing {
     /// A linearizable single-key Get through leasing: the held copy, or a
     /// read that also tries to acquire the key. `None`: not for leasing
     /// (the caller forwards it as usual).
-    pub async fn get(&self, fwd: &Forwarded, req: &RangeRequest) -> Option<Result<RangeResponse, ProxyError>> {
+    pub async fn get(
+        &self,
+        fwd: &Forwarded,
+        req: &RangeRequest,
+    ) -> Option<Result<RangeResponse, ProxyError>> {
         if !servable(req) || has_token(fwd) {
             return None;
         }
@@ -409,11 +448,18 @@ impl Leasing {
         };
         let lk = self.leasing_key(&req.key);
         let read = op(request_op::Request::RequestRange(req.clone()));
-        let read_lk = op(request_op::Request::RequestRange(RangeRequest { key: lk.clone(), ..Default::default() }));
+        let read_lk = op(request_op::Request::RequestRange(RangeRequest {
+            key: lk.clone(),
+            ..Default::default()
+        }));
         let txn = TxnRequest {
             compare: vec![create_rev_is(lk.clone(), Vec::new(), 0)],
             success: vec![
-                op(request_op::Request::RequestPut(PutRequest { key: lk, lease, ..Default::default() })),
+                op(request_op::Request::RequestPut(PutRequest {
+                    key: lk,
+                    lease,
+                    ..Default::default()
+                })),
                 read.clone(),
                 read_lk.clone(),
             ],
@@ -448,8 +494,19 @@ impl Leasing {
         answer.header = resp.header;
         if let Some(kv) = lk_now.kvs.first() {
             let current = st.generation == generation && st.usable_lease() == Some(lease);
-            if current && kv.lease == lease && kv.value.is_empty() && !lost.contains(&kv.create_revision) && !lost.contains(&0) {
-                st.owned.insert(req.key.clone(), Owned { create_rev: kv.create_revision, answer: answer.clone() });
+            if current
+                && kv.lease == lease
+                && kv.value.is_empty()
+                && !lost.contains(&kv.create_revision)
+                && !lost.contains(&0)
+            {
+                st.owned.insert(
+                    req.key.clone(),
+                    Owned {
+                        create_rev: kv.create_revision,
+                        answer: answer.clone(),
+                    },
+                );
                 debug!(key = %String::from_utf8_lossy(&req.key), "key leased");
             }
         }
@@ -457,12 +514,31 @@ impl Leasing {
     }
 
     /// Lists the leasing keys covering `ranges`, at one revision.
-    async fn holders(&self, ranges: &[(Vec<u8>, Vec<u8>)]) -> Result<(Vec<KeyValue>, i64), ProxyError> {
+    async fn holders(
+        &self,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(Vec<KeyValue>, i64), ProxyError> {
         let reads = ranges
             .iter()
-            .map(|(k, e)| op(request_op::Request::RequestRange(RangeRequest { key: k.clone(), range_end: e.clone(), ..Default::default() })))
+            .map(|(k, e)| {
+                op(request_op::Request::RequestRange(RangeRequest {
+                    key: k.clone(),
+                    range_end: e.clone(),
+                    ..Default::default()
+                }))
+            })
             .collect();
-        let resp = self.txn(None, TxnRequest { compare: vec![], success: reads, failure: vec![] }, RetryPolicy::Idempotent).await?;
+        let resp = self
+            .txn(
+                None,
+                TxnRequest {
+                    compare: vec![],
+                    success: reads,
+                    failure: vec![],
+                },
+                RetryPolicy::Idempotent,
+            )
+            .await?;
         let mut seen = HashSet::new();
         let mut kvs = Vec::new();
         for r in resp.responses {
@@ -482,18 +558,34 @@ impl Leasing {
     /// are dropped and released. Returns the outer Txn's answer; its first
     /// response is the write's. After waiting a session TTL for holders,
     /// the write goes ahead unguarded.
-    pub async fn write(&self, fwd: &Forwarded, write: Vec<RequestOp>, touched: &[(Vec<u8>, Vec<u8>)]) -> Result<TxnResponse, ProxyError> {
-        let ranges: Vec<(Vec<u8>, Vec<u8>)> = touched.iter().map(|(k, e)| self.leasing_range(k, e)).collect();
-        let guards: Vec<Compare> = ranges.iter().map(|(k, e)| create_rev_is(k.clone(), e.clone(), 0)).collect();
+    pub async fn write(
+        &self,
+        fwd: &Forwarded,
+        write: Vec<RequestOp>,
+        touched: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<TxnResponse, ProxyError> {
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> = touched
+            .iter()
+            .map(|(k, e)| self.leasing_range(k, e))
+            .collect();
+        let guards: Vec<Compare> = ranges
+            .iter()
+            .map(|(k, e)| create_rev_is(k.clone(), e.clone(), 0))
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(SESSION_TTL_SECS as u64);
         let mut guarded = true;
         loop {
             {
                 let mut st = lock(&self.state);
-                st.owned.retain(|k, _| !touched.iter().any(|(s, e)| in_range(k, s, e)));
+                st.owned
+                    .retain(|k, _| !touched.iter().any(|(s, e)| in_range(k, s, e)));
             }
             let compare = if guarded { guards.clone() } else { Vec::new() };
-            let txn = TxnRequest { compare, success: write.clone(), failure: vec![] };
+            let txn = TxnRequest {
+                compare,
+                success: write.clone(),
+                failure: vec![],
+            };
             let resp = self.txn(Some(fwd), txn, RetryPolicy::UnlessApplied).await?;
             if resp.succeeded {
                 return Ok(resp);
@@ -502,15 +594,27 @@ impl Leasing {
             let lease = lock(&self.state).session.map(|(l, _)| l);
             let mut wait = Vec::new();
             for kv in holders {
-                let Some(key) = kv.key.strip_prefix(self.prefix.as_slice()) else { continue };
+                let Some(key) = kv.key.strip_prefix(self.prefix.as_slice()) else {
+                    continue;
+                };
                 if Some(kv.lease) == lease {
                     self.lose(key, Some(kv.create_revision));
-                    let _ = self.txn(None, self.release_txn(kv.key.clone(), kv.create_revision), RetryPolicy::Idempotent).await;
+                    let _ = self
+                        .txn(
+                            None,
+                            self.release_txn(kv.key.clone(), kv.create_revision),
+                            RetryPolicy::Idempotent,
+                        )
+                        .await;
                     continue;
                 }
                 if kv.value.is_empty() {
                     let mark = TxnRequest {
-                        compare: vec![create_rev_is(kv.key.clone(), Vec::new(), kv.create_revision)],
+                        compare: vec![create_rev_is(
+                            kv.key.clone(),
+                            Vec::new(),
+                            kv.create_revision,
+                        )],
                         success: vec![op(request_op::Request::RequestPut(PutRequest {
                             key: kv.key.clone(),
                             value: REVOKE.to_vec(),
@@ -539,23 +643,32 @@ impl Leasing {
     /// Waits until every key in `keys` is deleted at or after `from`;
     /// false when `deadline` came first.
     async fn wait_deleted(&self, keys: Vec<Vec<u8>>, from: i64, deadline: Instant) -> bool {
-        let Some(backend) = self.pool.pick(&[]) else { return false };
+        let Some(backend) = self.pool.pick(&[]) else {
+            return false;
+        };
         let mut left: HashSet<Vec<u8>> = keys.iter().cloned().collect();
         let creates: Vec<WatchRequest> = keys
             .into_iter()
             .map(|key| WatchRequest {
-                request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
-                    key,
-                    start_revision: from,
-                    filters: vec![watch_create_request::FilterType::Noput as i32],
-                    ..Default::default()
-                })),
+                request_union: Some(watch_request::RequestUnion::CreateRequest(
+                    WatchCreateRequest {
+                        key,
+                        start_revision: from,
+                        filters: vec![watch_create_request::FilterType::Noput as i32],
+                        ..Default::default()
+                    },
+                )),
             })
             .collect();
         let requests = futures::stream::iter(creates).chain(futures::stream::pending());
-        let mut client = WatchClient::new(backend.channel.clone()).max_decoding_message_size(self.max_recv);
+        let mut client =
+            WatchClient::new(backend.channel.clone()).max_decoding_message_size(self.max_recv);
         let waiting = async {
-            let mut stream = client.watch(self.pool.own_request(requests)).await.ok()?.into_inner();
+            let mut stream = client
+                .watch(self.pool.own_request(requests))
+                .await
+                .ok()?
+                .into_inner();
             while let Ok(Some(resp)) = stream.message().await {
                 if resp.canceled {
                     return None;
@@ -582,13 +695,31 @@ mod tests {
 
     #[test]
     fn only_plain_single_key_linearizable_gets_are_served() {
-        let plain = RangeRequest { key: b"k".to_vec(), ..Default::default() };
+        let plain = RangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        };
         assert!(servable(&plain));
-        assert!(!servable(&RangeRequest { serializable: true, ..plain.clone() }));
-        assert!(!servable(&RangeRequest { range_end: b"l".to_vec(), ..plain.clone() }));
-        assert!(!servable(&RangeRequest { revision: 3, ..plain.clone() }));
-        assert!(!servable(&RangeRequest { count_only: true, ..plain.clone() }));
-        assert!(!servable(&RangeRequest { key: Vec::new(), ..plain }));
+        assert!(!servable(&RangeRequest {
+            serializable: true,
+            ..plain.clone()
+        }));
+        assert!(!servable(&RangeRequest {
+            range_end: b"l".to_vec(),
+            ..plain.clone()
+        }));
+        assert!(!servable(&RangeRequest {
+            revision: 3,
+            ..plain.clone()
+        }));
+        assert!(!servable(&RangeRequest {
+            count_only: true,
+            ..plain.clone()
+        }));
+        assert!(!servable(&RangeRequest {
+            key: Vec::new(),
+            ..plain
+        }));
     }
 
     #[test]
@@ -601,18 +732,45 @@ mod tests {
 
     #[test]
     fn txn_writes_cover_every_branch_and_nested_txns() {
-        let put = |k: &str| op(request_op::Request::RequestPut(PutRequest { key: k.into(), ..Default::default() }));
-        let inner = TxnRequest { success: vec![put("c")], ..Default::default() };
+        let put = |k: &str| {
+            op(request_op::Request::RequestPut(PutRequest {
+                key: k.into(),
+                ..Default::default()
+            }))
+        };
+        let inner = TxnRequest {
+            success: vec![put("c")],
+            ..Default::default()
+        };
         let txn = TxnRequest {
-            success: vec![put("a"), op(request_op::Request::RequestRange(RangeRequest { key: b"r".to_vec(), ..Default::default() }))],
+            success: vec![
+                put("a"),
+                op(request_op::Request::RequestRange(RangeRequest {
+                    key: b"r".to_vec(),
+                    ..Default::default()
+                })),
+            ],
             failure: vec![
-                op(request_op::Request::RequestDeleteRange(DeleteRangeRequest { key: b"b".to_vec(), range_end: b"b9".to_vec(), ..Default::default() })),
+                op(request_op::Request::RequestDeleteRange(
+                    DeleteRangeRequest {
+                        key: b"b".to_vec(),
+                        range_end: b"b9".to_vec(),
+                        ..Default::default()
+                    },
+                )),
                 op(request_op::Request::RequestTxn(inner)),
             ],
             ..Default::default()
         };
         let mut out = Vec::new();
         txn_writes(&txn, &mut out);
-        assert_eq!(out, vec![(b"a".to_vec(), vec![]), (b"b".to_vec(), b"b9".to_vec()), (b"c".to_vec(), vec![])]);
+        assert_eq!(
+            out,
+            vec![
+                (b"a".to_vec(), vec![]),
+                (b"b".to_vec(), b"b9".to_vec()),
+                (b"c".to_vec(), vec![])
+            ]
+        );
     }
 }

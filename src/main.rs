@@ -16,7 +16,10 @@ fn main() -> ExitCode {
         level.push_str(",tonic=debug,hyper=debug,h2=debug,tower=debug");
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let listen = args.listen_addr.clone();
     let config = match args.into_config() {

@@ -124,7 +124,11 @@ impl MethodId {
     pub fn from_path(path: &str) -> Option<MethodId> {
         static INDEX: OnceLock<HashMap<String, usize>> = OnceLock::new();
         let index = INDEX.get_or_init(|| {
-            METHODS.iter().enumerate().map(|(i, (svc, m, _))| (format!("/{svc}/{m}"), i)).collect()
+            METHODS
+                .iter()
+                .enumerate()
+                .map(|(i, (svc, m, _))| (format!("/{svc}/{m}"), i))
+                .collect()
         });
         index.get(path).copied().map(MethodId)
     }
@@ -177,18 +181,25 @@ impl Metrics {
 
     /// A call of `method` ended with gRPC status `code`.
     pub fn handled(&self, method: MethodId, code: i32) {
-        let code = usize::try_from(code).ok().filter(|c| *c < CODES.len()).unwrap_or(2);
+        let code = usize::try_from(code)
+            .ok()
+            .filter(|c| *c < CODES.len())
+            .unwrap_or(2);
         self.methods[method.0].handled[code].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request message of `method` arrived.
     pub fn msg_received(&self, method: MethodId) {
-        self.methods[method.0].msg_received.fetch_add(1, Ordering::Relaxed);
+        self.methods[method.0]
+            .msg_received
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// A response message of `method` left.
     pub fn msg_sent(&self, method: MethodId) {
-        self.methods[method.0].msg_sent.fetch_add(1, Ordering::Relaxed);
+        self.methods[method.0]
+            .msg_sent
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Calls of `method` started and not yet handled (open streams, for streaming methods).
@@ -228,7 +239,9 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
 
 /// Escapes a label value for the text format.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Sources {
@@ -240,10 +253,28 @@ impl Sources {
 
         let w = &self.watch_hub.stats;
         let c = &self.cache.stats;
-        single(&mut out, "etcd_grpc_proxy_cache_hits_total", "counter", "Total number of cache hits.", load(&c.hits));
-        single(&mut out, "etcd_grpc_proxy_cache_misses_total", "counter", "Total number of cache misses.", load(&c.misses));
+        single(
+            &mut out,
+            "etcd_grpc_proxy_cache_hits_total",
+            "counter",
+            "Total number of cache hits.",
+            load(&c.hits),
+        );
+        single(
+            &mut out,
+            "etcd_grpc_proxy_cache_misses_total",
+            "counter",
+            "Total number of cache misses.",
+            load(&c.misses),
+        );
         // A gauge despite its name, as in etcd.
-        single(&mut out, "etcd_grpc_proxy_cache_keys_total", "gauge", "Total number of keys/ranges cached.", self.cache.len() as u64);
+        single(
+            &mut out,
+            "etcd_grpc_proxy_cache_keys_total",
+            "gauge",
+            "Total number of keys/ranges cached.",
+            self.cache.len() as u64,
+        );
         single(
             &mut out,
             "etcd_grpc_proxy_cache_invalidations_total",
@@ -272,7 +303,13 @@ impl Sources {
             "Total number of events delivered to more than one watcher (counted once per extra watcher).",
             load(&w.events_coalescing),
         );
-        single(&mut out, "etcd_grpc_proxy_upstream_watches", "gauge", "Upstream watches open now.", load(&w.upstream_watches));
+        single(
+            &mut out,
+            "etcd_grpc_proxy_upstream_watches",
+            "gauge",
+            "Upstream watches open now.",
+            load(&w.upstream_watches),
+        );
         single(
             &mut out,
             "etcd_grpc_proxy_watch_failovers_total",
@@ -311,7 +348,12 @@ impl Sources {
     }
 
     fn render_streams(&self, out: &mut String) {
-        header(out, "etcd_grpc_proxy_client_streams", "gauge", "Client streams open now, by method.");
+        header(
+            out,
+            "etcd_grpc_proxy_client_streams",
+            "gauge",
+            "Client streams open now, by method.",
+        );
         for (i, (svc, method, ty)) in METHODS.iter().enumerate() {
             if *ty != Unary {
                 let _ = writeln!(
@@ -326,9 +368,26 @@ impl Sources {
     fn render_backends(&self, out: &mut String) {
         let backends = self.pool.backends();
         let healthy = backends.iter().filter(|b| b.is_healthy()).count();
-        single(out, "etcd_grpc_proxy_backend_members", "gauge", "Members in the proxy's member set.", backends.len() as u64);
-        single(out, "etcd_grpc_proxy_backend_members_in_rotation", "gauge", "Members in rotation (healthy).", healthy as u64);
-        header(out, "etcd_grpc_proxy_backend_healthy", "gauge", "1 when the member is in rotation, 0 when out.");
+        single(
+            out,
+            "etcd_grpc_proxy_backend_members",
+            "gauge",
+            "Members in the proxy's member set.",
+            backends.len() as u64,
+        );
+        single(
+            out,
+            "etcd_grpc_proxy_backend_members_in_rotation",
+            "gauge",
+            "Members in rotation (healthy).",
+            healthy as u64,
+        );
+        header(
+            out,
+            "etcd_grpc_proxy_backend_healthy",
+            "gauge",
+            "1 when the member is in rotation, 0 when out.",
+        );
         for b in backends.iter() {
             let _ = writeln!(
                 out,
@@ -337,9 +396,19 @@ impl Sources {
                 u8::from(b.is_healthy())
             );
         }
-        header(out, "etcd_grpc_proxy_backend_inflight", "gauge", "Calls under way on the member.");
+        header(
+            out,
+            "etcd_grpc_proxy_backend_inflight",
+            "gauge",
+            "Calls under way on the member.",
+        );
         for b in backends.iter() {
-            let _ = writeln!(out, "etcd_grpc_proxy_backend_inflight{{endpoint=\"{}\"}} {}", escape(b.url.as_str()), b.inflight());
+            let _ = writeln!(
+                out,
+                "etcd_grpc_proxy_backend_inflight{{endpoint=\"{}\"}} {}",
+                escape(b.url.as_str()),
+                b.inflight()
+            );
         }
         let s = self.pool.stats();
         single(
@@ -355,11 +424,24 @@ impl Sources {
         let m = &self.metrics;
         let label = |i: usize| {
             let (svc, method, ty) = METHODS[i];
-            format!("grpc_method=\"{method}\",grpc_service=\"{svc}\",grpc_type=\"{}\"", ty.label())
+            format!(
+                "grpc_method=\"{method}\",grpc_service=\"{svc}\",grpc_type=\"{}\"",
+                ty.label()
+            )
         };
-        header(out, "grpc_server_started_total", "counter", "Total number of RPCs started on the server.");
+        header(
+            out,
+            "grpc_server_started_total",
+            "counter",
+            "Total number of RPCs started on the server.",
+        );
         for (i, c) in m.methods.iter().enumerate() {
-            let _ = writeln!(out, "grpc_server_started_total{{{}}} {}", label(i), c.started.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "grpc_server_started_total{{{}}} {}",
+                label(i),
+                c.started.load(Ordering::Relaxed)
+            );
         }
         header(
             out,
@@ -371,17 +453,42 @@ impl Sources {
             for (code, n) in c.handled.iter().enumerate() {
                 let n = n.load(Ordering::Relaxed);
                 if n > 0 {
-                    let _ = writeln!(out, "grpc_server_handled_total{{grpc_code=\"{}\",{}}} {n}", CODES[code], label(i));
+                    let _ = writeln!(
+                        out,
+                        "grpc_server_handled_total{{grpc_code=\"{}\",{}}} {n}",
+                        CODES[code],
+                        label(i)
+                    );
                 }
             }
         }
-        header(out, "grpc_server_msg_received_total", "counter", "Total number of RPC stream messages received on the server.");
+        header(
+            out,
+            "grpc_server_msg_received_total",
+            "counter",
+            "Total number of RPC stream messages received on the server.",
+        );
         for (i, c) in m.methods.iter().enumerate() {
-            let _ = writeln!(out, "grpc_server_msg_received_total{{{}}} {}", label(i), c.msg_received.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "grpc_server_msg_received_total{{{}}} {}",
+                label(i),
+                c.msg_received.load(Ordering::Relaxed)
+            );
         }
-        header(out, "grpc_server_msg_sent_total", "counter", "Total number of gRPC stream messages sent by the server.");
+        header(
+            out,
+            "grpc_server_msg_sent_total",
+            "counter",
+            "Total number of gRPC stream messages sent by the server.",
+        );
         for (i, c) in m.methods.iter().enumerate() {
-            let _ = writeln!(out, "grpc_server_msg_sent_total{{{}}} {}", label(i), c.msg_sent.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "grpc_server_msg_sent_total{{{}}} {}",
+                label(i),
+                c.msg_sent.load(Ordering::Relaxed)
+            );
         }
         single(
             out,
@@ -396,10 +503,20 @@ impl Sources {
 /// The standard `process_*` metrics, read from `/proc/self` (Linux; each
 /// is left out when it cannot be read).
 fn render_process(out: &mut String, start_time: f64) {
-    header(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+    header(
+        out,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+    );
     let _ = writeln!(out, "process_start_time_seconds {start_time}");
     if let Some(cpu) = process_cpu_seconds() {
-        header(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+        header(
+            out,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        );
         let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
     }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -410,15 +527,30 @@ fn render_process(out: &mut String, start_time: f64) {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
     };
     if let Some(rss) = kb("VmRSS:") {
-        header(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        header(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
         let _ = writeln!(out, "process_resident_memory_bytes {}", rss * 1024);
     }
     if let Some(vsz) = kb("VmSize:") {
-        header(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+        header(
+            out,
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+        );
         let _ = writeln!(out, "process_virtual_memory_bytes {}", vsz * 1024);
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        header(out, "process_open_fds", "gauge", "Number of open file descriptors.");
+        header(
+            out,
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+        );
         let _ = writeln!(out, "process_open_fds {}", fds.count());
     }
 }
@@ -453,7 +585,12 @@ mod tests {
     fn paths_map_to_methods() {
         let m = MethodId::from_path("/etcdserverpb.KV/Range").unwrap();
         assert_eq!(m.grpc_type(), GrpcType::Unary);
-        assert_eq!(MethodId::from_path("/v3electionpb.Election/Observe").unwrap().grpc_type(), GrpcType::ServerStream);
+        assert_eq!(
+            MethodId::from_path("/v3electionpb.Election/Observe")
+                .unwrap()
+                .grpc_type(),
+            GrpcType::ServerStream
+        );
         assert!(MethodId::from_path("/nope.Svc/X").is_none());
     }
 

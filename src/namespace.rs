@@ -46,7 +46,10 @@ fn require_key(key: &[u8]) -> Result<(), ProxyError> {
 impl Namespace {
     /// The namespace for `--namespace=<prefix>`; `None` when empty (no namespace).
     pub fn new(prefix: &str) -> Option<Namespace> {
-        (!prefix.is_empty()).then(|| Namespace { prefix: prefix.as_bytes().to_vec(), end: prefix_end(prefix.as_bytes()) })
+        (!prefix.is_empty()).then(|| Namespace {
+            prefix: prefix.as_bytes().to_vec(),
+            end: prefix_end(prefix.as_bytes()),
+        })
     }
 
     fn key(&self, key: &mut Vec<u8>) {
@@ -205,7 +208,11 @@ mod tests {
     }
 
     fn range(key: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let mut r = RangeRequest { key: key.to_vec(), range_end: end.to_vec(), ..Default::default() };
+        let mut r = RangeRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            ..Default::default()
+        };
         ns().range_in(&mut r).unwrap();
         (r.key, r.range_end)
     }
@@ -213,11 +220,20 @@ mod tests {
     #[test]
     fn intervals_stay_inside_the_prefix() {
         assert_eq!(range(b"a", b""), (b"/tenant/a".to_vec(), vec![]));
-        assert_eq!(range(b"a", b"c"), (b"/tenant/a".to_vec(), b"/tenant/c".to_vec()));
+        assert_eq!(
+            range(b"a", b"c"),
+            (b"/tenant/a".to_vec(), b"/tenant/c".to_vec())
+        );
         // "\0" means to the end of the key space: here, the end of the namespace.
-        assert_eq!(range(b"a", b"\0"), (b"/tenant/a".to_vec(), b"/tenant0".to_vec()));
+        assert_eq!(
+            range(b"a", b"\0"),
+            (b"/tenant/a".to_vec(), b"/tenant0".to_vec())
+        );
         // etcdctl's `get "" --prefix` sends key "\0", range end "\0".
-        assert_eq!(range(b"\0", b"\0"), (b"/tenant/\0".to_vec(), b"/tenant0".to_vec()));
+        assert_eq!(
+            range(b"\0", b"\0"),
+            (b"/tenant/\0".to_vec(), b"/tenant0".to_vec())
+        );
     }
 
     #[test]
@@ -231,7 +247,9 @@ mod tests {
         let mut r = RangeRequest::default();
         assert!(ns().range_in(&mut r).is_err());
         let mut t = TxnRequest {
-            success: vec![RequestOp { request: Some(request_op::Request::RequestPut(PutRequest::default())) }],
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest::default())),
+            }],
             ..Default::default()
         };
         assert!(ns().txn_in(&mut t).is_err());
@@ -240,12 +258,18 @@ mod tests {
     #[test]
     fn keys_come_back_relative() {
         let mut r = RangeResponse {
-            kvs: vec![KeyValue { key: b"/tenant/a".to_vec(), ..Default::default() }],
+            kvs: vec![KeyValue {
+                key: b"/tenant/a".to_vec(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         ns().range_out(&mut r);
         assert_eq!(r.kvs[0].key, b"a".to_vec());
-        let mut l = LeaseTimeToLiveResponse { keys: vec![b"/tenant/x".to_vec(), b"/other/y".to_vec()], ..Default::default() };
+        let mut l = LeaseTimeToLiveResponse {
+            keys: vec![b"/tenant/x".to_vec(), b"/other/y".to_vec()],
+            ..Default::default()
+        };
         ns().lease_keys_out(&mut l);
         assert_eq!(l.keys, vec![b"x".to_vec()]);
     }

@@ -60,14 +60,19 @@ pub async fn cpu_flamegraph(length: Duration) -> Result<Vec<u8>, ProfileError> {
             .build()
             .map_err(|e| ProfileError::Failed(e.to_string()))?;
         std::thread::sleep(length);
-        let report = guard.report().build().map_err(|e| ProfileError::Failed(e.to_string()))?;
+        let report = guard
+            .report()
+            .build()
+            .map_err(|e| ProfileError::Failed(e.to_string()))?;
         drop(guard);
         if report.data.is_empty() {
             // inferno refuses an empty profile; an idle proxy takes no samples.
             return Ok(idle_svg(length).into_bytes());
         }
         let mut svg = Vec::new();
-        report.flamegraph(&mut svg).map_err(|e| ProfileError::Failed(e.to_string()))?;
+        report
+            .flamegraph(&mut svg)
+            .map_err(|e| ProfileError::Failed(e.to_string()))?;
         Ok(svg)
     })
     .await
@@ -91,7 +96,10 @@ mod tests {
     #[test]
     fn seconds_parameter() {
         assert_eq!(seconds_from_query(None).unwrap(), Duration::from_secs(30));
-        assert_eq!(seconds_from_query(Some("debug=1&seconds=5")).unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            seconds_from_query(Some("debug=1&seconds=5")).unwrap(),
+            Duration::from_secs(5)
+        );
         for bad in ["seconds=0", "seconds=-1", "seconds=x", "seconds=301"] {
             assert!(seconds_from_query(Some(bad)).is_err(), "{bad}");
         }

@@ -89,7 +89,12 @@ impl ReadBarrier {
             }
         }
         self.sent.fetch_add(1, Ordering::Relaxed);
-        let probe = RangeRequest { key: vec![0], count_only: true, limit: 1, ..Default::default() };
+        let probe = RangeRequest {
+            key: vec![0],
+            count_only: true,
+            limit: 1,
+            ..Default::default()
+        };
         let call = self.pool.call(RetryPolicy::Idempotent, |ch| {
             let probe = probe.clone();
             async move { KvClient::new(ch).range(probe).await }

@@ -73,7 +73,11 @@ fn json_string(s: &str) -> String {
 fn json_field(json: &str, field: &str) -> Option<String> {
     let needle = format!("\"{field}\"");
     let at = json.find(&needle)? + needle.len();
-    let rest = json[at..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let rest = json[at..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
     let mut out = String::new();
     let mut chars = rest.chars();
     while let Some(c) = chars.next() {
@@ -104,7 +108,11 @@ impl Registration {
     /// The value this proxy writes.
     pub fn value(&self) -> String {
         let metadata = format!("{{\"name\":{}}}", json_string(&self.hostname));
-        format!("{{\"Op\":0,\"Addr\":{},\"Metadata\":{}}}", json_string(&self.advertise), json_string(&metadata))
+        format!(
+            "{{\"Op\":0,\"Addr\":{},\"Metadata\":{}}}",
+            json_string(&self.advertise),
+            json_string(&metadata)
+        )
     }
 
     /// The range holding every registration under the prefix.
@@ -122,18 +130,32 @@ impl Registration {
 pub fn decode(value: &[u8]) -> Option<Registered> {
     let text = std::str::from_utf8(value).ok()?;
     let addr = json_field(text, "Addr")?;
-    let name = json_field(text, "Metadata").and_then(|m| json_field(&m, "name")).unwrap_or_default();
+    let name = json_field(text, "Metadata")
+        .and_then(|m| json_field(&m, "name"))
+        .unwrap_or_default();
     Some(Registered { addr, name })
 }
 
 /// The proxies registered now, read through the pool, with the header of the read.
-pub async fn list(pool: &Pool, reg: &Registration) -> Result<(Option<ResponseHeader>, Vec<Registered>), ProxyError> {
+pub async fn list(
+    pool: &Pool,
+    reg: &Registration,
+) -> Result<(Option<ResponseHeader>, Vec<Registered>), ProxyError> {
     let (key, range_end) = reg.range();
-    let req = RangeRequest { key, range_end, ..Default::default() };
+    let req = RangeRequest {
+        key,
+        range_end,
+        ..Default::default()
+    };
     let resp = pool
         .call(RetryPolicy::Idempotent, |ch| {
             let req = pool.own_request(req.clone());
-            async move { KvClient::new(ch).range(req).await.map(tonic::Response::into_inner) }
+            async move {
+                KvClient::new(ch)
+                    .range(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
         })
         .await?;
     let found = resp.kvs.iter().filter_map(|kv| decode(&kv.value)).collect();
@@ -155,7 +177,12 @@ pub fn member_id(addr: &str) -> u64 {
 /// Keeps the registration in place until the task is dropped: grants a
 /// lease, writes the key under it, keeps the lease alive at a third of its
 /// TTL and registers again whenever the lease is lost.
-pub async fn run(pool: Pool, hub: Arc<KeepAliveHub>, reg: Registration, lease_out: tokio::sync::watch::Sender<i64>) {
+pub async fn run(
+    pool: Pool,
+    hub: Arc<KeepAliveHub>,
+    reg: Registration,
+    lease_out: tokio::sync::watch::Sender<i64>,
+) {
     let span = info_span!("registration", key = %reg.key(), ttl = reg.ttl_secs);
     async move {
         let tick = Duration::from_millis((reg.ttl_secs as u64 * 1000 / 3).max(100));
@@ -178,7 +205,9 @@ pub async fn run(pool: Pool, hub: Arc<KeepAliveHub>, reg: Registration, lease_ou
                         warn!(lease, "registration lease expired; registering again");
                         break;
                     }
-                    Err(status) => warn!(lease, error = %status.message(), "registration keep-alive failed"),
+                    Err(status) => {
+                        warn!(lease, error = %status.message(), "registration keep-alive failed")
+                    }
                 }
             }
         }
@@ -192,10 +221,20 @@ async fn register(pool: &Pool, reg: &Registration) -> Result<i64, ProxyError> {
     let grant = pool
         .call(RetryPolicy::UnlessApplied, |ch| {
             let req = pool.own_request(LeaseGrantRequest { ttl, id: 0 });
-            async move { LeaseClient::new(ch).lease_grant(req).await.map(tonic::Response::into_inner) }
+            async move {
+                LeaseClient::new(ch)
+                    .lease_grant(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
         })
         .await?;
-    let put = PutRequest { key: reg.key().into_bytes(), value: reg.value().into_bytes(), lease: grant.id, ..Default::default() };
+    let put = PutRequest {
+        key: reg.key().into_bytes(),
+        value: reg.value().into_bytes(),
+        lease: grant.id,
+        ..Default::default()
+    };
     pool.call(RetryPolicy::UnlessApplied, |ch| {
         let put = pool.own_request(put.clone());
         async move { KvClient::new(ch).put(put).await.map(|_| ()) }
@@ -215,8 +254,13 @@ pub async fn unregister(pool: &Pool, lease: i64) {
     });
     match tokio::time::timeout(Duration::from_secs(2), revoke).await {
         Ok(Ok(())) => info!(lease, "registration removed"),
-        Ok(Err(e)) => warn!(lease, error = %e, "could not remove registration; it expires with its lease"),
-        Err(_) => warn!(lease, "removing registration timed out; it expires with its lease"),
+        Ok(Err(e)) => {
+            warn!(lease, error = %e, "could not remove registration; it expires with its lease")
+        }
+        Err(_) => warn!(
+            lease,
+            "removing registration timed out; it expires with its lease"
+        ),
     }
 }
 
@@ -225,19 +269,36 @@ mod tests {
     use super::*;
 
     fn reg() -> Registration {
-        Registration { prefix: "/proxies".into(), ttl_secs: 5, advertise: "127.0.0.1:23790".into(), hostname: "h1".into() }
+        Registration {
+            prefix: "/proxies".into(),
+            ttl_secs: 5,
+            advertise: "127.0.0.1:23790".into(),
+            hostname: "h1".into(),
+        }
     }
 
     #[test]
     fn writes_etcds_format() {
         assert_eq!(reg().key(), "/proxies/127.0.0.1:23790");
-        assert_eq!(reg().value(), r#"{"Op":0,"Addr":"127.0.0.1:23790","Metadata":"{\"name\":\"h1\"}"}"#);
+        assert_eq!(
+            reg().value(),
+            r#"{"Op":0,"Addr":"127.0.0.1:23790","Metadata":"{\"name\":\"h1\"}"}"#
+        );
     }
 
     #[test]
     fn reads_what_it_writes_and_what_etcd_writes() {
-        assert_eq!(decode(reg().value().as_bytes()), Some(Registered { addr: "127.0.0.1:23790".into(), name: "h1".into() }));
+        assert_eq!(
+            decode(reg().value().as_bytes()),
+            Some(Registered {
+                addr: "127.0.0.1:23790".into(),
+                name: "h1".into()
+            })
+        );
         assert_eq!(decode(b"not json"), None);
-        assert_eq!(reg().range(), (b"/proxies/".to_vec(), b"/proxies0".to_vec()));
+        assert_eq!(
+            reg().range(),
+            (b"/proxies/".to_vec(), b"/proxies0".to_vec())
+        );
     }
 }

@@ -38,7 +38,9 @@ pub fn no_leader() -> Status {
 
 /// Whether some member in rotation named a leader at its last health probe.
 pub fn has_leader(pool: &Pool) -> bool {
-    pool.backends().iter().any(|b| b.is_healthy() && b.knows_leader())
+    pool.backends()
+        .iter()
+        .any(|b| b.is_healthy() && b.knows_leader())
 }
 
 /// Resolves once the cluster has had no leader for [`NO_LEADER_GRACE`];

@@ -30,9 +30,9 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::backend::membership::{self, MembershipSettings};
 use crate::backend::Pool;
+use crate::cache::RangeCache;
 use crate::coalesce::keepalive::KeepAliveHub;
 use crate::coalesce::watch::WatchHub;
-use crate::cache::RangeCache;
 use crate::config::Config;
 use crate::drain::{Drain, DrainHook};
 use crate::grpc_service::GrpcService;
@@ -43,8 +43,8 @@ use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::grpc_health_v1::health_server::HealthServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::services::auth::AuthService;
 use crate::services::cluster::ClusterService;
@@ -174,7 +174,12 @@ fn connection_builder(config: &Config) -> Builder<TokioExecutor> {
 
 /// Serves HTTP/1.1 and HTTP/2 on one accepted connection until it closes,
 /// or until the graceful shutdown `watcher` belongs to is signalled.
-pub async fn serve_connection<I: Io>(io: I, app: App, builder: Arc<Builder<TokioExecutor>>, watcher: Watcher) {
+pub async fn serve_connection<I: Io>(
+    io: I,
+    app: App,
+    builder: Arc<Builder<TokioExecutor>>,
+    watcher: Watcher,
+) {
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
     if let Err(e) = watcher.watch(conn).await {
         debug!(error = %e, "connection ended with an error");
@@ -207,7 +212,12 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let (app, builder, watcher, acceptor) = (app.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
+        let (app, builder, watcher, acceptor) = (
+            app.clone(),
+            builder.clone(),
+            graceful.watcher(),
+            acceptor.clone(),
+        );
         let span = tracing::debug_span!("conn", %peer);
         conns.spawn(
             async move {
@@ -240,15 +250,23 @@ pub async fn run_with(
     let local = listener.local_addr()?;
     let metrics_listener = match (options.metrics_listener, &config.metrics_addr) {
         (Some(l), _) => Some(l),
-        (None, Some(addr)) => Some(
-            TcpListener::bind(addr).await.map_err(|source| RunError::MetricsAddr { addr: addr.clone(), source })?,
-        ),
+        (None, Some(addr)) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| RunError::MetricsAddr {
+                        addr: addr.clone(),
+                        source,
+                    })?,
+            )
+        }
         (None, None) => None,
     };
     // TLS towards clients: the handshake runs on each connection's own task.
     let acceptor = match options.acceptor {
         Some(a) => Some(a),
-        None => crate::tls::server_acceptor(config.listen_tls.as_ref())?.map(crate::tls::connection_acceptor),
+        None => crate::tls::server_acceptor(config.listen_tls.as_ref())?
+            .map(crate::tls::connection_acceptor),
     };
     let mut channel = config.channel.clone();
     if let Some(backend_tls) = &config.backend_tls {
@@ -282,16 +300,26 @@ pub async fn run_with(
         cache: RangeCache::new(config.cache),
         read_barrier: crate::read_barrier::ReadBarrier::new(pool.clone()),
         serializable_floor: config.serializable_ordering.then(Default::default),
-        leasing: config.leasing_prefix.clone().map(|p| crate::leasing::Leasing::new(p, pool.clone(), config.max_recv_bytes)),
+        leasing: config
+            .leasing_prefix
+            .clone()
+            .map(|p| crate::leasing::Leasing::new(p, pool.clone(), config.max_recv_bytes)),
     };
     let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE);
     let keepalive_hub = KeepAliveHub::new(pool.clone());
-    let _cache_follower = AbortOnDrop(tokio::spawn(ctx.cache.clone().follow(watch_hub.clone(), pool.clone())));
+    let _cache_follower = AbortOnDrop(tokio::spawn(
+        ctx.cache.clone().follow(watch_hub.clone(), pool.clone()),
+    ));
     if let Some(reg) = config.registration.clone() {
         // Registered until the drain starts: then the entry is removed at
         // once, so clients stop discovering a proxy that is going away.
         let (lease_tx, lease) = watch::channel(0i64);
-        let task = AbortOnDrop(tokio::spawn(crate::registration::run(pool.clone(), keepalive_hub.clone(), reg, lease_tx)));
+        let task = AbortOnDrop(tokio::spawn(crate::registration::run(
+            pool.clone(),
+            keepalive_hub.clone(),
+            reg,
+            lease_tx,
+        )));
         let pool = pool.clone();
         drain.on_drain(Box::new(move || {
             Box::pin(async move {
@@ -316,14 +344,35 @@ pub async fn run_with(
             })
         }));
     }
-    let health = HealthService { pool: pool.clone(), drain: drain.clone() };
-    let routes = routes(&ctx, &watch_hub, &keepalive_hub, config.max_recv_bytes, config.registration.clone(), health);
+    let health = HealthService {
+        pool: pool.clone(),
+        drain: drain.clone(),
+    };
+    let routes = routes(
+        &ctx,
+        &watch_hub,
+        &keepalive_hub,
+        config.max_recv_bytes,
+        config.registration.clone(),
+        health,
+    );
     let http = Arc::new(HttpApi {
-        sources: Sources { metrics: metrics.clone(), pool: pool.clone(), watch_hub, keepalive_hub, cache: ctx.cache.clone(), read_barrier: ctx.read_barrier.clone() },
+        sources: Sources {
+            metrics: metrics.clone(),
+            pool: pool.clone(),
+            watch_hub,
+            keepalive_hub,
+            cache: ctx.cache.clone(),
+            read_barrier: ctx.read_barrier.clone(),
+        },
         drain: drain.clone(),
         enable_pprof: config.enable_pprof,
     });
-    let app = App { grpc: GrpcService::new(routes, metrics, drain.clone()), http, grpc_enabled: true };
+    let app = App {
+        grpc: GrpcService::new(routes, metrics, drain.clone()),
+        http,
+        grpc_enabled: true,
+    };
     let builder = Arc::new(connection_builder(&config));
 
     let graceful = GracefulShutdown::new();
@@ -338,11 +387,21 @@ pub async fn run_with(
         "started gRPC proxy"
     );
 
-    let main_loop = accept_loop(listener, app.clone(), builder.clone(), acceptor, &graceful, stop_rx.clone());
+    let main_loop = accept_loop(
+        listener,
+        app.clone(),
+        builder.clone(),
+        acceptor,
+        &graceful,
+        stop_rx.clone(),
+    );
     let metrics_loop = async {
         match metrics_listener {
             Some(l) => {
-                let app = App { grpc_enabled: false, ..app.clone() };
+                let app = App {
+                    grpc_enabled: false,
+                    ..app.clone()
+                };
                 accept_loop(l, app, builder.clone(), None, &graceful, stop_rx.clone()).await
             }
             None => JoinSet::new(),
@@ -359,7 +418,10 @@ pub async fn run_with(
     let (mut main_conns, mut metrics_conns, ()) = tokio::join!(main_loop, metrics_loop, sequence);
 
     drain.cut_streams();
-    if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         warn!(
             timeout = ?config.drain_timeout,
             open = main_conns.len() + metrics_conns.len(),
@@ -395,12 +457,42 @@ fn routes(
     health: HealthService,
 ) -> Routes {
     Routes::new(wire!(KvServer::new(KvService { ctx: ctx.clone() }), recv))
-        .add_service(wire!(ClusterServer::new(ClusterService { ctx: ctx.clone(), registration }), recv))
-        .add_service(wire!(MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() }), recv))
-        .add_service(crate::services::watch::WatchGrpc::new(WatchService { ctx: ctx.clone(), hub: watch_hub.clone() }, recv))
-        .add_service(wire!(LeaseServer::new(LeaseService { ctx: ctx.clone(), hub: keepalive_hub.clone() }), recv))
-        .add_service(wire!(AuthServer::new(AuthService { ctx: ctx.clone() }), recv))
-        .add_service(wire!(ElectionServer::new(ElectionService { ctx: ctx.clone() }), recv))
-        .add_service(wire!(LockServer::new(LockService { ctx: ctx.clone() }), recv))
+        .add_service(wire!(
+            ClusterServer::new(ClusterService {
+                ctx: ctx.clone(),
+                registration
+            }),
+            recv
+        ))
+        .add_service(wire!(
+            MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() }),
+            recv
+        ))
+        .add_service(crate::services::watch::WatchGrpc::new(
+            WatchService {
+                ctx: ctx.clone(),
+                hub: watch_hub.clone(),
+            },
+            recv,
+        ))
+        .add_service(wire!(
+            LeaseServer::new(LeaseService {
+                ctx: ctx.clone(),
+                hub: keepalive_hub.clone()
+            }),
+            recv
+        ))
+        .add_service(wire!(
+            AuthServer::new(AuthService { ctx: ctx.clone() }),
+            recv
+        ))
+        .add_service(wire!(
+            ElectionServer::new(ElectionService { ctx: ctx.clone() }),
+            recv
+        ))
+        .add_service(wire!(
+            LockServer::new(LockService { ctx: ctx.clone() }),
+            recv
+        ))
         .add_service(wire!(HealthServer::new(health), recv))
 }

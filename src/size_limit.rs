@@ -13,7 +13,11 @@ use crate::error::size_limit_status;
 /// Rewrites a trailers-only size-limit error in `resp`'s headers.
 pub fn rewrite<B>(mut resp: Response<B>) -> Response<B> {
     let headers = resp.headers_mut();
-    let code = match headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()) {
+    let code = match headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+    {
         Some(c) => Code::from_i32(c),
         None => return resp,
     };

@@ -25,9 +25,14 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{CipherSuite, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme, SupportedProtocolVersion};
+use rustls::{
+    CipherSuite, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedProtocolVersion,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -67,7 +72,9 @@ impl TlsVersion {
         match s {
             "TLS1.2" => Ok(TlsVersion::Tls12),
             "TLS1.3" => Ok(TlsVersion::Tls13),
-            other => Err(format!("unexpected TLS version {other:?} (must be one of: TLS1.2, TLS1.3)")),
+            other => Err(format!(
+                "unexpected TLS version {other:?} (must be one of: TLS1.2, TLS1.3)"
+            )),
         }
     }
 }
@@ -75,18 +82,46 @@ impl TlsVersion {
 /// The Go (etcd) names of the TLS 1.2 cipher suites rustls implements, and
 /// the rustls suite each one is.
 const SUPPORTED_SUITES: &[(&str, CipherSuite)] = &[
-    ("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
-    ("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
-    ("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305", CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
-    ("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
-    ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
-    ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
-    ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305", CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
-    ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
 ];
 
 /// TLS 1.3 suites: etcd accepts their names, Go (and rustls) always enables them.
-const TLS13_SUITES: &[&str] = &["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"];
+const TLS13_SUITES: &[&str] = &[
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+];
 
 /// Suites etcd (Go) knows but rustls deliberately does not implement
 /// (CBC, RC4, 3DES, static RSA key exchange).
@@ -191,7 +226,10 @@ impl ListenTls {
     /// TLS from a certificate and key file, with etcd's defaults otherwise.
     pub fn from_files(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> ListenTls {
         ListenTls {
-            cert: ServerCert::Files { cert: cert.into(), key: key.into() },
+            cert: ServerCert::Files {
+                cert: cert.into(),
+                key: key.into(),
+            },
             trusted_ca: None,
             client_crl: None,
             cipher_suites: Vec::new(),
@@ -204,7 +242,10 @@ impl ListenTls {
     /// kept under `<data_dir>/fixtures/proxy`, valid `validity_years`.
     pub fn auto(data_dir: &Path, listen: &str, validity_years: u32) -> ListenTls {
         let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or(listen);
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let mut hosts = vec![host];
         for extra in ["localhost", "127.0.0.1"] {
             if !hosts.iter().any(|h| h == extra) {
@@ -212,7 +253,11 @@ impl ListenTls {
             }
         }
         ListenTls {
-            cert: ServerCert::Auto { dir: data_dir.join("fixtures").join("proxy"), hosts, validity_years },
+            cert: ServerCert::Auto {
+                dir: data_dir.join("fixtures").join("proxy"),
+                hosts,
+                validity_years,
+            },
             ..ListenTls::from_files(PathBuf::new(), PathBuf::new())
         }
     }
@@ -232,8 +277,13 @@ impl ListenTls {
         if self.min_version == TlsVersion::Tls13 && !self.cipher_suites.is_empty() {
             return Err("--listen-cipher-suites cannot be configured when only TLS1.3 is enabled (--tls-min-version=TLS1.3)".into());
         }
-        if let ServerCert::Auto { validity_years: 0, .. } = self.cert {
-            return Err("--self-signed-cert-validity must be greater than 0 with --auto-tls".into());
+        if let ServerCert::Auto {
+            validity_years: 0, ..
+        } = self.cert
+        {
+            return Err(
+                "--self-signed-cert-validity must be greater than 0 with --auto-tls".into(),
+            );
         }
         Ok(())
     }
@@ -247,7 +297,11 @@ fn version_name(v: TlsVersion) -> &'static str {
 }
 
 fn file_err(flag: &'static str, path: &Path, reason: impl ToString) -> TlsError {
-    TlsError::File { flag, path: path.display().to_string(), reason: reason.to_string() }
+    TlsError::File {
+        flag,
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn read_file(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -268,11 +322,15 @@ fn load_certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
 
 fn load_key(flag: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read_file(flag, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| file_err(flag, path, format!("no usable PEM private key: {e}")))
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| file_err(flag, path, format!("no usable PEM private key: {e}")))
 }
 
 /// A CRL file, PEM or DER as Go's parser accepts.
-fn load_crls(flag: &'static str, path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+fn load_crls(
+    flag: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let data = read_file(flag, path)?;
     if data.windows(10).any(|w| w == b"-----BEGIN") {
         let crls = CertificateRevocationListDer::pem_slice_iter(&data)
@@ -291,7 +349,8 @@ fn load_crls(flag: &'static str, path: &Path) -> Result<Vec<CertificateRevocatio
 fn provider(suites: &[CipherSuite]) -> CryptoProvider {
     let mut p = rustls::crypto::ring::default_provider();
     if !suites.is_empty() {
-        p.cipher_suites.retain(|s| s.version() == &rustls::version::TLS13 || suites.contains(&s.suite()));
+        p.cipher_suites
+            .retain(|s| s.version() == &rustls::version::TLS13 || suites.contains(&s.suite()));
     }
     p
 }
@@ -318,23 +377,35 @@ fn auto_cert(
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
     if cert_path.is_file() && key_path.is_file() {
-        match (load_certs("auto-tls", &cert_path), load_key("auto-tls", &key_path)) {
+        match (
+            load_certs("auto-tls", &cert_path),
+            load_key("auto-tls", &key_path),
+        ) {
             (Ok(c), Ok(k)) => {
                 info!(dir = %dir.display(), "--auto-tls: reusing the self-signed certificate found in the data dir");
                 return Ok((c, k));
             }
-            (Err(e), _) | (_, Err(e)) => warn!(error = %e, "--auto-tls: existing certificate unusable, generating a new one"),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "--auto-tls: existing certificate unusable, generating a new one")
+            }
         }
     }
-    let setup = |e: rcgen::Error| TlsError::Setup(format!("--auto-tls: cannot generate a certificate: {e}"));
+    let setup = |e: rcgen::Error| {
+        TlsError::Setup(format!("--auto-tls: cannot generate a certificate: {e}"))
+    };
     let key = rcgen::KeyPair::generate().map_err(setup)?;
     let mut params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(setup)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, "etcd");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "etcd");
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(365 * i64::from(validity_years));
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature, rcgen::KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.self_signed(&key).map_err(setup)?;
 
@@ -376,15 +447,26 @@ pub fn server_config(tls: &ListenTls) -> Result<ServerConfig, TlsError> {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for cert in load_certs("trusted-ca-file", ca)? {
-                roots.add(cert).map_err(|e| file_err("trusted-ca-file", ca, format!("unusable CA certificate: {e}")))?;
+                roots.add(cert).map_err(|e| {
+                    file_err(
+                        "trusted-ca-file",
+                        ca,
+                        format!("unusable CA certificate: {e}"),
+                    )
+                })?;
             }
             let roots = Arc::new(roots);
-            let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match &tls.client_crl {
-                Some(crl) => Arc::new(reload::ReloadingClientVerifier::new(roots, crl, provider.clone())?),
-                None => WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-                    .build()
-                    .map_err(|e| file_err("trusted-ca-file", ca, e))?,
-            };
+            let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
+                match &tls.client_crl {
+                    Some(crl) => Arc::new(reload::ReloadingClientVerifier::new(
+                        roots,
+                        crl,
+                        provider.clone(),
+                    )?),
+                    None => WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+                        .build()
+                        .map_err(|e| file_err("trusted-ca-file", ca, e))?,
+                };
             builder.with_client_cert_verifier(verifier)
         }
         None => {
@@ -395,14 +477,18 @@ pub fn server_config(tls: &ListenTls) -> Result<ServerConfig, TlsError> {
         }
     };
     let mut config = match &tls.cert {
-        ServerCert::Files { cert, key } => {
-            builder.with_cert_resolver(Arc::new(reload::ReloadingCert::new(cert, key, provider.clone())?))
-        }
-        ServerCert::Auto { dir, hosts, validity_years } => {
+        ServerCert::Files { cert, key } => builder.with_cert_resolver(Arc::new(
+            reload::ReloadingCert::new(cert, key, provider.clone())?,
+        )),
+        ServerCert::Auto {
+            dir,
+            hosts,
+            validity_years,
+        } => {
             let (certs, key) = auto_cert(dir, hosts, *validity_years)?;
-            builder
-                .with_single_cert(certs, key)
-                .map_err(|e| TlsError::Setup(format!("--auto-tls: generated certificate unusable: {e}")))?
+            builder.with_single_cert(certs, key).map_err(|e| {
+                TlsError::Setup(format!("--auto-tls: generated certificate unusable: {e}"))
+            })?
         }
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -435,16 +521,25 @@ pub fn connection_acceptor(acceptor: TlsAcceptor) -> crate::server::Acceptor {
     Arc::new(move |tcp: TcpStream| {
         let acceptor = acceptor.clone();
         Box::pin(async move {
-            let peer = tcp.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let peer = tcp
+                .peer_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
             match handshake(&acceptor, tcp, peer).await {
                 Some(tls) => Ok(Box::new(tls) as Box<dyn crate::server::Io>),
-                None => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "TLS handshake failed")),
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "TLS handshake failed",
+                )),
             }
         }) as crate::server::AcceptFuture
     })
 }
 
-async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream, peer: SocketAddr) -> Option<TlsStream<TcpStream>> {
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<TlsStream<TcpStream>> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
             debug!(%peer, "TLS handshake done");
@@ -490,7 +585,12 @@ impl ClientTls {
     /// TLS for `https` members when no backend TLS flag is given: the
     /// system's roots, as etcd's client does.
     pub fn system_roots() -> ClientTls {
-        ClientTls { config: ClientTlsConfig::new().with_native_roots().assume_http2(true), verifier: None }
+        ClientTls {
+            config: ClientTlsConfig::new()
+                .with_native_roots()
+                .assume_http2(true),
+            verifier: None,
+        }
     }
 }
 
@@ -513,7 +613,10 @@ impl BackendTls {
         if self.insecure_skip_verify {
             warn!("--insecure-skip-tls-verify was given: etcd members' TLS certificates are not verified; use only for testing");
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            return Ok(ClientTls { config, verifier: Some(Arc::new(SkipServerVerification(provider))) });
+            return Ok(ClientTls {
+                config,
+                verifier: Some(Arc::new(SkipServerVerification(provider))),
+            });
         }
         match &self.cacert {
             Some(ca) => {
@@ -522,7 +625,10 @@ impl BackendTls {
             }
             None => config = config.with_native_roots(),
         }
-        Ok(ClientTls { config, verifier: None })
+        Ok(ClientTls {
+            config,
+            verifier: None,
+        })
     }
 }
 
@@ -549,7 +655,12 @@ impl ServerCertVerifier for SkipServerVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -558,7 +669,12 @@ impl ServerCertVerifier for SkipServerVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -572,14 +688,25 @@ mod tests {
 
     #[test]
     fn cipher_suites_by_etcd_name() {
-        let s = parse_cipher_suites("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305").unwrap();
+        let s = parse_cipher_suites(
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+        )
+        .unwrap();
         assert_eq!(s.len(), 2);
-        let err = parse_cipher_suites("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_NOPE").unwrap_err();
+        let err =
+            parse_cipher_suites("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_NOPE").unwrap_err();
         assert!(err.contains("TLS_NOPE"), "{err}");
         let err = parse_cipher_suites("TLS_RSA_WITH_AES_128_CBC_SHA").unwrap_err();
         assert!(err.contains("not supported"), "{err}");
         // Legacy names beside a usable one are dropped, not fatal.
-        assert_eq!(parse_cipher_suites("TLS_RSA_WITH_AES_128_CBC_SHA,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256").unwrap().len(), 1);
+        assert_eq!(
+            parse_cipher_suites(
+                "TLS_RSA_WITH_AES_128_CBC_SHA,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+            )
+            .unwrap()
+            .len(),
+            1
+        );
         assert!(parse_cipher_suites("").unwrap().is_empty());
     }
 
@@ -594,16 +721,33 @@ mod tests {
         t.cipher_suites = vec![CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256];
         assert!(t.check().unwrap_err().contains("--listen-cipher-suites"));
         let auto = ListenTls::auto(Path::new("/nonexistent"), "127.0.0.1:0", 0);
-        assert!(auto.check().unwrap_err().contains("--self-signed-cert-validity"));
+        assert!(auto
+            .check()
+            .unwrap_err()
+            .contains("--self-signed-cert-validity"));
     }
 
     #[test]
     fn missing_files_name_their_flag() {
-        let err = server_config(&ListenTls::from_files("/no/such/cert.pem", "/no/such/key.pem")).unwrap_err().to_string();
-        assert!(err.contains("--cert-file") && err.contains("/no/such/cert.pem"), "{err}");
-        let b = BackendTls { cacert: Some("/no/such/ca.pem".into()), ..Default::default() };
+        let err = server_config(&ListenTls::from_files(
+            "/no/such/cert.pem",
+            "/no/such/key.pem",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--cert-file") && err.contains("/no/such/cert.pem"),
+            "{err}"
+        );
+        let b = BackendTls {
+            cacert: Some("/no/such/ca.pem".into()),
+            ..Default::default()
+        };
         assert!(b.load().unwrap_err().to_string().contains("--cacert"));
-        let b = BackendTls { cert: Some("/x".into()), ..Default::default() };
+        let b = BackendTls {
+            cert: Some("/x".into()),
+            ..Default::default()
+        };
         assert!(b.load().unwrap_err().to_string().contains("--key"));
     }
 
@@ -614,6 +758,9 @@ mod tests {
         server_config(&t).unwrap();
         let cert = std::fs::read(dir.path().join("fixtures/proxy/cert.pem")).unwrap();
         server_config(&t).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("fixtures/proxy/cert.pem")).unwrap(), cert);
+        assert_eq!(
+            std::fs::read(dir.path().join("fixtures/proxy/cert.pem")).unwrap(),
+            cert
+        );
     }
 }

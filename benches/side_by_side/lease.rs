@@ -22,7 +22,14 @@ pub async fn grant(channels: &[Channel], n: usize, ttl: i64) -> Vec<i64> {
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for _ in 0..count {
-                ids.push(client.lease_grant(LeaseGrantRequest { ttl, id: 0 }).await.expect("lease grant").into_inner().id);
+                ids.push(
+                    client
+                        .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+                        .await
+                        .expect("lease grant")
+                        .into_inner()
+                        .id,
+                );
             }
             ids
         }));
@@ -51,14 +58,22 @@ pub async fn run_round(
     for (i, &id) in leases.iter().enumerate() {
         let mut client = LeaseClient::new(channels[i % channels.len()].clone());
         tasks.push(tokio::spawn(async move {
-            let mut r = Round { ops: 0, errors: 0, hist: new_hist(), calls: 0, first_error: None };
+            let mut r = Round {
+                ops: 0,
+                errors: 0,
+                hist: new_hist(),
+                calls: 0,
+                first_error: None,
+            };
             let (tx, rx) = mpsc::channel(1);
             // Spread the clients' phases over one pause.
             tokio::time::sleep(pause.mul_f64(fastrand::f64())).await;
             // The first keep-alive goes with the call: a server may send its
             // response headers only with its first answer.
             let mut t0 = Instant::now();
-            tx.send(LeaseKeepAliveRequest { id }).await.expect("queue first keep-alive");
+            tx.send(LeaseKeepAliveRequest { id })
+                .await
+                .expect("queue first keep-alive");
             let mut stream = match client.lease_keep_alive(ReceiverStream::new(rx)).await {
                 Ok(s) => s.into_inner(),
                 Err(e) => {
@@ -77,7 +92,9 @@ pub async fn run_round(
                 }
                 let res = async {
                     if !first {
-                        tx.send(LeaseKeepAliveRequest { id }).await.map_err(|_| "stream closed".to_string())?;
+                        tx.send(LeaseKeepAliveRequest { id })
+                            .await
+                            .map_err(|_| "stream closed".to_string())?;
                     }
                     match tokio::time::timeout(timeout, stream.message()).await {
                         Ok(Ok(Some(resp))) if resp.ttl > 0 => Ok(()),
@@ -116,7 +133,13 @@ pub async fn run_round(
             r
         }));
     }
-    let mut total = Round { ops: 0, errors: 0, hist: new_hist(), calls: 0, first_error: None };
+    let mut total = Round {
+        ops: 0,
+        errors: 0,
+        hist: new_hist(),
+        calls: 0,
+        first_error: None,
+    };
     for t in tasks {
         let r = t.await.expect("keep-alive task");
         total.ops += r.ops;

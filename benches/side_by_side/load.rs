@@ -34,7 +34,13 @@ pub enum Workload {
 
 impl Workload {
     /// All unary workloads, in report order.
-    pub const ALL: [Workload; 5] = [Workload::LinGet, Workload::SerGet, Workload::Put, Workload::Txn, Workload::Mixed];
+    pub const ALL: [Workload; 5] = [
+        Workload::LinGet,
+        Workload::SerGet,
+        Workload::Put,
+        Workload::Txn,
+        Workload::Mixed,
+    ];
 
     /// Name used in tables.
     pub fn label(self) -> &'static str {
@@ -54,11 +60,19 @@ pub fn key(i: usize) -> Vec<u8> {
 }
 
 fn range(i: usize, serializable: bool) -> RangeRequest {
-    RangeRequest { key: key(i), serializable, ..Default::default() }
+    RangeRequest {
+        key: key(i),
+        serializable,
+        ..Default::default()
+    }
 }
 
 fn put(i: usize) -> PutRequest {
-    PutRequest { key: key(i), value: vec![b'v'; VALUE_BYTES], ..Default::default() }
+    PutRequest {
+        key: key(i),
+        value: vec![b'v'; VALUE_BYTES],
+        ..Default::default()
+    }
 }
 
 fn txn(i: usize) -> TxnRequest {
@@ -70,8 +84,12 @@ fn txn(i: usize) -> TxnRequest {
             target_union: Some(compare::TargetUnion::ModRevision(0)),
             ..Default::default()
         }],
-        success: vec![RequestOp { request: Some(request_op::Request::RequestPut(put(i))) }],
-        failure: vec![RequestOp { request: Some(request_op::Request::RequestRange(range(i, false))) }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(put(i))),
+        }],
+        failure: vec![RequestOp {
+            request: Some(request_op::Request::RequestRange(range(i, false))),
+        }],
     }
 }
 
@@ -124,7 +142,13 @@ pub struct Round {
 
 /// Runs `w` on `channels` with `inflight` tasks per channel: `warmup`
 /// unmeasured, then `window` measured.
-pub async fn run_round(channels: &[Channel], inflight: usize, w: Workload, warmup: Duration, window: Duration) -> Round {
+pub async fn run_round(
+    channels: &[Channel],
+    inflight: usize,
+    w: Workload,
+    warmup: Duration,
+    window: Duration,
+) -> Round {
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + window;
@@ -133,7 +157,13 @@ pub async fn run_round(channels: &[Channel], inflight: usize, w: Workload, warmu
         for _ in 0..inflight {
             let mut client = KvClient::new(ch.clone());
             tasks.push(tokio::spawn(async move {
-                let mut r = Round { ops: 0, errors: 0, hist: new_hist(), calls: 0, first_error: None };
+                let mut r = Round {
+                    ops: 0,
+                    errors: 0,
+                    hist: new_hist(),
+                    calls: 0,
+                    first_error: None,
+                };
                 loop {
                     let t0 = Instant::now();
                     if t0 >= end {
@@ -159,7 +189,13 @@ pub async fn run_round(channels: &[Channel], inflight: usize, w: Workload, warmu
             }));
         }
     }
-    let mut total = Round { ops: 0, errors: 0, hist: new_hist(), calls: 0, first_error: None };
+    let mut total = Round {
+        ops: 0,
+        errors: 0,
+        hist: new_hist(),
+        calls: 0,
+        first_error: None,
+    };
     for t in tasks {
         let r = t.await.expect("load task");
         total.ops += r.ops;

@@ -33,7 +33,10 @@ use report::{Cell, Report, WatchRow};
 use target::Target;
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Everything the environment can tune.
@@ -83,10 +86,17 @@ impl Settings {
             watch_puts: env_num("BENCH_WATCH_PUTS", 20) as usize,
             leases: env_num("BENCH_LEASES", scale) as usize,
             lease_ttl,
-            keepalive_every: Duration::from_millis(env_num("BENCH_KEEPALIVE_MS", lease_ttl as u64 * 1000 / 3)),
+            keepalive_every: Duration::from_millis(env_num(
+                "BENCH_KEEPALIVE_MS",
+                lease_ttl as u64 * 1000 / 3,
+            )),
             pickup_limit: Duration::from_secs(env_num("BENCH_PICKUP_LIMIT_SECS", 20)),
             failover_after: Duration::from_secs(env_num("BENCH_FAILOVER_SECS", 8)),
-            skip: std::env::var("BENCH_SKIP").unwrap_or_default().split(',').map(|s| s.trim().to_string()).collect(),
+            skip: std::env::var("BENCH_SKIP")
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
         }
     }
 
@@ -110,9 +120,18 @@ fn main() {
     let ours_bin = std::env::var("BENCH_PROXY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target/release/etcd-grpc-proxy"));
-    assert!(ours_bin.is_file(), "{} missing: run `cargo build --release` first (make bench does)", ours_bin.display());
-    let out_dir = std::env::var("BENCH_OUT").map(PathBuf::from).unwrap_or_else(|_| root.join("bench/results"));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    assert!(
+        ours_bin.is_file(),
+        "{} missing: run `cargo build --release` first (make bench does)",
+        ours_bin.display()
+    );
+    let out_dir = std::env::var("BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("bench/results"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let started = Instant::now();
 
     eprintln!("== starting a 3-member etcd cluster");
@@ -123,17 +142,43 @@ fn main() {
     let etcd_proxy = ProxyProc::start(ProxyKind::Etcd, &endpoints, cluster.dir.path(), &ours_bin);
     let ours = ProxyProc::start(ProxyKind::Ours, &endpoints, cluster.dir.path(), &ours_bin);
     let mut targets = vec![
-        Target { name: "direct", addrs: member_addrs.clone(), pid: None, idle_rss_kib: None },
-        Target { name: "etcd-proxy", addrs: vec![etcd_proxy.addr.clone()], pid: Some(etcd_proxy.proc.pid), idle_rss_kib: None },
-        Target { name: "ours", addrs: vec![ours.addr.clone()], pid: Some(ours.proc.pid), idle_rss_kib: None },
+        Target {
+            name: "direct",
+            addrs: member_addrs.clone(),
+            pid: None,
+            idle_rss_kib: None,
+        },
+        Target {
+            name: "etcd-proxy",
+            addrs: vec![etcd_proxy.addr.clone()],
+            pid: Some(etcd_proxy.proc.pid),
+            idle_rss_kib: None,
+        },
+        Target {
+            name: "ours",
+            addrs: vec![ours.addr.clone()],
+            pid: Some(ours.proc.pid),
+            idle_rss_kib: None,
+        },
     ];
     // BENCH_PROXY_BIN_B: a second build of ours, measured in the same run
     // (A/B comparisons on a machine whose speed drifts between runs).
-    let ours_b = std::env::var("BENCH_PROXY_BIN_B")
-        .ok()
-        .map(|bin| ProxyProc::start_logged(ProxyKind::Ours, &endpoints, cluster.dir.path(), Path::new(&bin), "ours-b"));
+    let ours_b = std::env::var("BENCH_PROXY_BIN_B").ok().map(|bin| {
+        ProxyProc::start_logged(
+            ProxyKind::Ours,
+            &endpoints,
+            cluster.dir.path(),
+            Path::new(&bin),
+            "ours-b",
+        )
+    });
     if let Some(b) = &ours_b {
-        targets.push(Target { name: "ours-b", addrs: vec![b.addr.clone()], pid: Some(b.proc.pid), idle_rss_kib: None });
+        targets.push(Target {
+            name: "ours-b",
+            addrs: vec![b.addr.clone()],
+            pid: Some(b.proc.pid),
+            idle_rss_kib: None,
+        });
     }
     if let Ok(only) = std::env::var("BENCH_TARGETS") {
         targets.retain(|t| only.split(',').any(|n| n.trim() == t.name));
@@ -148,18 +193,32 @@ fn main() {
     let mut report = Report::new(&settings, &targets);
 
     if settings.runs("unary") {
-        let channels: Vec<_> = targets.iter().map(|t| rt.block_on(t.connect(settings.conns))).collect();
+        let channels: Vec<_> = targets
+            .iter()
+            .map(|t| rt.block_on(t.connect(settings.conns)))
+            .collect();
         for w in load::Workload::ALL {
             eprintln!("== {}", w.label());
-            let mut cells: Vec<Cell> = targets.iter().map(|t| Cell::new(w.label(), t.name)).collect();
+            let mut cells: Vec<Cell> = targets
+                .iter()
+                .map(|t| Cell::new(w.label(), t.name))
+                .collect();
             reset_peaks(&targets);
             for round in 0..settings.rounds {
                 for (i, t) in targets.iter().enumerate() {
                     let cpu0 = t.cpu();
                     let client0 = procs::cpu_seconds(std::process::id());
-                    let r = rt.block_on(load::run_round(&channels[i], settings.inflight, w, settings.warmup, settings.window));
+                    let r = rt.block_on(load::run_round(
+                        &channels[i],
+                        settings.inflight,
+                        w,
+                        settings.warmup,
+                        settings.window,
+                    ));
                     let cpu = t.cpu().zip(cpu0).map(|(a, b)| a - b);
-                    let client_cpu = procs::cpu_seconds(std::process::id()).zip(client0).map(|(a, b)| a - b);
+                    let client_cpu = procs::cpu_seconds(std::process::id())
+                        .zip(client0)
+                        .map(|(a, b)| a - b);
                     print_round(round, t.name, "ops/s", &r, settings.window);
                     cells[i].add(&r, settings.window, cpu, client_cpu);
                 }
@@ -170,23 +229,33 @@ fn main() {
     }
 
     if settings.runs("watch") {
-        eprintln!("== watch fan-out: {} watchers per target", settings.watchers);
+        eprintln!(
+            "== watch fan-out: {} watchers per target",
+            settings.watchers
+        );
         let mut rows = Vec::new();
         let mut sets = Vec::new();
         reset_peaks(&targets);
         for t in &targets {
             let before = t.pid.and_then(|p| procs::status_kib(p, "VmRSS"));
-            let set = rt.block_on(watch::WatchSet::open(t, format!("bench/watch/{}", t.name).into_bytes(), settings.watchers));
+            let set = rt.block_on(watch::WatchSet::open(
+                t,
+                format!("bench/watch/{}", t.name).into_bytes(),
+                settings.watchers,
+            ));
             let after = t.pid.and_then(|p| procs::status_kib(p, "VmRSS"));
             let mut row = WatchRow::new(t.name, settings.watchers);
-            row.rss_per_watcher_bytes = after.zip(before).map(|(a, b)| (a as f64 - b as f64) * 1024.0 / settings.watchers as f64);
+            row.rss_per_watcher_bytes = after
+                .zip(before)
+                .map(|(a, b)| (a as f64 - b as f64) * 1024.0 / settings.watchers as f64);
             rows.push(row);
             sets.push(set);
         }
         for round in 0..settings.rounds {
             for (i, t) in targets.iter().enumerate() {
                 let cpu0 = t.cpu();
-                let (hist, missed) = rt.block_on(sets[i].round(writer.clone(), settings.watch_puts));
+                let (hist, missed) =
+                    rt.block_on(sets[i].round(writer.clone(), settings.watch_puts));
                 let cpu = t.cpu().zip(cpu0).map(|(a, b)| a - b);
                 eprintln!(
                     "   round {} {:<10} delivery p50 {:.2} ms p99 {:.2} ms missed {missed}",
@@ -206,16 +275,26 @@ fn main() {
     }
 
     if settings.runs("lease") {
-        eprintln!("== lease keep-alive: {} clients per target, one keep-alive each per {:?}", settings.leases, settings.keepalive_every);
+        eprintln!(
+            "== lease keep-alive: {} clients per target, one keep-alive each per {:?}",
+            settings.leases, settings.keepalive_every
+        );
         let conns = (settings.leases / 100).max(settings.conns);
-        let channels: Vec<_> = targets.iter().map(|t| rt.block_on(t.connect(conns))).collect();
+        let channels: Vec<_> = targets
+            .iter()
+            .map(|t| rt.block_on(t.connect(conns)))
+            .collect();
         let label = "Lease keep-alive";
         let mut cells: Vec<Cell> = targets.iter().map(|t| Cell::new(label, t.name)).collect();
         reset_peaks(&targets);
         for round in 0..settings.rounds {
             for (i, t) in targets.iter().enumerate() {
                 // Fresh short leases each round (granting is not measured).
-                let leases = rt.block_on(lease::grant(&channels[i], settings.leases, settings.lease_ttl));
+                let leases = rt.block_on(lease::grant(
+                    &channels[i],
+                    settings.leases,
+                    settings.lease_ttl,
+                ));
                 let cpu0 = t.cpu();
                 let r = rt.block_on(lease::run_round(
                     &channels[i],
@@ -238,8 +317,17 @@ fn main() {
         for t in targets.iter().filter(|t| t.pid.is_some()) {
             eprintln!("== membership pickup through {}", t.name);
             let channels = rt.block_on(t.connect(2));
-            let p = scenario::membership_pickup(&rt, &mut cluster, t.name, &channels, settings.pickup_limit);
-            eprintln!("   first Range on the new member {:?} after it started", p.after_start);
+            let p = scenario::membership_pickup(
+                &rt,
+                &mut cluster,
+                t.name,
+                &channels,
+                settings.pickup_limit,
+            );
+            eprintln!(
+                "   first Range on the new member {:?} after it started",
+                p.after_start
+            );
             report.pickups.push(p);
         }
     }
@@ -248,20 +336,31 @@ fn main() {
         for t in targets.iter().filter(|t| t.pid.is_some()) {
             eprintln!("== failover through {}", t.name);
             let channels = rt.block_on(t.connect(2));
-            let f = scenario::failover(&rt, &mut cluster, t.name, &channels, settings.failover_after);
-            eprintln!("   killed {}: {} failed reads, recovered after {:?}", f.victim, f.failed_reads, f.recovery);
+            let f = scenario::failover(
+                &rt,
+                &mut cluster,
+                t.name,
+                &channels,
+                settings.failover_after,
+            );
+            eprintln!(
+                "   killed {}: {} failed reads, recovered after {:?}",
+                f.victim, f.failed_reads, f.recovery
+            );
             report.failovers.push(f);
         }
     }
 
     if settings.runs("kubernetes") {
         eprintln!("== Kubernetes-shaped traffic (tests/kubernetes/cmd/k8sbench)");
-        report.kubernetes = kubernetes_workload(&root, &ours_bin, settings.window * settings.rounds as u32);
+        report.kubernetes =
+            kubernetes_workload(&root, &ours_bin, settings.window * settings.rounds as u32);
     }
 
     report.total = started.elapsed();
     if std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1") {
-        let kept = std::mem::replace(&mut cluster.dir, tempfile::tempdir().expect("temp dir")).keep();
+        let kept =
+            std::mem::replace(&mut cluster.dir, tempfile::tempdir().expect("temp dir")).keep();
         eprintln!("kept data dirs and logs in {}", kept.display());
     }
     let md = report.markdown();
@@ -276,9 +375,16 @@ fn main() {
 /// 3.6 grpc-proxy, ours, direct) and returns its markdown table; `None`
 /// (said on stderr) when Go or the etcd build is missing.
 fn kubernetes_workload(root: &Path, ours_bin: &Path, measured: Duration) -> Option<String> {
-    let bin = std::process::Command::new("bash").arg(root.join("scripts/etcd-bin.sh")).arg("3.6").output().ok()?;
+    let bin = std::process::Command::new("bash")
+        .arg(root.join("scripts/etcd-bin.sh"))
+        .arg("3.6")
+        .output()
+        .ok()?;
     if !bin.status.success() {
-        eprintln!("   skipped: scripts/etcd-bin.sh 3.6 failed: {}", String::from_utf8_lossy(&bin.stderr));
+        eprintln!(
+            "   skipped: scripts/etcd-bin.sh 3.6 failed: {}",
+            String::from_utf8_lossy(&bin.stderr)
+        );
         return None;
     }
     let etcd = PathBuf::from(String::from_utf8_lossy(&bin.stdout).trim()).join("etcd");
@@ -292,7 +398,12 @@ fn kubernetes_workload(root: &Path, ours_bin: &Path, measured: Duration) -> Opti
         .arg(&etcd)
         .arg("-proxy")
         .arg(ours_bin)
-        .args(["-apiservers", &apiservers, "-seconds", &measured.as_secs().max(1).to_string()])
+        .args([
+            "-apiservers",
+            &apiservers,
+            "-seconds",
+            &measured.as_secs().max(1).to_string(),
+        ])
         .stderr(std::process::Stdio::inherit())
         .output();
     match out {

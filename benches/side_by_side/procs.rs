@@ -21,7 +21,11 @@ pub fn find_bin(env: &str, name: &str) -> PathBuf {
     if let Ok(p) = std::env::var(env) {
         return PathBuf::from(p);
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/local/bin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/bin", "/usr/local/bin"])
+    {
         let p = PathBuf::from(dir).join(name);
         if p.is_file() {
             return p;
@@ -50,10 +54,16 @@ impl Proc {
                 Ok(())
             });
         }
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap_or_else(|e| {
-            panic!("cannot start {cmd:?}: {e}")
-        });
-        Proc { pid: child.id(), child: Some(child) }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc {
+            pid: child.id(),
+            child: Some(child),
+        }
     }
 
     /// Kills the process (SIGKILL) and reaps it.
@@ -159,7 +169,10 @@ impl Member {
     pub fn metric(&self, name: &str, filters: &[&str]) -> f64 {
         let body = http_get(&self.addr, "/metrics").unwrap_or_default();
         body.lines()
-            .filter(|l| l.starts_with(name) && (l.len() == name.len() || l[name.len()..].starts_with(['{', ' '])))
+            .filter(|l| {
+                l.starts_with(name)
+                    && (l.len() == name.len() || l[name.len()..].starts_with(['{', ' ']))
+            })
             .filter(|l| filters.iter().all(|f| l.contains(f)))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
@@ -183,21 +196,37 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members and waits until all are healthy.
     pub fn start(n: usize) -> Cluster {
-        let dir = tempfile::Builder::new().prefix("etcd-bench").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-bench")
+            .tempdir()
+            .expect("temp dir");
         let mut members: Vec<Member> = (1..=n).map(|i| Member::new(dir.path(), i)).collect();
-        let initial = members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
         for m in &mut members {
             m.initial_cluster = initial.clone();
             m.spawn("new");
         }
-        let c = Cluster { members, dir, next: n + 1 };
+        let c = Cluster {
+            members,
+            dir,
+            next: n + 1,
+        };
         c.wait_healthy(Duration::from_secs(60));
         c
     }
 
     /// Comma separated client addresses of the running members.
     pub fn endpoints(&self) -> String {
-        self.members.iter().filter(|m| m.is_running()).map(|m| m.addr.clone()).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| m.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Waits until every running member is healthy.
@@ -205,7 +234,11 @@ impl Cluster {
         let start = Instant::now();
         for m in self.members.iter().filter(|m| m.is_running()) {
             while !m.healthy() {
-                assert!(start.elapsed() < limit, "member {} not healthy after {limit:?}", m.name);
+                assert!(
+                    start.elapsed() < limit,
+                    "member {} not healthy after {limit:?}",
+                    m.name
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -220,17 +253,37 @@ impl Cluster {
         let endpoints = self.endpoints();
         let start = Instant::now();
         loop {
-            let out = etcdctl(&endpoints, &["member", "add", &m.name, &format!("--peer-urls={}", m.peer_url)]);
+            let out = etcdctl(
+                &endpoints,
+                &[
+                    "member",
+                    "add",
+                    &m.name,
+                    &format!("--peer-urls={}", m.peer_url),
+                ],
+            );
             if out.status.success() {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "member add refused: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "member add refused: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
-        let mut all: Vec<(String, String)> =
-            self.members.iter().filter(|m| m.is_running()).map(|m| (m.name.clone(), m.peer_url.clone())).collect();
+        let mut all: Vec<(String, String)> = self
+            .members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| (m.name.clone(), m.peer_url.clone()))
+            .collect();
         all.push((m.name.clone(), m.peer_url.clone()));
-        m.initial_cluster = all.iter().map(|(n, p)| format!("{n}={p}")).collect::<Vec<_>>().join(",");
+        m.initial_cluster = all
+            .iter()
+            .map(|(n, p)| format!("{n}={p}"))
+            .collect::<Vec<_>>()
+            .join(",");
         m.spawn("existing");
         let spawned = Instant::now();
         self.members.push(m);
@@ -263,7 +316,13 @@ impl ProxyProc {
     }
 
     /// As [`ProxyProc::start`], logging ours to `<log_name>.log` (for an A/B second build).
-    pub fn start_logged(kind: ProxyKind, endpoints: &str, dir: &Path, ours_bin: &Path, log_name: &str) -> ProxyProc {
+    pub fn start_logged(
+        kind: ProxyKind,
+        endpoints: &str,
+        dir: &Path,
+        ours_bin: &Path,
+        log_name: &str,
+    ) -> ProxyProc {
         let addr = format!("127.0.0.1:{}", free_port());
         let (mut cmd, log) = match kind {
             ProxyKind::Etcd => {
@@ -271,12 +330,17 @@ impl ProxyProc {
                 c.args(["grpc-proxy", "start"])
                     .arg(format!("--endpoints={endpoints}"))
                     .arg(format!("--listen-addr={addr}"))
-                    .arg(format!("--data-dir={}", dir.join("etcd-proxy-data").display()));
+                    .arg(format!(
+                        "--data-dir={}",
+                        dir.join("etcd-proxy-data").display()
+                    ));
                 (c, dir.join("etcd-proxy.log"))
             }
             ProxyKind::Ours => {
                 let mut c = Command::new(ours_bin);
-                c.arg("start").arg(format!("--endpoints={endpoints}")).arg(format!("--listen-addr={addr}"));
+                c.arg("start")
+                    .arg(format!("--endpoints={endpoints}"))
+                    .arg(format!("--listen-addr={addr}"));
                 (c, dir.join(format!("{log_name}.log")))
             }
         };
@@ -284,7 +348,10 @@ impl ProxyProc {
         if let (ProxyKind::Ours, Ok(level)) = (kind, std::env::var("BENCH_OURS_RUST_LOG")) {
             cmd.env("RUST_LOG", level);
         }
-        ProxyProc { addr, proc: Proc::spawn(cmd, &log) }
+        ProxyProc {
+            addr,
+            proc: Proc::spawn(cmd, &log),
+        }
     }
 }
 
@@ -310,8 +377,15 @@ fn clock_ticks() -> f64 {
 /// A `/proc/<pid>/status` field in KiB (VmRSS, VmHWM).
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
-    line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
+    let line = s
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    line[field.len() + 1..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Resets a process's peak RSS (VmHWM) to its current RSS.

@@ -35,7 +35,19 @@ pub struct Cell {
 impl Cell {
     /// An empty cell.
     pub fn new(workload: &'static str, target: &'static str) -> Cell {
-        Cell { workload, target, ops: 0, errors: 0, secs: 0.0, hist: new_hist(), calls: 0, cpu: Some(0.0), client_cpu: Some(0.0), peak_rss_kib: None, first_error: None }
+        Cell {
+            workload,
+            target,
+            ops: 0,
+            errors: 0,
+            secs: 0.0,
+            hist: new_hist(),
+            calls: 0,
+            cpu: Some(0.0),
+            client_cpu: Some(0.0),
+            peak_rss_kib: None,
+            first_error: None,
+        }
     }
 
     /// Adds one round: `cpu` of the proxy, `client_cpu` of the load generator.
@@ -63,7 +75,9 @@ impl Cell {
 
     /// CPU seconds `total` spread over this cell's calls, per 10k calls.
     fn per_10k_calls(&self, total: Option<f64>) -> Option<f64> {
-        total.filter(|_| self.calls > 0).map(|c| c / self.calls as f64 * 10_000.0)
+        total
+            .filter(|_| self.calls > 0)
+            .map(|c| c / self.calls as f64 * 10_000.0)
     }
 
     fn cpu_per_10k(&self) -> Option<f64> {
@@ -91,7 +105,15 @@ pub struct WatchRow {
 impl WatchRow {
     /// An empty row.
     pub fn new(target: &'static str, watchers: usize) -> WatchRow {
-        WatchRow { target, watchers, hist: new_hist(), missed: 0, cpu: Some(0.0), rss_per_watcher_bytes: None, peak_rss_kib: None }
+        WatchRow {
+            target,
+            watchers,
+            hist: new_hist(),
+            missed: 0,
+            cpu: Some(0.0),
+            rss_per_watcher_bytes: None,
+            peak_rss_kib: None,
+        }
     }
 
     /// Adds one round.
@@ -132,11 +154,24 @@ fn machine() -> String {
         .and_then(|l| l.split_once(':'))
         .map(|(_, v)| v.trim().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0)))
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
         .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
         .unwrap_or_default();
     format!("nproc {nproc}, CPU {model}, kernel {kernel}, memory {mem}")
@@ -147,7 +182,14 @@ fn command_line(cmd: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -156,7 +198,8 @@ fn now_utc() -> String {
 }
 
 fn mib(kib: Option<u64>) -> String {
-    kib.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "N/A".into())
+    kib.map(|k| format!("{:.1}", k as f64 / 1024.0))
+        .unwrap_or_else(|| "N/A".into())
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -178,7 +221,16 @@ fn verdict(ok: bool) -> &'static str {
 impl Report {
     /// A report for `targets` with the run's settings in its header.
     pub fn new(s: &Settings, targets: &[Target]) -> Report {
-        let commit = command_line("git", &["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"]);
+        let commit = command_line(
+            "git",
+            &[
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ],
+        );
         let etcd = command_line("etcd", &["--version"]);
         let mut h = String::new();
         let _ = writeln!(h, "- Date: {}", now_utc());
@@ -222,7 +274,9 @@ impl Report {
     }
 
     fn cell(&self, workload: &str, target: &str) -> Option<&Cell> {
-        self.cells.iter().find(|c| c.workload == workload && c.target == target)
+        self.cells
+            .iter()
+            .find(|c| c.workload == workload && c.target == target)
     }
 
     fn workloads(&self) -> Vec<&'static str> {
@@ -240,24 +294,43 @@ impl Report {
             .iter()
             .filter(|c| c.target == target)
             .filter_map(|c| c.peak_rss_kib)
-            .chain(self.watch.iter().filter(|w| w.target == target).filter_map(|w| w.peak_rss_kib))
+            .chain(
+                self.watch
+                    .iter()
+                    .filter(|w| w.target == target)
+                    .filter_map(|w| w.peak_rss_kib),
+            )
             .max()
     }
 
     /// The whole report as Markdown.
     pub fn markdown(&self) -> String {
         let mut md = String::new();
-        let _ = writeln!(md, "# Side-by-side benchmark: direct etcd vs etcd grpc-proxy vs etcd-grpc-proxy (ours)\n");
+        let _ = writeln!(
+            md,
+            "# Side-by-side benchmark: direct etcd vs etcd grpc-proxy vs etcd-grpc-proxy (ours)\n"
+        );
         md.push_str(&self.header);
-        let _ = writeln!(md, "- Wall time of the run: {:.0} s\n", self.total.as_secs_f64());
+        let _ = writeln!(
+            md,
+            "- Wall time of the run: {:.0} s\n",
+            self.total.as_secs_f64()
+        );
 
         let _ = writeln!(md, "## Headline: throughput ratios\n");
         let _ = writeln!(md, "| Workload | ours ops/s | etcd-proxy ops/s | direct ops/s | ours/etcd-proxy | ours/direct | p99 ours | p99 etcd-proxy | p99 direct |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for w in self.workloads() {
-            let (o, e, d) = (self.cell(w, "ours"), self.cell(w, "etcd-proxy"), self.cell(w, "direct"));
+            let (o, e, d) = (
+                self.cell(w, "ours"),
+                self.cell(w, "etcd-proxy"),
+                self.cell(w, "direct"),
+            );
             let ops = |c: Option<&Cell>| c.map(|c| c.ops_s()).unwrap_or(0.0);
-            let p99 = |c: Option<&Cell>| c.map(|c| format!("{:.2} ms", c.q_ms(0.99))).unwrap_or_default();
+            let p99 = |c: Option<&Cell>| {
+                c.map(|c| format!("{:.2} ms", c.q_ms(0.99)))
+                    .unwrap_or_default()
+            };
             let _ = writeln!(
                 md,
                 "| {w} | {:.0} | {:.0} | {:.0} | **{}** | **{}** | {} | {} | {} |",
@@ -289,29 +362,48 @@ impl Report {
                 c.q_ms(0.99),
                 c.q_ms(0.999),
                 c.errors,
-                c.cpu_per_10k().map(|v| format!("{v:.3}")).unwrap_or_else(|| "N/A".into()),
-                c.client_cpu_per_10k().map(|v| format!("{v:.3}")).unwrap_or_else(|| "N/A".into()),
+                c.cpu_per_10k()
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_else(|| "N/A".into()),
+                c.client_cpu_per_10k()
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_else(|| "N/A".into()),
                 mib(c.peak_rss_kib)
             );
         }
         let errs: Vec<String> = self
             .cells
             .iter()
-            .filter_map(|c| c.first_error.as_ref().map(|e| format!("- {} / {}: first error: `{e}`", c.workload, c.target)))
+            .filter_map(|c| {
+                c.first_error
+                    .as_ref()
+                    .map(|e| format!("- {} / {}: first error: `{e}`", c.workload, c.target))
+            })
             .collect();
         if !errs.is_empty() {
             let _ = writeln!(md, "\n{}", errs.join("\n"));
         }
 
         let _ = writeln!(md, "\n## Proxy memory\n");
-        let _ = writeln!(md, "| Target | idle RSS MiB | peak RSS MiB (any workload) |");
+        let _ = writeln!(
+            md,
+            "| Target | idle RSS MiB | peak RSS MiB (any workload) |"
+        );
         let _ = writeln!(md, "|---|---:|---:|");
         for (name, idle) in self.targets.iter().filter(|(n, _)| *n != "direct") {
-            let _ = writeln!(md, "| {name} | {} | {} |", mib(*idle), mib(self.peak_rss(name)));
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} |",
+                mib(*idle),
+                mib(self.peak_rss(name))
+            );
         }
 
         if !self.watch.is_empty() {
-            let _ = writeln!(md, "\n## Watch fan-out (delivery latency from put ack to each watcher's receipt)\n");
+            let _ = writeln!(
+                md,
+                "\n## Watch fan-out (delivery latency from put ack to each watcher's receipt)\n"
+            );
             let _ = writeln!(md, "| Target | watchers | deliveries | p50 ms | p99 ms | p99.9 ms | missed | proxy RSS per watcher | proxy CPU s / 10k deliveries | proxy peak RSS MiB |");
             let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             for w in &self.watch {
@@ -326,8 +418,13 @@ impl Report {
                     w.q_ms(0.99),
                     w.q_ms(0.999),
                     w.missed,
-                    w.rss_per_watcher_bytes.map(|b| format!("{:.0} B", b)).unwrap_or_else(|| "N/A".into()),
-                    w.cpu.filter(|_| n > 0).map(|c| format!("{:.3}", c / n as f64 * 10_000.0)).unwrap_or_else(|| "N/A".into()),
+                    w.rss_per_watcher_bytes
+                        .map(|b| format!("{:.0} B", b))
+                        .unwrap_or_else(|| "N/A".into()),
+                    w.cpu
+                        .filter(|_| n > 0)
+                        .map(|c| format!("{:.3}", c / n as f64 * 10_000.0))
+                        .unwrap_or_else(|| "N/A".into()),
                     mib(w.peak_rss_kib)
                 );
             }
@@ -338,13 +435,25 @@ impl Report {
             let _ = writeln!(md, "| Target | first Range on the new member after its process started | after `member add` was issued |");
             let _ = writeln!(md, "|---|---:|---:|");
             for p in &self.pickups {
-                let f = |d: Option<Duration>| d.map(|d| format!("{:.1} s", d.as_secs_f64())).unwrap_or_else(|| format!("never (waited {:.0} s)", p.limit.as_secs_f64()));
-                let _ = writeln!(md, "| {} | {} | {} |", p.target, f(p.after_start), f(p.after_add));
+                let f = |d: Option<Duration>| {
+                    d.map(|d| format!("{:.1} s", d.as_secs_f64()))
+                        .unwrap_or_else(|| format!("never (waited {:.0} s)", p.limit.as_secs_f64()))
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} |",
+                    p.target,
+                    f(p.after_start),
+                    f(p.after_add)
+                );
             }
         }
 
         if let Some(table) = &self.kubernetes {
-            let _ = writeln!(md, "\n## Kubernetes-shaped traffic: consistent lists through the watch cache\n");
+            let _ = writeln!(
+                md,
+                "\n## Kubernetes-shaped traffic: consistent lists through the watch cache\n"
+            );
             let _ = writeln!(
                 md,
                 "Simulated kube-apiservers (k8s.io/apiserver v0.37.2 etcd3 storage and cacher, Kubernetes 1.37's default gates) \
@@ -357,7 +466,10 @@ impl Report {
         }
 
         if !self.failovers.is_empty() {
-            let _ = writeln!(md, "\n## Failover (kill -9 of the member serving the most reads through the proxy)\n");
+            let _ = writeln!(
+                md,
+                "\n## Failover (kill -9 of the member serving the most reads through the proxy)\n"
+            );
             let _ = writeln!(md, "| Target | killed | failed reads after kill | last failure after kill | successful reads | first error |");
             let _ = writeln!(md, "|---|---|---:|---:|---:|---|");
             for f in &self.failovers {
@@ -369,7 +481,10 @@ impl Report {
                     f.failed_reads,
                     f.recovery.as_secs_f64(),
                     f.ok_reads,
-                    f.first_error.as_deref().map(|e| format!("`{e}`")).unwrap_or_else(|| "-".into())
+                    f.first_error
+                        .as_deref()
+                        .map(|e| format!("`{e}`"))
+                        .unwrap_or_else(|| "-".into())
                 );
             }
         }
@@ -383,21 +498,41 @@ impl Report {
 
     fn verdicts(&self) -> Vec<String> {
         let mut v = Vec::new();
-        let pair = |w: &str| Some((self.cell(w, "ours")?, self.cell(w, "etcd-proxy")?, self.cell(w, "direct")?));
+        let pair = |w: &str| {
+            Some((
+                self.cell(w, "ours")?,
+                self.cell(w, "etcd-proxy")?,
+                self.cell(w, "direct")?,
+            ))
+        };
         for w in ["Get (linearizable)", "Put"] {
             if let Some((o, e, d)) = pair(w) {
                 let r = o.ops_s() / e.ops_s().max(1e-9);
-                v.push(format!("{}: {w} ops/s >= 1.3x etcd-proxy: {r:.2}x", verdict(r >= 1.3)));
+                v.push(format!(
+                    "{}: {w} ops/s >= 1.3x etcd-proxy: {r:.2}x",
+                    verdict(r >= 1.3)
+                ));
                 let r = o.ops_s() / d.ops_s().max(1e-9);
-                v.push(format!("{}: {w} ops/s >= 0.9x direct: {r:.2}x", verdict(r >= 0.9)));
+                v.push(format!(
+                    "{}: {w} ops/s >= 0.9x direct: {r:.2}x",
+                    verdict(r >= 0.9)
+                ));
                 let (po, pe) = (o.q_ms(0.99), e.q_ms(0.99));
-                v.push(format!("{}: {w} p99 <= etcd-proxy's: {po:.2} ms vs {pe:.2} ms", verdict(po <= pe)));
+                v.push(format!(
+                    "{}: {w} p99 <= etcd-proxy's: {po:.2} ms vs {pe:.2} ms",
+                    verdict(po <= pe)
+                ));
             }
         }
         if let Some((o, e, _)) = pair("Get (serializable)") {
             let r = o.ops_s() / e.ops_s().max(1e-9);
-            v.push(format!("{}: Get (serializable) ops/s >= 2x etcd-proxy: {r:.2}x", verdict(r >= 2.0)));
-            if let (Some(client), Some(ec), Some(oc)) = (o.client_cpu_per_10k(), e.cpu_per_10k(), o.cpu_per_10k()) {
+            v.push(format!(
+                "{}: Get (serializable) ops/s >= 2x etcd-proxy: {r:.2}x",
+                verdict(r >= 2.0)
+            ));
+            if let (Some(client), Some(ec), Some(oc)) =
+                (o.client_cpu_per_10k(), e.cpu_per_10k(), o.cpu_per_10k())
+            {
                 // Cache hits never reach a member: the load generator and the
                 // proxy share the cores, so CPU per call bounds the ratio.
                 v.push(format!(
@@ -409,7 +544,12 @@ impl Report {
         }
         if let (Some(o), Some(e)) = (self.peak_rss("ours"), self.peak_rss("etcd-proxy")) {
             let r = o as f64 / e as f64;
-            v.push(format!("{}: proxy peak RSS <= 0.5x etcd-proxy's: {} MiB vs {} MiB ({r:.2}x)", verdict(r <= 0.5), mib(Some(o)), mib(Some(e))));
+            v.push(format!(
+                "{}: proxy peak RSS <= 0.5x etcd-proxy's: {} MiB vs {} MiB ({r:.2}x)",
+                verdict(r <= 0.5),
+                mib(Some(o)),
+                mib(Some(e))
+            ));
         }
         let w = |t: &str| self.watch.iter().find(|w| w.target == t);
         if let (Some(o), Some(d)) = (w("ours"), w("direct")) {
@@ -424,11 +564,18 @@ impl Report {
         if let Some(p) = self.pickups.iter().find(|p| p.target == "ours") {
             let limit = REFRESH_INTERVAL * 2;
             let ok = p.after_start.is_some_and(|d| d < limit);
-            let got = p.after_start.map(|d| format!("{:.1} s", d.as_secs_f64())).unwrap_or_else(|| "never".into());
+            let got = p
+                .after_start
+                .map(|d| format!("{:.1} s", d.as_secs_f64()))
+                .unwrap_or_else(|| "never".into());
             v.push(format!("{}: membership pickup (new member started to its first Range) < 2x refresh interval ({:.0} s): {got}", verdict(ok), limit.as_secs_f64()));
         }
         if let Some(f) = self.failovers.iter().find(|f| f.target == "ours") {
-            v.push(format!("{}: failover with 0 failed reads: {} failed", verdict(f.failed_reads == 0), f.failed_reads));
+            v.push(format!(
+                "{}: failover with 0 failed reads: {} failed",
+                verdict(f.failed_reads == 0),
+                f.failed_reads
+            ));
         }
         v
     }
@@ -448,8 +595,18 @@ impl Report {
     fn chart(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         let workloads = self.workloads();
         let targets = ["direct", "etcd-proxy", "ours"];
-        let colors = [RGBColor(120, 120, 120), RGBColor(66, 133, 244), RGBColor(219, 68, 55)];
-        let max = self.cells.iter().map(|c| c.ops_s()).fold(0.0, f64::max).max(1.0) * 1.15;
+        let colors = [
+            RGBColor(120, 120, 120),
+            RGBColor(66, 133, 244),
+            RGBColor(219, 68, 55),
+        ];
+        let max = self
+            .cells
+            .iter()
+            .map(|c| c.ops_s())
+            .fold(0.0, f64::max)
+            .max(1.0)
+            * 1.15;
         let n = workloads.len().max(1);
         let root = SVGBackend::new(path, (160 * n as u32 + 160, 480)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -483,15 +640,22 @@ impl Report {
                 .filter_map(|(wi, w)| {
                     let c = self.cell(w, t)?;
                     let x0 = wi as f64 - 0.39 + ti as f64 * 0.26;
-                    Some(Rectangle::new([(x0, 0.0), (x0 + 0.24, c.ops_s())], color.filled()))
+                    Some(Rectangle::new(
+                        [(x0, 0.0), (x0 + 0.24, c.ops_s())],
+                        color.filled(),
+                    ))
                 })
                 .collect();
-            chart
-                .draw_series(bars)?
-                .label(*t)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+            chart.draw_series(bars)?.label(*t).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+            });
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     }

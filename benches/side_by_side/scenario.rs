@@ -40,7 +40,10 @@ impl BackgroundReads {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(e) => {
-                                failures.lock().expect("failures lock").push((Instant::now(), e));
+                                failures
+                                    .lock()
+                                    .expect("failures lock")
+                                    .push((Instant::now(), e));
                                 // A failing target answers fast; do not spin.
                                 tokio::time::sleep(Duration::from_millis(5)).await;
                             }
@@ -49,7 +52,12 @@ impl BackgroundReads {
                 }));
             }
         }
-        BackgroundReads { stop, ok, failures, tasks }
+        BackgroundReads {
+            stop,
+            ok,
+            failures,
+            tasks,
+        }
     }
 
     /// Stops the tasks and returns (successful reads, failures).
@@ -123,10 +131,26 @@ pub struct Failover {
 
 /// Reads through `channels`, kills the member serving most of them, keeps
 /// reading for `after`, then restarts the member and waits for it.
-pub fn failover(rt: &Runtime, cluster: &mut Cluster, target: &'static str, channels: &[Channel], after: Duration) -> Failover {
+pub fn failover(
+    rt: &Runtime,
+    cluster: &mut Cluster,
+    target: &'static str,
+    channels: &[Channel],
+    after: Duration,
+) -> Failover {
     let reads = BackgroundReads::start(rt, channels, 32);
     std::thread::sleep(Duration::from_millis(500));
-    let before: Vec<f64> = cluster.members.iter().map(|m| if m.is_running() { m.ranges_served() } else { 0.0 }).collect();
+    let before: Vec<f64> = cluster
+        .members
+        .iter()
+        .map(|m| {
+            if m.is_running() {
+                m.ranges_served()
+            } else {
+                0.0
+            }
+        })
+        .collect();
     std::thread::sleep(Duration::from_secs(1));
     let victim = cluster
         .members
@@ -141,8 +165,13 @@ pub fn failover(rt: &Runtime, cluster: &mut Cluster, target: &'static str, chann
     let killed = Instant::now();
     std::thread::sleep(after);
     let (ok_reads, failures) = reads.finish(rt);
-    let after_kill: Vec<&(Instant, String)> = failures.iter().filter(|(t, _)| *t >= killed).collect();
-    let recovery = after_kill.iter().map(|(t, _)| *t - killed).max().unwrap_or_default();
+    let after_kill: Vec<&(Instant, String)> =
+        failures.iter().filter(|(t, _)| *t >= killed).collect();
+    let recovery = after_kill
+        .iter()
+        .map(|(t, _)| *t - killed)
+        .max()
+        .unwrap_or_default();
     let result = Failover {
         target,
         victim: cluster.members[victim].name.clone(),

@@ -36,14 +36,28 @@ impl Target {
         let start = Instant::now();
         loop {
             let ok = async {
-                let ch = Endpoint::from_shared(format!("http://{}", self.addrs[0])).ok()?.connect().await.ok()?;
-                KvClient::new(ch).range(RangeRequest { key: b"ready".to_vec(), ..Default::default() }).await.ok()
+                let ch = Endpoint::from_shared(format!("http://{}", self.addrs[0]))
+                    .ok()?
+                    .connect()
+                    .await
+                    .ok()?;
+                KvClient::new(ch)
+                    .range(RangeRequest {
+                        key: b"ready".to_vec(),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()
             }
             .await;
             if ok.is_some() {
                 return;
             }
-            assert!(start.elapsed() < limit, "{} not ready after {limit:?}", self.name);
+            assert!(
+                start.elapsed() < limit,
+                "{} not ready after {limit:?}",
+                self.name
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use etcd_grpc_proxy::proto::etcdserverpb::kv_client::KvClient;
 use etcd_grpc_proxy::proto::etcdserverpb::watch_client::WatchClient;
-use etcd_grpc_proxy::proto::etcdserverpb::{watch_request, PutRequest, WatchCreateRequest, WatchRequest};
+use etcd_grpc_proxy::proto::etcdserverpb::{
+    watch_request, PutRequest, WatchCreateRequest, WatchRequest,
+};
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -58,10 +60,15 @@ impl WatchSet {
             let n = PER_STREAM.min(watchers - s * PER_STREAM);
             let (tx, rx) = mpsc::channel(n + 1);
             for _ in 0..n {
-                let create = WatchCreateRequest { key: key.clone(), ..Default::default() };
-                tx.send(WatchRequest { request_union: Some(watch_request::RequestUnion::CreateRequest(create)) })
-                    .await
-                    .expect("queue create");
+                let create = WatchCreateRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                };
+                tx.send(WatchRequest {
+                    request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
+                })
+                .await
+                .expect("queue create");
             }
             senders.push(tx);
             let mut client = WatchClient::new(channels[s % channels.len()].clone());
@@ -80,7 +87,10 @@ impl WatchSet {
                         created.fetch_add(1, Ordering::Relaxed);
                     }
                     for ev in &resp.events {
-                        let seq = ev.kv.as_ref().and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok());
+                        let seq = ev
+                            .kv
+                            .as_ref()
+                            .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok());
                         if let Some(seq) = seq {
                             let _ = rtx.send((seq, now));
                         }
@@ -98,7 +108,14 @@ impl WatchSet {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        WatchSet { key, watchers, tasks, _senders: senders, receipts, next_seq: 1 }
+        WatchSet {
+            key,
+            watchers,
+            tasks,
+            _senders: senders,
+            receipts,
+            next_seq: 1,
+        }
     }
 
     /// Puts the key `puts` times through `writer`, each time waiting until
@@ -112,9 +129,13 @@ impl WatchSet {
         for _ in 0..puts {
             let seq = self.next_seq;
             self.next_seq += 1;
-            kv.put(PutRequest { key: self.key.clone(), value: seq.to_string().into_bytes(), ..Default::default() })
-                .await
-                .expect("watch put");
+            kv.put(PutRequest {
+                key: self.key.clone(),
+                value: seq.to_string().into_bytes(),
+                ..Default::default()
+            })
+            .await
+            .expect("watch put");
             let ack = Instant::now();
             let deadline = ack + Duration::from_secs(10);
             let mut got = 0usize;
@@ -123,7 +144,9 @@ impl WatchSet {
                     Ok(Some((s, at))) => {
                         if s == seq {
                             got += 1;
-                            let _ = hist.record((at.saturating_duration_since(ack).as_micros() as u64).max(1));
+                            let _ = hist.record(
+                                (at.saturating_duration_since(ack).as_micros() as u64).max(1),
+                            );
                         }
                     }
                     _ => break,

@@ -32,20 +32,30 @@ impl EndpointUrl {
         }
         let hostport = rest.trim_end_matches('/');
         if hostport.contains('/') {
-            return Err(EndpointError(format!("endpoint {raw:?} must not have a path")));
+            return Err(EndpointError(format!(
+                "endpoint {raw:?} must not have a path"
+            )));
         }
-        let (host, port) = hostport
-            .rsplit_once(':')
-            .ok_or_else(|| EndpointError(format!("endpoint {raw:?} has no port (expected host:port)")))?;
+        let (host, port) = hostport.rsplit_once(':').ok_or_else(|| {
+            EndpointError(format!("endpoint {raw:?} has no port (expected host:port)"))
+        })?;
         let host_ok = !host.is_empty()
             && (host.starts_with('[') && host.ends_with(']')
-                || host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+                || host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
         if !host_ok {
-            return Err(EndpointError(format!("endpoint {raw:?} has an invalid host {host:?}")));
+            return Err(EndpointError(format!(
+                "endpoint {raw:?} has an invalid host {host:?}"
+            )));
         }
         match port.parse::<u16>() {
             Ok(p) if p > 0 => {}
-            _ => return Err(EndpointError(format!("endpoint {raw:?} has an invalid port {port:?}"))),
+            _ => {
+                return Err(EndpointError(format!(
+                    "endpoint {raw:?} has an invalid port {port:?}"
+                )))
+            }
         }
         Ok(EndpointUrl(format!("{scheme}://{host}:{port}")))
     }
@@ -79,14 +89,30 @@ mod tests {
             ("https://localhost:2379/", "https://localhost:2379"),
             ("[::1]:2379", "http://[::1]:2379"),
         ] {
-            assert_eq!(EndpointUrl::parse(raw, false).unwrap().as_str(), want, "{raw}");
+            assert_eq!(
+                EndpointUrl::parse(raw, false).unwrap().as_str(),
+                want,
+                "{raw}"
+            );
         }
     }
 
     #[test]
     fn refuses_malformed_endpoints() {
-        for raw in ["", "127.0.0.1", "ftp://h:1", "h:notaport", "h:0", "h:70000", "http://h:1/x", "a b:1"] {
-            assert!(EndpointUrl::parse(raw, false).is_err(), "{raw} should be refused");
+        for raw in [
+            "",
+            "127.0.0.1",
+            "ftp://h:1",
+            "h:notaport",
+            "h:0",
+            "h:70000",
+            "http://h:1/x",
+            "a b:1",
+        ] {
+            assert!(
+                EndpointUrl::parse(raw, false).is_err(),
+                "{raw} should be refused"
+            );
         }
     }
 }

@@ -10,7 +10,9 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::endpoint::EndpointUrl;
 use super::pool::{describe, Backend, Pool};
-use crate::proto::etcdserverpb::{cluster_client::ClusterClient, maintenance_client::MaintenanceClient};
+use crate::proto::etcdserverpb::{
+    cluster_client::ClusterClient, maintenance_client::MaintenanceClient,
+};
 use crate::proto::etcdserverpb::{Member, MemberListRequest, StatusRequest};
 
 /// How often the task looks at the cluster.
@@ -37,7 +39,9 @@ pub async fn run(pool: Pool, settings: MembershipSettings) {
             let due = last_sync.is_none_or(|t| t.elapsed() >= interval);
             let unhealthy = pool.backends().iter().any(|b| !b.is_healthy());
             if due || unhealthy {
-                sync(&pool, settings.probe_timeout).instrument(info_span!("membership_sync")).await;
+                sync(&pool, settings.probe_timeout)
+                    .instrument(info_span!("membership_sync"))
+                    .await;
                 last_sync = Some(Instant::now());
             }
         }
@@ -64,7 +68,10 @@ pub async fn probe_all(pool: &Pool, probe_timeout: Duration) {
         (b, verdict)
     });
     let verdicts = futures::future::join_all(probes).await;
-    if verdicts.iter().any(|(_, v)| v.as_ref().is_err_and(|e| e.contains("invalid auth token"))) {
+    if verdicts
+        .iter()
+        .any(|(_, v)| v.as_ref().is_err_and(|e| e.contains("invalid auth token")))
+    {
         pool.authenticate_own_user(true).await;
     }
     for (backend, verdict) in verdicts {
@@ -105,8 +112,17 @@ async fn probe(pool: &Pool, backend: &Backend, probe_timeout: Duration) -> Resul
 /// members first, then the rest, then the start-up endpoints.
 async fn sync(pool: &Pool, probe_timeout: Duration) {
     let backends = pool.backends();
-    let mut order: Vec<EndpointUrl> = backends.iter().filter(|b| b.is_healthy()).map(|b| b.url.clone()).collect();
-    order.extend(backends.iter().filter(|b| !b.is_healthy()).map(|b| b.url.clone()));
+    let mut order: Vec<EndpointUrl> = backends
+        .iter()
+        .filter(|b| b.is_healthy())
+        .map(|b| b.url.clone())
+        .collect();
+    order.extend(
+        backends
+            .iter()
+            .filter(|b| !b.is_healthy())
+            .map(|b| b.url.clone()),
+    );
     for seed in pool.seeds() {
         if !order.contains(seed) {
             order.push(seed.clone());
@@ -120,16 +136,19 @@ async fn sync(pool: &Pool, probe_timeout: Duration) {
                 Err(_) => continue,
             },
         };
-        let mut req = pool.own_request(MemberListRequest { linearizable: false });
+        let mut req = pool.own_request(MemberListRequest {
+            linearizable: false,
+        });
         req.set_timeout(probe_timeout);
-        let members = match timeout(probe_timeout, ClusterClient::new(channel).member_list(req)).await {
-            Ok(Ok(resp)) => resp.into_inner().members,
-            Ok(Err(status)) => {
-                debug!(endpoint = %url, error = %describe(&status), "MemberList failed");
-                continue;
-            }
-            Err(_) => continue,
-        };
+        let members =
+            match timeout(probe_timeout, ClusterClient::new(channel).member_list(req)).await {
+                Ok(Ok(resp)) => resp.into_inner().members,
+                Ok(Err(status)) => {
+                    debug!(endpoint = %url, error = %describe(&status), "MemberList failed");
+                    continue;
+                }
+                Err(_) => continue,
+            };
         let urls = serving_urls(&members, url.is_tls());
         if urls.is_empty() {
             continue;
@@ -156,7 +175,11 @@ pub fn serving_urls(members: &[Member], tls: bool) -> BTreeSet<EndpointUrl> {
                 .iter()
                 .filter_map(|u| EndpointUrl::parse(std::str::from_utf8(u).ok()?, tls).ok())
                 .collect();
-            parsed.iter().find(|u| u.is_tls() == tls).or(parsed.first()).cloned()
+            parsed
+                .iter()
+                .find(|u| u.is_tls() == tls)
+                .or(parsed.first())
+                .cloned()
         })
         .collect()
 }
@@ -179,11 +202,14 @@ mod tests {
     fn only_started_voting_members_serve() {
         let members = [
             member("m1", &["http://127.0.0.1:1"], false),
-            member("", &[], false),                          // added, not started
-            member("m3", &["http://127.0.0.1:3"], true),     // learner
+            member("", &[], false),                      // added, not started
+            member("m3", &["http://127.0.0.1:3"], true), // learner
             member("m4", &["http://127.0.0.1:4", "https://127.0.0.1:5"], false),
         ];
-        let got: Vec<String> = serving_urls(&members, false).iter().map(|u| u.to_string()).collect();
+        let got: Vec<String> = serving_urls(&members, false)
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
         assert_eq!(got, ["http://127.0.0.1:1", "http://127.0.0.1:4"]);
     }
 }

@@ -48,7 +48,11 @@ pub struct OwnUser {
 
 impl std::fmt::Debug for OwnUser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OwnUser({:?}, password hidden)", String::from_utf8_lossy(&self.name))
+        write!(
+            f,
+            "OwnUser({:?}, password hidden)",
+            String::from_utf8_lossy(&self.name)
+        )
     }
 }
 
@@ -91,7 +95,10 @@ impl ChannelSettings {
                 .keep_alive_while_idle(self.permit_without_stream);
         }
         if url.is_tls() {
-            let tls = self.tls.clone().unwrap_or_else(crate::tls::ClientTls::system_roots);
+            let tls = self
+                .tls
+                .clone()
+                .unwrap_or_else(crate::tls::ClientTls::system_roots);
             ep = match tls.verifier {
                 Some(verifier) => ep.tls_config_with_verifier(tls.config, verifier)?,
                 None => ep.tls_config(tls.config)?,
@@ -212,7 +219,10 @@ struct Inner {
 
 impl Pool {
     /// A pool over the start-up endpoints; nothing is dialled until used.
-    pub fn new(seeds: Vec<EndpointUrl>, settings: ChannelSettings) -> Result<Pool, tonic::transport::Error> {
+    pub fn new(
+        seeds: Vec<EndpointUrl>,
+        settings: ChannelSettings,
+    ) -> Result<Pool, tonic::transport::Error> {
         let inner = Arc::new(Inner {
             backends: RwLock::new(Arc::new(Vec::new())),
             seeds: seeds.clone(),
@@ -235,7 +245,13 @@ impl Pool {
     /// one (see [`Pool::authenticate_own_user`]); empty otherwise.
     pub fn own_metadata(&self) -> tonic::metadata::MetadataMap {
         let mut md = tonic::metadata::MetadataMap::new();
-        if let Some(token) = self.inner.own_token.read().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(token) = self
+            .inner
+            .own_token
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             md.insert("token", token);
         }
         md
@@ -243,7 +259,11 @@ impl Pool {
 
     /// The proxy's own token, if it has logged in.
     pub fn own_token(&self) -> Option<tonic::metadata::AsciiMetadataValue> {
-        self.inner.own_token.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .own_token
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// `msg` as one of the proxy's own calls (see [`Pool::own_metadata`]).
@@ -254,11 +274,23 @@ impl Pool {
     /// Logs the proxy's own user in (once, or again after `stale` said its
     /// token was refused). Without `--user` it does nothing.
     pub async fn authenticate_own_user(&self, stale: bool) {
-        let Some(user) = self.inner.settings.own_user.clone() else { return };
-        if !stale && self.inner.own_token.read().unwrap_or_else(|p| p.into_inner()).is_some() {
+        let Some(user) = self.inner.settings.own_user.clone() else {
+            return;
+        };
+        if !stale
+            && self
+                .inner
+                .own_token
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+        {
             return;
         }
-        let req = crate::proto::etcdserverpb::AuthenticateRequest { name: user.name.clone(), password: user.password.clone() };
+        let req = crate::proto::etcdserverpb::AuthenticateRequest {
+            name: user.name.clone(),
+            password: user.password.clone(),
+        };
         let answer = self
             .call(RetryPolicy::Idempotent, |ch| {
                 let req = req.clone();
@@ -271,7 +303,9 @@ impl Pool {
             })
             .await;
         let token = match answer {
-            Ok(resp) => std::str::from_utf8(&resp.token).ok().and_then(|t| t.parse::<tonic::metadata::AsciiMetadataValue>().ok()),
+            Ok(resp) => std::str::from_utf8(&resp.token)
+                .ok()
+                .and_then(|t| t.parse::<tonic::metadata::AsciiMetadataValue>().ok()),
             Err(e) => {
                 warn!(user = %String::from_utf8_lossy(&user.name), error = %e, "the proxy's own user cannot log in");
                 None
@@ -280,7 +314,11 @@ impl Pool {
         if token.is_some() {
             info!(user = %String::from_utf8_lossy(&user.name), "the proxy's own calls are authenticated");
         }
-        *self.inner.own_token.write().unwrap_or_else(|p| p.into_inner()) = token;
+        *self
+            .inner
+            .own_token
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = token;
     }
 
     /// The endpoints given at start.
@@ -298,15 +336,25 @@ impl Pool {
 
     /// The healthy member that leads the cluster, as last probed.
     pub fn leader(&self) -> Option<Arc<Backend>> {
-        self.backends().iter().find(|b| b.is_healthy() && b.is_leader()).cloned()
+        self.backends()
+            .iter()
+            .find(|b| b.is_healthy() && b.is_leader())
+            .cloned()
     }
 
     /// A header for answers the proxy makes itself (etcd sends every watch
     /// response with one): the newest Status header of a healthy member.
     pub fn last_header(&self) -> Option<ResponseHeader> {
         let all = self.backends();
-        let healthy = all.iter().filter(|b| b.is_healthy()).filter_map(|b| b.last_header());
-        healthy.max_by_key(|h| h.revision).or_else(|| all.iter().filter_map(|b| b.last_header()).max_by_key(|h| h.revision))
+        let healthy = all
+            .iter()
+            .filter(|b| b.is_healthy())
+            .filter_map(|b| b.last_header());
+        healthy.max_by_key(|h| h.revision).or_else(|| {
+            all.iter()
+                .filter_map(|b| b.last_header())
+                .max_by_key(|h| h.revision)
+        })
     }
 
     /// The URLs of the members in use now, sorted.
@@ -317,7 +365,10 @@ impl Pool {
     /// Makes `urls` the member set: new members are added (assumed healthy
     /// until a call or probe says otherwise), gone ones dropped, kept ones
     /// keep their connection. Logs the old and new sets when they differ.
-    pub fn set_members(&self, urls: BTreeSet<EndpointUrl>) -> Result<bool, tonic::transport::Error> {
+    pub fn set_members(
+        &self,
+        urls: BTreeSet<EndpointUrl>,
+    ) -> Result<bool, tonic::transport::Error> {
         let old = self.backends();
         let old_urls: BTreeSet<EndpointUrl> = old.iter().map(|b| b.url.clone()).collect();
         if old_urls == urls {
@@ -392,7 +443,8 @@ impl Pool {
     pub fn pick(&self, exclude: &[EndpointUrl]) -> Option<Arc<Backend>> {
         let all = self.backends();
         let usable: Vec<&Arc<Backend>> = all.iter().filter(|b| !exclude.contains(&b.url)).collect();
-        let healthy: Vec<&Arc<Backend>> = usable.iter().copied().filter(|b| b.is_healthy()).collect();
+        let healthy: Vec<&Arc<Backend>> =
+            usable.iter().copied().filter(|b| b.is_healthy()).collect();
         let candidates = if healthy.is_empty() { usable } else { healthy };
         match candidates.len() {
             0 => None,
@@ -404,7 +456,12 @@ impl Pool {
                     b += 1;
                 }
                 let (x, y) = (candidates[a], candidates[b]);
-                let pick = if y.inflight.load(Ordering::Relaxed) < x.inflight.load(Ordering::Relaxed) { y } else { x };
+                let pick =
+                    if y.inflight.load(Ordering::Relaxed) < x.inflight.load(Ordering::Relaxed) {
+                        y
+                    } else {
+                        x
+                    };
                 Some(pick.clone())
             }
         }
@@ -425,7 +482,11 @@ impl Pool {
 
     /// Runs one unary call on a member, retrying on other members as
     /// `policy` allows. Upstream answers reach the caller unchanged.
-    pub async fn call<T, F, Fut>(&self, policy: RetryPolicy, mut attempt: F) -> Result<T, ProxyError>
+    pub async fn call<T, F, Fut>(
+        &self,
+        policy: RetryPolicy,
+        mut attempt: F,
+    ) -> Result<T, ProxyError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -465,8 +526,14 @@ impl Pool {
             return Err(ProxyError::Upstream(answer));
         }
         Err(ProxyError::NoMemberReachable {
-            tried: tried.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", "),
-            last: last_unreached.map(|s| describe(&s)).unwrap_or_else(|| "no endpoints configured".into()),
+            tried: tried
+                .iter()
+                .map(|u| u.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            last: last_unreached
+                .map(|s| describe(&s))
+                .unwrap_or_else(|| "no endpoints configured".into()),
         })
     }
 }

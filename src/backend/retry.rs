@@ -93,7 +93,9 @@ mod tests {
     fn etcd_answers_are_never_retried_as_writes() {
         let timeout = Status::unavailable("etcdserver: request timed out");
         let mut with_ct = timeout.clone();
-        with_ct.metadata_mut().insert("content-type", "application/grpc".parse().unwrap());
+        with_ct
+            .metadata_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
         assert_eq!(Failure::of(&with_ct), Failure::Unavailable);
         assert!(!Failure::of(&with_ct).retry_allowed(RetryPolicy::UnlessApplied));
         assert!(Failure::of(&with_ct).retry_allowed(RetryPolicy::Idempotent));

@@ -102,24 +102,44 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 impl KeepAliveHub {
     /// A hub over `pool`; upstream streams open on first use.
     pub fn new(pool: Pool) -> Arc<KeepAliveHub> {
-        Arc::new(KeepAliveHub { pool, by_token: Mutex::new(HashMap::new()), stats: Default::default() })
+        Arc::new(KeepAliveHub {
+            pool,
+            by_token: Mutex::new(HashMap::new()),
+            stats: Default::default(),
+        })
     }
 
     /// Renews lease `id` under `token` (the client's, or the proxy's own
     /// for its registration and leasing), sharing the upstream request with
     /// every other client of the same token renewing it at the same moment.
-    pub async fn keep_alive(&self, token: Option<&AsciiMetadataValue>, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+    pub async fn keep_alive(
+        &self,
+        token: Option<&AsciiMetadataValue>,
+        id: i64,
+    ) -> Result<LeaseKeepAliveResponse, Status> {
         let renewals = {
             let mut map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
             let key = token.cloned();
             if !map.contains_key(&key) {
-                map.retain(|_, (r, used)| used.elapsed() < IDLE_TOKEN || !lock(&r.state).waiters.is_empty());
-                let shards = if key.is_some() { SHARDS_PER_TOKEN } else { SHARDS };
+                map.retain(|_, (r, used)| {
+                    used.elapsed() < IDLE_TOKEN || !lock(&r.state).waiters.is_empty()
+                });
+                let shards = if key.is_some() {
+                    SHARDS_PER_TOKEN
+                } else {
+                    SHARDS
+                };
                 let mut metadata = MetadataMap::new();
                 if let Some(t) = &key {
                     metadata.insert("token", t.clone());
                 }
-                map.insert(key.clone(), (Renewals::start(self.pool.clone(), metadata, shards, self.stats.clone()), Instant::now()));
+                map.insert(
+                    key.clone(),
+                    (
+                        Renewals::start(self.pool.clone(), metadata, shards, self.stats.clone()),
+                        Instant::now(),
+                    ),
+                );
             }
             match map.get_mut(&key) {
                 Some((r, used)) => {
@@ -143,12 +163,27 @@ impl KeepAliveHub {
 
 impl Renewals {
     /// Renewals under `metadata`, with their upstream tasks running.
-    fn start(pool: Pool, metadata: MetadataMap, shards: usize, stats: Arc<KeepAliveStats>) -> Arc<Renewals> {
-        let (queues, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
-        let hub = Arc::new(Renewals { pool, metadata, shards, state: Mutex::new(State::default()), queues, stats });
+    fn start(
+        pool: Pool,
+        metadata: MetadataMap,
+        shards: usize,
+        stats: Arc<KeepAliveStats>,
+    ) -> Arc<Renewals> {
+        let (queues, receivers): (Vec<_>, Vec<_>) =
+            (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
+        let hub = Arc::new(Renewals {
+            pool,
+            metadata,
+            shards,
+            state: Mutex::new(State::default()),
+            queues,
+            stats,
+        });
         for (shard, rx) in receivers.into_iter().enumerate() {
             let weak = Arc::downgrade(&hub);
-            tokio::spawn(upstream(weak, shard, rx).instrument(info_span!("upstream_keepalive", shard)));
+            tokio::spawn(
+                upstream(weak, shard, rx).instrument(info_span!("upstream_keepalive", shard)),
+            );
         }
         hub
     }
@@ -176,7 +211,11 @@ impl Renewals {
             }
             rx
         };
-        rx.await.unwrap_or_else(|_| Err(Status::unavailable("etcd-grpc-proxy: keep-alive stream closed")))
+        rx.await.unwrap_or_else(|_| {
+            Err(Status::unavailable(
+                "etcd-grpc-proxy: keep-alive stream closed",
+            ))
+        })
     }
 
     fn forget(&self, id: i64) {
@@ -202,8 +241,17 @@ impl Renewals {
         let mut st = lock(&self.state);
         let shards = self.shards;
         st.inflight.retain(|id| shard_of(*id, shards) != shard);
-        let ids: Vec<i64> = st.waiters.keys().copied().filter(|id| shard_of(*id, shards) == shard).collect();
-        let waiters: Vec<Waiter> = ids.iter().filter_map(|id| st.waiters.remove(id)).flatten().collect();
+        let ids: Vec<i64> = st
+            .waiters
+            .keys()
+            .copied()
+            .filter(|id| shard_of(*id, shards) == shard)
+            .collect();
+        let waiters: Vec<Waiter> = ids
+            .iter()
+            .filter_map(|id| st.waiters.remove(id))
+            .flatten()
+            .collect();
         drop(st);
         for w in waiters {
             let _ = w.send(Err(status.clone()));
@@ -211,12 +259,21 @@ impl Renewals {
     }
 
     fn inflight(&self, shard: usize) -> Vec<i64> {
-        lock(&self.state).inflight.iter().copied().filter(|id| shard_of(*id, self.shards) == shard).collect()
+        lock(&self.state)
+            .inflight
+            .iter()
+            .copied()
+            .filter(|id| shard_of(*id, self.shards) == shard)
+            .collect()
     }
 }
 
 /// Keeps shard `shard`'s upstream LeaseKeepAlive stream, while the hub lives.
-async fn upstream(hub: std::sync::Weak<Renewals>, shard: usize, mut queue: mpsc::UnboundedReceiver<i64>) {
+async fn upstream(
+    hub: std::sync::Weak<Renewals>,
+    shard: usize,
+    mut queue: mpsc::UnboundedReceiver<i64>,
+) {
     let mut backoff = Duration::from_millis(50);
     let mut pending: Option<i64> = None;
     loop {
@@ -249,7 +306,11 @@ async fn upstream(hub: std::sync::Weak<Renewals>, shard: usize, mut queue: mpsc:
         }
         let mut client = LeaseClient::new(backend.channel.clone());
         h.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
-        let request = tonic::Request::from_parts(h.metadata.clone(), tonic::Extensions::default(), UnboundedReceiverStream::new(rx));
+        let request = tonic::Request::from_parts(
+            h.metadata.clone(),
+            tonic::Extensions::default(),
+            UnboundedReceiverStream::new(rx),
+        );
         drop(h);
         let mut stream = match client.lease_keep_alive(request).await {
             Ok(r) => r.into_inner(),

@@ -111,7 +111,13 @@ impl Message for WatchOut {
     }
 
     /// Decoding (never done by the server side) reads a plain response.
-    fn merge_field(&mut self, tag: u32, wire_type: WireType, buf: &mut impl Buf, ctx: DecodeContext) -> Result<(), DecodeError> {
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
         let mut r = std::mem::take(self).into_response();
         let merged = r.merge_field(tag, wire_type, buf, ctx);
         *self = WatchOut::Own(r);
@@ -122,7 +128,11 @@ impl Message for WatchOut {
         match self {
             WatchOut::Own(r) => r.encoded_len(),
             WatchOut::Shared { watch_id, view } => {
-                let id = if *watch_id != 0 { prost::encoding::int64::encoded_len(WATCH_ID_FIELD, watch_id) } else { 0 };
+                let id = if *watch_id != 0 {
+                    prost::encoding::int64::encoded_len(WATCH_ID_FIELD, watch_id)
+                } else {
+                    0
+                };
                 id + view.body.len()
             }
         }
@@ -141,9 +151,19 @@ mod tests {
 
     fn sample() -> WatchResponse {
         WatchResponse {
-            header: Some(ResponseHeader { revision: 42, cluster_id: 7, member_id: 9, raft_term: 3 }),
+            header: Some(ResponseHeader {
+                revision: 42,
+                cluster_id: 7,
+                member_id: 9,
+                raft_term: 3,
+            }),
             events: vec![Event {
-                kv: Some(KeyValue { key: b"k".to_vec(), value: b"v".to_vec(), mod_revision: 42, ..Default::default() }),
+                kv: Some(KeyValue {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                    mod_revision: 42,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }],
             ..Default::default()
@@ -154,11 +174,20 @@ mod tests {
     fn a_shared_response_decodes_as_the_watchers_own() {
         let view = SharedView::new(sample());
         for watch_id in [0, 1, 12345, -1] {
-            let shared = WatchOut::Shared { watch_id, view: view.clone() };
+            let shared = WatchOut::Shared {
+                watch_id,
+                view: view.clone(),
+            };
             let bytes = shared.encode_to_vec();
             assert_eq!(bytes.len(), shared.encoded_len());
             let decoded = WatchResponse::decode(bytes.as_slice()).expect("decodes");
-            assert_eq!(decoded, WatchResponse { watch_id, ..sample() });
+            assert_eq!(
+                decoded,
+                WatchResponse {
+                    watch_id,
+                    ..sample()
+                }
+            );
             assert_eq!(shared.into_response(), decoded);
         }
     }

@@ -26,7 +26,8 @@ use crate::backend::Pool;
 use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::{
-    watch_request, ResponseHeader, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+    watch_request, ResponseHeader, WatchCreateRequest, WatchProgressRequest, WatchRequest,
+    WatchResponse,
 };
 use crate::proto::mvccpb::event::EventType;
 use crate::services::Forwarded;
@@ -151,7 +152,11 @@ const STREAM_WIDE: i64 = -1;
 
 /// A progress request towards a member.
 fn progress_request() -> WatchRequest {
-    WatchRequest { request_union: Some(watch_request::RequestUnion::ProgressRequest(WatchProgressRequest {})) }
+    WatchRequest {
+        request_union: Some(watch_request::RequestUnion::ProgressRequest(
+            WatchProgressRequest {},
+        )),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -180,7 +185,13 @@ impl WatchHub {
     /// Adds a watcher: joins a live broadcast on the same range when its
     /// start revision allows, else opens a new one. Its `created` response
     /// is sent on `tx` once the upstream watch exists.
-    pub fn add(self: &Arc<Self>, key: WatchKey, spec: WatcherSpec, tx: ClientTx, fwd: Forwarded) -> WatcherId {
+    pub fn add(
+        self: &Arc<Self>,
+        key: WatchKey,
+        spec: WatcherSpec,
+        tx: ClientTx,
+        fwd: Forwarded,
+    ) -> WatcherId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut hub = lock(&self.state);
         if let Some(b) = hub.shared.get(&key).cloned() {
@@ -192,7 +203,12 @@ impl WatchHub {
                     spec.start_revision == 0 && b.initial_start == 0
                 };
             if joinable {
-                let mut w = Watcher { spec, tx, next_rev: 0, announced: false };
+                let mut w = Watcher {
+                    spec,
+                    tx,
+                    next_rev: 0,
+                    announced: false,
+                };
                 if st.created {
                     w.next_rev = w.spec.start_revision.max(st.position + 1);
                     let created = WatchResponse {
@@ -218,14 +234,24 @@ impl WatchHub {
                 st.watchers.insert(id, w);
                 drop(st);
                 hub.owner.insert(id, b);
-                self.stats.watchers_coalescing.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .watchers_coalescing
+                    .fetch_add(1, Ordering::Relaxed);
                 return WatcherId(id);
             }
         }
         let shared = spec.start_revision == 0 && !hub.shared.contains_key(&key);
         let start = spec.start_revision;
         let b = self.new_broadcast(key.clone(), shared, fwd, start);
-        lock(&b.state).watchers.insert(id, Watcher { spec, tx, next_rev: 0, announced: false });
+        lock(&b.state).watchers.insert(
+            id,
+            Watcher {
+                spec,
+                tx,
+                next_rev: 0,
+                announced: false,
+            },
+        );
         if shared {
             hub.shared.insert(key, b.clone());
         }
@@ -255,10 +281,18 @@ impl WatchHub {
         let hub = lock(&self.state);
         let mut out: Option<ResponseHeader> = None;
         for id in ids {
-            let Some(b) = hub.owner.get(&id.0) else { continue };
+            let Some(b) = hub.owner.get(&id.0) else {
+                continue;
+            };
             let st = lock(&b.state);
-            let Some(w) = st.watchers.get(&id.0) else { continue };
-            let rev = if w.next_rev > 0 { w.next_rev - 1 } else { st.position };
+            let Some(w) = st.watchers.get(&id.0) else {
+                continue;
+            };
+            let rev = if w.next_rev > 0 {
+                w.next_rev - 1
+            } else {
+                st.position
+            };
             let mut h = st.header.unwrap_or_default();
             h.revision = rev;
             out = match out {
@@ -278,7 +312,9 @@ impl WatchHub {
         let mut seen: Vec<*const Broadcast> = Vec::new();
         let mut answers = Vec::new();
         for id in ids {
-            let Some(b) = hub.owner.get(&id.0) else { continue };
+            let Some(b) = hub.owner.get(&id.0) else {
+                continue;
+            };
             if seen.contains(&Arc::as_ptr(b)) {
                 continue;
             }
@@ -305,14 +341,24 @@ impl WatchHub {
     pub fn synced_through(&self, ids: &[WatcherId], revision: i64) -> bool {
         let hub = lock(&self.state);
         ids.iter().all(|id| {
-            let Some(b) = hub.owner.get(&id.0) else { return true };
+            let Some(b) = hub.owner.get(&id.0) else {
+                return true;
+            };
             let st = lock(&b.state);
-            let Some(w) = st.watchers.get(&id.0) else { return true };
+            let Some(w) = st.watchers.get(&id.0) else {
+                return true;
+            };
             w.announced && w.next_rev > revision && w.spec.start_revision <= revision
         })
     }
 
-    fn new_broadcast(&self, key: WatchKey, shared: bool, fwd: Forwarded, start: i64) -> Arc<Broadcast> {
+    fn new_broadcast(
+        &self,
+        key: WatchKey,
+        shared: bool,
+        fwd: Forwarded,
+        start: i64,
+    ) -> Arc<Broadcast> {
         Arc::new(Broadcast {
             key,
             shared,
@@ -362,7 +408,11 @@ impl WatchHub {
     /// Starts a dedicated broadcast for one watcher. `new` says the watcher
     /// is not registered yet (else it is only moved, unless canceled meanwhile).
     fn dedicated(self: &Arc<Self>, id: u64, w: Watcher, key: WatchKey, fwd: Forwarded, new: bool) {
-        let start = if w.next_rev > 0 { w.next_rev } else { w.spec.start_revision };
+        let start = if w.next_rev > 0 {
+            w.next_rev
+        } else {
+            w.spec.start_revision
+        };
         let b = self.new_broadcast(key, false, fwd, start);
         lock(&b.state).watchers.insert(id, w);
         let mut hub = lock(&self.state);
@@ -392,22 +442,32 @@ impl WatchHub {
             }
             let start = {
                 let st = lock(&b.state);
-                if st.created { st.position + 1 } else { b.initial_start }
+                if st.created {
+                    st.position + 1
+                } else {
+                    b.initial_start
+                }
             };
             let (req_tx, req_rx) = mpsc::channel(16);
             let create = WatchRequest {
-                request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
-                    key: b.key.key.clone(),
-                    range_end: b.key.range_end.clone(),
-                    start_revision: start,
-                    progress_notify: true,
-                    prev_kv: true,
-                    ..Default::default()
-                })),
+                request_union: Some(watch_request::RequestUnion::CreateRequest(
+                    WatchCreateRequest {
+                        key: b.key.key.clone(),
+                        range_end: b.key.range_end.clone(),
+                        start_revision: start,
+                        progress_notify: true,
+                        prev_kv: true,
+                        ..Default::default()
+                    },
+                )),
             };
             let _ = req_tx.send(create).await;
-            let mut client = WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
-            let mut stream = match client.watch(b.fwd.request(ReceiverStream::new(req_rx))).await {
+            let mut client =
+                WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
+            let mut stream = match client
+                .watch(b.fwd.request(ReceiverStream::new(req_rx)))
+                .await
+            {
                 Ok(r) => r.into_inner(),
                 Err(status) => {
                     if Failure::of(&status).member_unhealthy() {
@@ -470,11 +530,19 @@ impl WatchHub {
     /// The events of `resp` watcher `w` receives, in a response of its own
     /// (it starts partway through them, or filters puts or deletes);
     /// `None` when none is left for it.
-    fn filtered_for(&self, w: &Watcher, resp: &WatchResponse, receivers: &mut u64) -> Option<WatchOut> {
+    fn filtered_for(
+        &self,
+        w: &Watcher,
+        resp: &WatchResponse,
+        receivers: &mut u64,
+    ) -> Option<WatchOut> {
         let events: Vec<_> = resp
             .events
             .iter()
-            .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= w.next_rev))
+            .filter(|e| {
+                e.kv.as_ref()
+                    .is_some_and(|kv| kv.mod_revision >= w.next_rev)
+            })
             .filter(|e| {
                 let put = e.r#type == EventType::Put as i32;
                 !(put && w.spec.no_put || !put && w.spec.no_delete)
@@ -491,7 +559,15 @@ impl WatchHub {
             return None;
         }
         *receivers += 1;
-        Some(WatchResponse { header: resp.header, watch_id: w.spec.watch_id, events, ..Default::default() }.into())
+        Some(
+            WatchResponse {
+                header: resp.header,
+                watch_id: w.spec.watch_id,
+                events,
+                ..Default::default()
+            }
+            .into(),
+        )
     }
 
     /// Hands one upstream response to every watcher of `b`.
@@ -513,14 +589,24 @@ impl WatchHub {
                     let mut r = resp.clone();
                     r.watch_id = w.spec.watch_id;
                     r.created = !w.announced;
-                    out.push(Outgoing { id, tx: w.tx, resp: Some(r.into()), next: 0, announces: false });
+                    out.push(Outgoing {
+                        id,
+                        tx: w.tx,
+                        resp: Some(r.into()),
+                        next: 0,
+                        announces: false,
+                    });
                 }
                 st.closed = true;
                 flow = Flow::Done;
             } else if resp.created {
                 if !st.created {
                     st.created = true;
-                    st.position = if b.initial_start > 0 { b.initial_start - 1 } else { header_rev };
+                    st.position = if b.initial_start > 0 {
+                        b.initial_start - 1
+                    } else {
+                        header_rev
+                    };
                 }
                 let position = st.position;
                 for (id, w) in st.watchers.iter_mut() {
@@ -534,7 +620,13 @@ impl WatchHub {
                             created: true,
                             ..Default::default()
                         };
-                        out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: Some(r.into()), next: w.next_rev, announces: true });
+                        out.push(Outgoing {
+                            id: *id,
+                            tx: w.tx.clone(),
+                            resp: Some(r.into()),
+                            next: w.next_rev,
+                            announces: true,
+                        });
                     }
                 }
             } else if resp.events.is_empty() {
@@ -552,27 +644,52 @@ impl WatchHub {
                         w.next_rev = header_rev + 1;
                         // An answer to a request is the requester's alone.
                         if w.spec.progress_notify && !answer {
-                            let r = WatchResponse { header: resp.header, watch_id: w.spec.watch_id, ..Default::default() };
-                            out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: Some(r.into()), next: w.next_rev, announces: false });
+                            let r = WatchResponse {
+                                header: resp.header,
+                                watch_id: w.spec.watch_id,
+                                ..Default::default()
+                            };
+                            out.push(Outgoing {
+                                id: *id,
+                                tx: w.tx.clone(),
+                                resp: Some(r.into()),
+                                next: w.next_rev,
+                                announces: false,
+                            });
                         }
                     }
                 }
             } else {
-                let last = resp.events.last().and_then(|e| e.kv.as_ref()).map_or(0, |kv| kv.mod_revision);
-                let first = resp.events.first().and_then(|e| e.kv.as_ref()).map_or(0, |kv| kv.mod_revision);
+                let last = resp
+                    .events
+                    .last()
+                    .and_then(|e| e.kv.as_ref())
+                    .map_or(0, |kv| kv.mod_revision);
+                let first = resp
+                    .events
+                    .first()
+                    .and_then(|e| e.kv.as_ref())
+                    .map_or(0, |kv| kv.mod_revision);
                 let carries_prev_kv = resp.events.iter().any(|e| e.prev_kv.is_some());
                 st.position = st.position.max(last);
                 let mut receivers = 0u64;
                 // Watchers that get every event unchanged share one encoding
                 // (one with prev_kv, one without).
-                let (mut with_prev, mut without_prev): (Option<Arc<SharedView>>, Option<Arc<SharedView>>) = (None, None);
+                let (mut with_prev, mut without_prev): (
+                    Option<Arc<SharedView>>,
+                    Option<Arc<SharedView>>,
+                ) = (None, None);
                 let shared = b.shared;
                 for (id, w) in st.watchers.iter_mut() {
                     let next = w.next_rev.max(last + 1);
                     let r = if w.next_rev <= first && !w.spec.no_put && !w.spec.no_delete {
                         let view = if w.spec.prev_kv || !carries_prev_kv {
                             with_prev.get_or_insert_with(|| {
-                                SharedView::new(WatchResponse { header: resp.header, events: resp.events.clone(), ..Default::default() })
+                                SharedView::new(WatchResponse {
+                                    header: resp.header,
+                                    events: resp.events.clone(),
+                                    ..Default::default()
+                                })
                             })
                         } else {
                             without_prev.get_or_insert_with(|| {
@@ -580,16 +697,29 @@ impl WatchHub {
                                 for e in &mut events {
                                     e.prev_kv = None;
                                 }
-                                SharedView::new(WatchResponse { header: resp.header, events, ..Default::default() })
+                                SharedView::new(WatchResponse {
+                                    header: resp.header,
+                                    events,
+                                    ..Default::default()
+                                })
                             })
                         };
                         receivers += 1;
-                        Some(WatchOut::Shared { watch_id: w.spec.watch_id, view: view.clone() })
+                        Some(WatchOut::Shared {
+                            watch_id: w.spec.watch_id,
+                            view: view.clone(),
+                        })
                     } else {
                         self.filtered_for(w, &resp, &mut receivers)
                     };
                     if !shared {
-                        out.push(Outgoing { id: *id, tx: w.tx.clone(), resp: r, next, announces: false });
+                        out.push(Outgoing {
+                            id: *id,
+                            tx: w.tx.clone(),
+                            resp: r,
+                            next,
+                            announces: false,
+                        });
                         continue;
                     }
                     // A shared broadcast never waits for one client: sent
@@ -601,9 +731,10 @@ impl WatchHub {
                     }
                 }
                 if receivers > 1 {
-                    self.stats
-                        .events_coalescing
-                        .fetch_add(resp.events.len() as u64 * (receivers - 1), Ordering::Relaxed);
+                    self.stats.events_coalescing.fetch_add(
+                        resp.events.len() as u64 * (receivers - 1),
+                        Ordering::Relaxed,
+                    );
                 }
             }
         }
@@ -660,7 +791,11 @@ impl WatchHub {
             }
         }
         for (id, w) in detached {
-            debug!(watch_id = w.spec.watch_id, queue = self.queue_hint, "slow watcher split onto its own upstream watch");
+            debug!(
+                watch_id = w.spec.watch_id,
+                queue = self.queue_hint,
+                "slow watcher split onto its own upstream watch"
+            );
             self.move_to_dedicated(id, w, b);
         }
         if !b.shared {
@@ -680,7 +815,9 @@ impl WatchHub {
     /// answer cannot tell when a stream has caught up.)
     fn try_rejoin(&self, b: &Arc<Broadcast>) {
         let mut hub = lock(&self.state);
-        let Some(shared) = hub.shared.get(&b.key).cloned() else { return };
+        let Some(shared) = hub.shared.get(&b.key).cloned() else {
+            return;
+        };
         if Arc::ptr_eq(&shared, b) {
             return;
         }
@@ -699,10 +836,15 @@ impl WatchHub {
         let moved: Vec<(u64, Watcher)> = mine.watchers.drain().collect();
         for (id, mut w) in moved {
             w.next_rev = w.next_rev.max(position + 1);
-            debug!(watch_id = w.spec.watch_id, position, "caught-up watcher joins the shared upstream watch");
+            debug!(
+                watch_id = w.spec.watch_id,
+                position, "caught-up watcher joins the shared upstream watch"
+            );
             theirs.watchers.insert(id, w);
             hub.owner.insert(id, shared.clone());
-            self.stats.watchers_coalescing.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .watchers_coalescing
+                .fetch_add(1, Ordering::Relaxed);
         }
         drop(theirs);
         drop(mine);

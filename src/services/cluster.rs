@@ -33,20 +33,41 @@ impl ClusterService {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(&self, request: Request<MemberAddRequest>) -> RpcResult<MemberAddResponse> {
-        let r: RpcResult<MemberAddResponse> =
-            forward_unary!(self, request, ClusterClient, member_add, RetryPolicy::UnlessApplied);
+        let r: RpcResult<MemberAddResponse> = forward_unary!(
+            self,
+            request,
+            ClusterClient,
+            member_add,
+            RetryPolicy::UnlessApplied
+        );
         self.changed(r)
     }
 
-    async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> RpcResult<MemberRemoveResponse> {
-        let r: RpcResult<MemberRemoveResponse> =
-            forward_unary!(self, request, ClusterClient, member_remove, RetryPolicy::UnlessApplied);
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> RpcResult<MemberRemoveResponse> {
+        let r: RpcResult<MemberRemoveResponse> = forward_unary!(
+            self,
+            request,
+            ClusterClient,
+            member_remove,
+            RetryPolicy::UnlessApplied
+        );
         self.changed(r)
     }
 
-    async fn member_update(&self, request: Request<MemberUpdateRequest>) -> RpcResult<MemberUpdateResponse> {
-        let r: RpcResult<MemberUpdateResponse> =
-            forward_unary!(self, request, ClusterClient, member_update, RetryPolicy::UnlessApplied);
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> RpcResult<MemberUpdateResponse> {
+        let r: RpcResult<MemberUpdateResponse> = forward_unary!(
+            self,
+            request,
+            ClusterClient,
+            member_update,
+            RetryPolicy::UnlessApplied
+        );
         self.changed(r)
     }
 
@@ -54,13 +75,25 @@ impl Cluster for ClusterService {
     /// proxies registered under the prefix (this one alone until any is
     /// visible), so clients that sync endpoints only ever learn addresses
     /// where a proxy listens.
-    async fn member_list(&self, request: Request<MemberListRequest>) -> RpcResult<MemberListResponse> {
+    async fn member_list(
+        &self,
+        request: Request<MemberListRequest>,
+    ) -> RpcResult<MemberListResponse> {
         let Some(reg) = &self.registration else {
-            return forward_unary!(self, request, ClusterClient, member_list, RetryPolicy::Idempotent);
+            return forward_unary!(
+                self,
+                request,
+                ClusterClient,
+                member_list,
+                RetryPolicy::Idempotent
+            );
         };
         let (header, mut found) = registration::list(&self.ctx.pool, reg).await?;
         if found.is_empty() {
-            found.push(Registered { addr: reg.advertise.clone(), name: reg.hostname.clone() });
+            found.push(Registered {
+                addr: reg.advertise.clone(),
+                name: reg.hostname.clone(),
+            });
         }
         let members = found
             .into_iter()
@@ -75,9 +108,17 @@ impl Cluster for ClusterService {
         Ok(tonic::Response::new(MemberListResponse { header, members }))
     }
 
-    async fn member_promote(&self, request: Request<MemberPromoteRequest>) -> RpcResult<MemberPromoteResponse> {
-        let r: RpcResult<MemberPromoteResponse> =
-            forward_unary!(self, request, ClusterClient, member_promote, RetryPolicy::UnlessApplied);
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> RpcResult<MemberPromoteResponse> {
+        let r: RpcResult<MemberPromoteResponse> = forward_unary!(
+            self,
+            request,
+            ClusterClient,
+            member_promote,
+            RetryPolicy::UnlessApplied
+        );
         self.changed(r)
     }
 }

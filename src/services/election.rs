@@ -27,8 +27,13 @@ impl Election for ElectionService {
         if let Some(ns) = &ns {
             ns.name_in(&mut request.get_mut().name);
         }
-        let mut resp: Response<CampaignResponse> =
-            forward_unary!(self, request, ElectionClient, campaign, RetryPolicy::UnlessApplied)?;
+        let mut resp: Response<CampaignResponse> = forward_unary!(
+            self,
+            request,
+            ElectionClient,
+            campaign,
+            RetryPolicy::UnlessApplied
+        )?;
         if let (Some(ns), Some(leader)) = (&ns, resp.get_mut().leader.as_mut()) {
             ns.leader_key_out(leader);
         }
@@ -39,7 +44,13 @@ impl Election for ElectionService {
         if let (Some(ns), Some(leader)) = (&self.ctx.namespace, request.get_mut().leader.as_mut()) {
             ns.leader_key_in(leader);
         }
-        forward_unary!(self, request, ElectionClient, proclaim, RetryPolicy::UnlessApplied)
+        forward_unary!(
+            self,
+            request,
+            ElectionClient,
+            proclaim,
+            RetryPolicy::UnlessApplied
+        )
     }
 
     async fn leader(&self, mut request: Request<LeaderRequest>) -> RpcResult<LeaderResponse> {
@@ -47,15 +58,21 @@ impl Election for ElectionService {
         if let Some(ns) = &ns {
             ns.name_in(&mut request.get_mut().name);
         }
-        let mut resp: Response<LeaderResponse> =
-            forward_unary!(self, request, ElectionClient, leader, RetryPolicy::Idempotent)?;
+        let mut resp: Response<LeaderResponse> = forward_unary!(
+            self,
+            request,
+            ElectionClient,
+            leader,
+            RetryPolicy::Idempotent
+        )?;
         if let (Some(ns), Some(kv)) = (&ns, resp.get_mut().kv.as_mut()) {
             ns.kv_out(kv);
         }
         Ok(resp)
     }
 
-    type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send + 'static>>;
+    type ObserveStream =
+        Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send + 'static>>;
 
     async fn observe(&self, mut request: Request<LeaderRequest>) -> RpcResult<Self::ObserveStream> {
         let ns = self.ctx.namespace.clone();
@@ -68,7 +85,8 @@ impl Election for ElectionService {
             .pool
             .call(RetryPolicy::Idempotent, |ch| {
                 let req = fwd.request(msg.clone());
-                let mut client = ElectionClient::new(ch).max_decoding_message_size(ctx.upstream_max_recv);
+                let mut client =
+                    ElectionClient::new(ch).max_decoding_message_size(ctx.upstream_max_recv);
                 async move { client.observe(req).await.map(Response::into_inner) }
             })
             .await?;
@@ -90,6 +108,12 @@ impl Election for ElectionService {
         if let (Some(ns), Some(leader)) = (&self.ctx.namespace, request.get_mut().leader.as_mut()) {
             ns.leader_key_in(leader);
         }
-        forward_unary!(self, request, ElectionClient, resign, RetryPolicy::UnlessApplied)
+        forward_unary!(
+            self,
+            request,
+            ElectionClient,
+            resign,
+            RetryPolicy::UnlessApplied
+        )
     }
 }

@@ -45,11 +45,14 @@ pub struct KvService {
 /// A transaction is read-only when none of its branches writes; such a
 /// transaction may be retried like a Range.
 pub fn txn_is_read_only(txn: &TxnRequest) -> bool {
-    txn.success.iter().chain(txn.failure.iter()).all(|op| match &op.request {
-        Some(request_op::Request::RequestRange(_)) | None => true,
-        Some(request_op::Request::RequestTxn(inner)) => txn_is_read_only(inner),
-        Some(_) => false,
-    })
+    txn.success
+        .iter()
+        .chain(txn.failure.iter())
+        .all(|op| match &op.request {
+            Some(request_op::Request::RequestRange(_)) | None => true,
+            Some(request_op::Request::RequestTxn(inner)) => txn_is_read_only(inner),
+            Some(_) => false,
+        })
 }
 
 impl KvService {
@@ -57,7 +60,10 @@ impl KvService {
     /// goes through [`crate::leasing::Leasing::write`]; otherwise the
     /// request comes back to be forwarded as usual.
     #[allow(clippy::type_complexity)]
-    fn leasing_write<T>(&self, request: Request<T>) -> Result<(std::sync::Arc<crate::leasing::Leasing>, Forwarded, T), Request<T>> {
+    fn leasing_write<T>(
+        &self,
+        request: Request<T>,
+    ) -> Result<(std::sync::Arc<crate::leasing::Leasing>, Forwarded, T), Request<T>> {
         match &self.ctx.leasing {
             Some(leasing) if !request.metadata().contains_key("token") => {
                 let (fwd, msg) = Forwarded::split(request);
@@ -110,7 +116,11 @@ impl KvService {
         let cache = &self.ctx.cache;
         let cache_key = cache.cache_key(request.get_ref(), request.metadata());
         if let Some(key) = &cache_key {
-            let hit = if request.get_ref().serializable { cache.get(key) } else { self.linearizable_hit(key).await };
+            let hit = if request.get_ref().serializable {
+                cache.get(key)
+            } else {
+                self.linearizable_hit(key).await
+            };
             if let Some(mut hit) = hit {
                 if let Some(ns) = &ns {
                     ns.range_out(&mut hit);
@@ -118,8 +128,11 @@ impl KvService {
                 return Ok(Response::new(hit));
             }
         }
-        let asked = cache_key.as_ref().map(|_| (request.metadata().clone(), request.get_ref().clone()));
-        let mut resp: Response<RangeResponse> = forward_unary!(self, request, KvClient, range, RetryPolicy::Idempotent)?;
+        let asked = cache_key
+            .as_ref()
+            .map(|_| (request.metadata().clone(), request.get_ref().clone()));
+        let mut resp: Response<RangeResponse> =
+            forward_unary!(self, request, KvClient, range, RetryPolicy::Idempotent)?;
         if let (Some(key), Some((metadata, asked))) = (cache_key, asked) {
             if asked.serializable && revision(&resp.get_ref().header) < cache.floor() {
                 // A member behind what this proxy has already seen (a write
@@ -163,21 +176,28 @@ impl Kv for KvService {
         // already given is replaced by a linearizable read, which cannot be.
         let (metadata, extensions, msg) = request.into_parts();
         let retry = (metadata.clone(), extensions.clone(), msg.clone());
-        let answer = self.range_once(Request::from_parts(metadata, extensions, msg)).await?;
+        let answer = self
+            .range_once(Request::from_parts(metadata, extensions, msg))
+            .await?;
         let rev = revision(&answer.get_ref().header);
         if rev >= floor.fetch_max(rev, Ordering::AcqRel) {
             return Ok(answer);
         }
         let (metadata, extensions, mut msg) = retry;
         msg.serializable = false;
-        let fresh = self.range_once(Request::from_parts(metadata, extensions, msg)).await?;
+        let fresh = self
+            .range_once(Request::from_parts(metadata, extensions, msg))
+            .await?;
         floor.fetch_max(revision(&fresh.get_ref().header), Ordering::AcqRel);
         Ok(fresh)
     }
 
     type RangeStreamStream = crate::services::range_stream::RangeStream;
 
-    async fn range_stream(&self, request: Request<RangeRequest>) -> RpcResult<Self::RangeStreamStream> {
+    async fn range_stream(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> RpcResult<Self::RangeStreamStream> {
         crate::services::range_stream::range_stream(&self.ctx, request).await
     }
 
@@ -190,22 +210,31 @@ impl Kv for KvService {
         let mut resp: Response<PutResponse> = match self.leasing_write(request) {
             Ok((leasing, fwd, msg)) => {
                 let writes = vec![(msg.key.clone(), Vec::new())];
-                let ops = vec![RequestOp { request: Some(request_op::Request::RequestPut(msg)) }];
+                let ops = vec![RequestOp {
+                    request: Some(request_op::Request::RequestPut(msg)),
+                }];
                 match inner_response(leasing.write(&fwd, ops, &writes).await?) {
                     Some(response_op::Response::ResponsePut(r)) => Response::new(r),
                     _ => return Err(unexpected()),
                 }
             }
-            Err(request) => forward_unary!(self, request, KvClient, put, RetryPolicy::UnlessApplied)?,
+            Err(request) => {
+                forward_unary!(self, request, KvClient, put, RetryPolicy::UnlessApplied)?
+            }
         };
-        self.ctx.cache.written(&touched, revision(&resp.get_ref().header));
+        self.ctx
+            .cache
+            .written(&touched, revision(&resp.get_ref().header));
         if let Some(ns) = &ns {
             ns.put_out(resp.get_mut());
         }
         Ok(resp)
     }
 
-    async fn delete_range(&self, mut request: Request<DeleteRangeRequest>) -> RpcResult<DeleteRangeResponse> {
+    async fn delete_range(
+        &self,
+        mut request: Request<DeleteRangeRequest>,
+    ) -> RpcResult<DeleteRangeResponse> {
         let ns = self.ctx.namespace.clone();
         if let Some(ns) = &ns {
             ns.delete_in(request.get_mut())?;
@@ -214,15 +243,25 @@ impl Kv for KvService {
         let mut resp: Response<DeleteRangeResponse> = match self.leasing_write(request) {
             Ok((leasing, fwd, msg)) => {
                 let writes = vec![(msg.key.clone(), msg.range_end.clone())];
-                let ops = vec![RequestOp { request: Some(request_op::Request::RequestDeleteRange(msg)) }];
+                let ops = vec![RequestOp {
+                    request: Some(request_op::Request::RequestDeleteRange(msg)),
+                }];
                 match inner_response(leasing.write(&fwd, ops, &writes).await?) {
                     Some(response_op::Response::ResponseDeleteRange(r)) => Response::new(r),
                     _ => return Err(unexpected()),
                 }
             }
-            Err(request) => forward_unary!(self, request, KvClient, delete_range, RetryPolicy::UnlessApplied)?,
+            Err(request) => forward_unary!(
+                self,
+                request,
+                KvClient,
+                delete_range,
+                RetryPolicy::UnlessApplied
+            )?,
         };
-        self.ctx.cache.written(&touched, revision(&resp.get_ref().header));
+        self.ctx
+            .cache
+            .written(&touched, revision(&resp.get_ref().header));
         if let Some(ns) = &ns {
             ns.delete_out(resp.get_mut());
         }
@@ -240,12 +279,18 @@ impl Kv for KvService {
             RetryPolicy::UnlessApplied
         };
         let touched = cache::touched_by_txn(request.get_ref());
-        let leased = if txn_is_read_only(request.get_ref()) { Err(request) } else { self.leasing_write(request) };
+        let leased = if txn_is_read_only(request.get_ref()) {
+            Err(request)
+        } else {
+            self.leasing_write(request)
+        };
         let mut resp: Response<TxnResponse> = match leased {
             Ok((leasing, fwd, msg)) => {
                 let mut writes = Vec::new();
                 crate::leasing::txn_writes(&msg, &mut writes);
-                let ops = vec![RequestOp { request: Some(request_op::Request::RequestTxn(msg)) }];
+                let ops = vec![RequestOp {
+                    request: Some(request_op::Request::RequestTxn(msg)),
+                }];
                 match inner_response(leasing.write(&fwd, ops, &writes).await?) {
                     Some(response_op::Response::ResponseTxn(r)) => Response::new(r),
                     _ => return Err(unexpected()),
@@ -253,7 +298,9 @@ impl Kv for KvService {
             }
             Err(request) => forward_unary!(self, request, KvClient, txn, policy)?,
         };
-        self.ctx.cache.written(&touched, revision(&resp.get_ref().header));
+        self.ctx
+            .cache
+            .written(&touched, revision(&resp.get_ref().header));
         if let Some(ns) = &ns {
             ns.txn_out(resp.get_mut());
         }

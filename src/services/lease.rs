@@ -27,15 +27,32 @@ pub struct LeaseService {
 
 #[tonic::async_trait]
 impl Lease for LeaseService {
-    async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> RpcResult<LeaseGrantResponse> {
-        forward_unary!(self, request, LeaseClient, lease_grant, RetryPolicy::UnlessApplied)
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> RpcResult<LeaseGrantResponse> {
+        forward_unary!(
+            self,
+            request,
+            LeaseClient,
+            lease_grant,
+            RetryPolicy::UnlessApplied
+        )
     }
 
-    async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> RpcResult<LeaseRevokeResponse> {
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> RpcResult<LeaseRevokeResponse> {
         let id = request.get_ref().id;
         self.hub.forget(id);
-        let result: RpcResult<LeaseRevokeResponse> =
-            forward_unary!(self, request, LeaseClient, lease_revoke, RetryPolicy::UnlessApplied);
+        let result: RpcResult<LeaseRevokeResponse> = forward_unary!(
+            self,
+            request,
+            LeaseClient,
+            lease_revoke,
+            RetryPolicy::UnlessApplied
+        );
         self.hub.forget(id);
         result
     }
@@ -80,16 +97,33 @@ impl Lease for LeaseService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn lease_time_to_live(&self, request: Request<LeaseTimeToLiveRequest>) -> RpcResult<LeaseTimeToLiveResponse> {
-        let mut resp: Response<LeaseTimeToLiveResponse> =
-            forward_unary!(self, request, LeaseClient, lease_time_to_live, RetryPolicy::Idempotent)?;
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> RpcResult<LeaseTimeToLiveResponse> {
+        let mut resp: Response<LeaseTimeToLiveResponse> = forward_unary!(
+            self,
+            request,
+            LeaseClient,
+            lease_time_to_live,
+            RetryPolicy::Idempotent
+        )?;
         if let Some(ns) = &self.ctx.namespace {
             ns.lease_keys_out(resp.get_mut());
         }
         Ok(resp)
     }
 
-    async fn lease_leases(&self, request: Request<LeaseLeasesRequest>) -> RpcResult<LeaseLeasesResponse> {
-        forward_unary!(self, request, LeaseClient, lease_leases, RetryPolicy::Idempotent)
+    async fn lease_leases(
+        &self,
+        request: Request<LeaseLeasesRequest>,
+    ) -> RpcResult<LeaseLeasesResponse> {
+        forward_unary!(
+            self,
+            request,
+            LeaseClient,
+            lease_leases,
+            RetryPolicy::Idempotent
+        )
     }
 }

@@ -37,6 +37,12 @@ impl Lock for LockService {
         if let Some(ns) = &self.ctx.namespace {
             ns.key_in(&mut request.get_mut().key);
         }
-        forward_unary!(self, request, LockClient, unlock, RetryPolicy::UnlessApplied)
+        forward_unary!(
+            self,
+            request,
+            LockClient,
+            unlock,
+            RetryPolicy::UnlessApplied
+        )
     }
 }

@@ -38,30 +38,66 @@ impl Maintenance for MaintenanceService {
         if let Some(leader) = self.ctx.pool.leader() {
             let (fwd, msg) = Forwarded::split(request);
             let _inflight = leader.start_call();
-            let answer = MaintenanceClient::new(leader.channel.clone()).status(fwd.request(msg)).await;
+            let answer = MaintenanceClient::new(leader.channel.clone())
+                .status(fwd.request(msg))
+                .await;
             if let Ok(resp) = answer {
                 return Ok(resp);
             }
             // The leader just went away: any other member will do.
             let request = fwd.request(msg);
-            return forward_unary!(self, request, MaintenanceClient, status, RetryPolicy::Idempotent);
+            return forward_unary!(
+                self,
+                request,
+                MaintenanceClient,
+                status,
+                RetryPolicy::Idempotent
+            );
         }
-        forward_unary!(self, request, MaintenanceClient, status, RetryPolicy::Idempotent)
+        forward_unary!(
+            self,
+            request,
+            MaintenanceClient,
+            status,
+            RetryPolicy::Idempotent
+        )
     }
 
-    async fn defragment(&self, request: Request<DefragmentRequest>) -> RpcResult<DefragmentResponse> {
-        forward_unary!(self, request, MaintenanceClient, defragment, RetryPolicy::UnlessApplied)
+    async fn defragment(
+        &self,
+        request: Request<DefragmentRequest>,
+    ) -> RpcResult<DefragmentResponse> {
+        forward_unary!(
+            self,
+            request,
+            MaintenanceClient,
+            defragment,
+            RetryPolicy::UnlessApplied
+        )
     }
 
     async fn hash(&self, request: Request<HashRequest>) -> RpcResult<HashResponse> {
-        forward_unary!(self, request, MaintenanceClient, hash, RetryPolicy::Idempotent)
+        forward_unary!(
+            self,
+            request,
+            MaintenanceClient,
+            hash,
+            RetryPolicy::Idempotent
+        )
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> RpcResult<HashKvResponse> {
-        forward_unary!(self, request, MaintenanceClient, hash_kv, RetryPolicy::Idempotent)
+        forward_unary!(
+            self,
+            request,
+            MaintenanceClient,
+            hash_kv,
+            RetryPolicy::Idempotent
+        )
     }
 
-    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
+    type SnapshotStream =
+        Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
 
     async fn snapshot(&self, request: Request<SnapshotRequest>) -> RpcResult<Self::SnapshotStream> {
         let (fwd, msg) = Forwarded::split(request);
@@ -70,7 +106,8 @@ impl Maintenance for MaintenanceService {
             .pool
             .call(RetryPolicy::Idempotent, |ch| {
                 let req = fwd.request(msg);
-                let mut client = MaintenanceClient::new(ch).max_decoding_message_size(ctx.upstream_max_recv);
+                let mut client =
+                    MaintenanceClient::new(ch).max_decoding_message_size(ctx.upstream_max_recv);
                 async move { client.snapshot(req).await.map(Response::into_inner) }
             })
             .await?;
@@ -80,9 +117,18 @@ impl Maintenance for MaintenanceService {
     /// etcd only accepts MoveLeader on the current leader, so the call goes
     /// to the member the probes last saw leading; without one, any member
     /// answers (etcd then says "not leader" as it would directly).
-    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> RpcResult<MoveLeaderResponse> {
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> RpcResult<MoveLeaderResponse> {
         let Some(leader) = self.ctx.pool.leader() else {
-            return forward_unary!(self, request, MaintenanceClient, move_leader, RetryPolicy::UnlessApplied);
+            return forward_unary!(
+                self,
+                request,
+                MaintenanceClient,
+                move_leader,
+                RetryPolicy::UnlessApplied
+            );
         };
         let (fwd, msg) = Forwarded::split(request);
         let _inflight = leader.start_call();
@@ -95,6 +141,12 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn downgrade(&self, request: Request<DowngradeRequest>) -> RpcResult<DowngradeResponse> {
-        forward_unary!(self, request, MaintenanceClient, downgrade, RetryPolicy::UnlessApplied)
+        forward_unary!(
+            self,
+            request,
+            MaintenanceClient,
+            downgrade,
+            RetryPolicy::UnlessApplied
+        )
     }
 }

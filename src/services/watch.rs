@@ -61,16 +61,23 @@ impl WatchService {
             next_id: 0,
             fragmenting: fragmenting.clone(),
         };
-        tokio::spawn(stream.run(inbound).instrument(tracing::info_span!("watch_stream")));
+        tokio::spawn(
+            stream
+                .run(inbound)
+                .instrument(tracing::info_span!("watch_stream")),
+        );
         let ns = self.ctx.namespace.clone();
         let answers = ReceiverStream::new(rx).flat_map(move |answer| {
             let pieces = match answer {
                 Ok(out) => {
-                    let wants_fragments = fragmenting.any.load(std::sync::atomic::Ordering::Acquire)
-                        && lock_set(&fragmenting).contains(&out.watch_id());
+                    let wants_fragments =
+                        fragmenting.any.load(std::sync::atomic::Ordering::Acquire)
+                            && lock_set(&fragmenting).contains(&out.watch_id());
                     if ns.is_none() && !wants_fragments {
                         // The common case: one response, passed on as it is.
-                        return futures::future::Either::Left(futures::stream::once(futures::future::ready(Ok(out))));
+                        return futures::future::Either::Left(futures::stream::once(
+                            futures::future::ready(Ok(out)),
+                        ));
                     }
                     let mut resp = out.into_response();
                     // Events come back with keys relative to the client's namespace.
@@ -78,7 +85,10 @@ impl WatchService {
                         ns.watch_out(&mut resp);
                     }
                     if wants_fragments {
-                        fragments(resp, FRAGMENT_BYTES).into_iter().map(|r| Ok(r.into())).collect()
+                        fragments(resp, FRAGMENT_BYTES)
+                            .into_iter()
+                            .map(|r| Ok(r.into()))
+                            .collect()
                     } else {
                         vec![Ok(resp.into())]
                     }
@@ -103,7 +113,10 @@ pub struct WatchGrpc {
 impl WatchGrpc {
     /// Serves `service`, refusing client messages over `max_decoding` bytes.
     pub fn new(service: WatchService, max_decoding: usize) -> WatchGrpc {
-        WatchGrpc { service: Arc::new(service), max_decoding }
+        WatchGrpc {
+            service: Arc::new(service),
+            max_decoding,
+        }
     }
 }
 
@@ -119,7 +132,10 @@ where
     type Error = std::convert::Infallible;
     type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
 
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -273,8 +289,13 @@ impl ClientStream {
                     lock_set(&self.fragmenting).remove(&cancel.watch_id);
                     let header = self.hub.progress(&[id]);
                     self.hub.remove(id);
-                    self.send(WatchResponse { header, watch_id: cancel.watch_id, canceled: true, ..Default::default() })
-                        .await?;
+                    self.send(WatchResponse {
+                        header,
+                        watch_id: cancel.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    })
+                    .await?;
                 }
                 Ok(())
             }
@@ -305,7 +326,8 @@ impl ClientStream {
                         watch_id: NO_WATCH_ID,
                         created: true,
                         canceled: true,
-                        cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream".into(),
+                        cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream"
+                            .into(),
                         ..Default::default()
                     })
                     .await;
@@ -340,10 +362,15 @@ impl ClientStream {
             }
         }
         if create.fragment {
-            self.fragmenting.any.store(true, std::sync::atomic::Ordering::Release);
+            self.fragmenting
+                .any
+                .store(true, std::sync::atomic::Ordering::Release);
             lock_set(&self.fragmenting).insert(watch_id);
         }
-        let key = WatchKey { key: create.key.clone(), range_end: create.range_end.clone() };
+        let key = WatchKey {
+            key: create.key.clone(),
+            range_end: create.range_end.clone(),
+        };
         let spec = WatcherSpec::from_create(&create, watch_id);
         let id = self.hub.add(key, spec, self.tx.clone(), self.fwd.clone());
         self.ids.insert(watch_id, id);
@@ -355,7 +382,11 @@ impl ClientStream {
     /// (never none: clientv3 3.5 and 3.6 dereference it).
     fn header_for_own_answer(&self) -> ResponseHeader {
         let ids: Vec<WatcherId> = self.ids.values().copied().collect();
-        self.ctx.pool.last_header().or_else(|| self.hub.progress(&ids)).unwrap_or_default()
+        self.ctx
+            .pool
+            .last_header()
+            .or_else(|| self.hub.progress(&ids))
+            .unwrap_or_default()
     }
 
     /// A client may only join a shared upstream watch (opened under another
@@ -366,12 +397,24 @@ impl ClientStream {
     /// Skipped while etcd is known to run without auth (then every client
     /// may read every range); at most [`PERMISSION_CHECKS`] run at once, so a
     /// burst of thousands of creates does not flood the members.
-    async fn check_permission(&self, create: &WatchCreateRequest, watch_id: i64) -> Result<CreateVerdict, Status> {
+    async fn check_permission(
+        &self,
+        create: &WatchCreateRequest,
+        watch_id: i64,
+    ) -> Result<CreateVerdict, Status> {
         if self.ctx.cache.auth_known_off() {
             return Ok(CreateVerdict::Permitted);
         }
-        let _permit = CHECKS.acquire().await.map_err(|_| Status::unavailable("etcd-grpc-proxy: shutting down"))?;
-        self.control.check(&WatchCreateRequest { watch_id, ..create.clone() }).await
+        let _permit = CHECKS
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("etcd-grpc-proxy: shutting down"))?;
+        self.control
+            .check(&WatchCreateRequest {
+                watch_id,
+                ..create.clone()
+            })
+            .await
     }
 }
 
@@ -385,18 +428,34 @@ const PROGRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// up to it, with watch id -1. The revision comes from the members behind
 /// the watchers' upstream streams (the lowest, if they differ), each
 /// answering only once its stream has caught up; no answer if they don't.
-async fn answer_progress(hub: Arc<WatchHub>, ids: Vec<WatcherId>, tx: mpsc::Sender<Result<WatchOut, Status>>) {
+async fn answer_progress(
+    hub: Arc<WatchHub>,
+    ids: Vec<WatcherId>,
+    tx: mpsc::Sender<Result<WatchOut, Status>>,
+) {
     let answers = hub.request_progress(&ids);
-    let Ok(headers) = tokio::time::timeout(PROGRESS_WAIT, futures::future::join_all(answers)).await else {
+    let Ok(headers) = tokio::time::timeout(PROGRESS_WAIT, futures::future::join_all(answers)).await
+    else {
         debug!("progress request unanswered: a watcher has not caught up");
         return;
     };
-    let Some(header) = headers.into_iter().collect::<Result<Vec<_>, _>>().ok().and_then(|h| h.into_iter().min_by_key(|h| h.revision))
+    let Some(header) = headers
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .ok()
+        .and_then(|h| h.into_iter().min_by_key(|h| h.revision))
     else {
         return; // an upstream watch ended meanwhile: its watchers are not synced
     };
     if hub.synced_through(&ids, header.revision) {
-        let _ = tx.send(Ok(WatchResponse { header: Some(header), watch_id: NO_WATCH_ID, ..Default::default() }.into())).await;
+        let _ = tx
+            .send(Ok(WatchResponse {
+                header: Some(header),
+                watch_id: NO_WATCH_ID,
+                ..Default::default()
+            }
+            .into()))
+            .await;
     }
 }
 
@@ -406,26 +465,51 @@ mod tests {
     use crate::proto::mvccpb::{Event, KeyValue};
 
     fn big_event(i: usize) -> Event {
-        Event { kv: Some(KeyValue { key: format!("k{i}").into_bytes(), value: vec![b'x'; 1000], ..Default::default() }), ..Default::default() }
+        Event {
+            kv: Some(KeyValue {
+                key: format!("k{i}").into_bytes(),
+                value: vec![b'x'; 1000],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn large_responses_split_in_order_with_the_last_part_unmarked() {
-        let resp = WatchResponse { watch_id: 7, events: (0..10).map(big_event).collect(), ..Default::default() };
+        let resp = WatchResponse {
+            watch_id: 7,
+            events: (0..10).map(big_event).collect(),
+            ..Default::default()
+        };
         let parts = fragments(resp, 3000);
         assert!(parts.len() > 1);
         assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
         assert!(!parts[parts.len() - 1].fragment);
-        let keys: Vec<Vec<u8>> = parts.iter().flat_map(|p| p.events.iter().map(|e| e.kv.clone().unwrap().key)).collect();
-        assert_eq!(keys, (0..10).map(|i| format!("k{i}").into_bytes()).collect::<Vec<_>>());
+        let keys: Vec<Vec<u8>> = parts
+            .iter()
+            .flat_map(|p| p.events.iter().map(|e| e.kv.clone().unwrap().key))
+            .collect();
+        assert_eq!(
+            keys,
+            (0..10)
+                .map(|i| format!("k{i}").into_bytes())
+                .collect::<Vec<_>>()
+        );
         assert!(parts.iter().all(|p| p.watch_id == 7));
     }
 
     #[test]
     fn small_or_single_event_responses_stay_whole() {
-        let one = WatchResponse { events: vec![big_event(0)], ..Default::default() };
+        let one = WatchResponse {
+            events: vec![big_event(0)],
+            ..Default::default()
+        };
         assert_eq!(fragments(one, 10).len(), 1);
-        let small = WatchResponse { events: (0..3).map(big_event).collect(), ..Default::default() };
+        let small = WatchResponse {
+            events: (0..3).map(big_event).collect(),
+            ..Default::default()
+        };
         assert_eq!(fragments(small, 1 << 20).len(), 1);
     }
 }

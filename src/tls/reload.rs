@@ -45,7 +45,11 @@ pub(super) struct ReloadingCert {
 
 impl ReloadingCert {
     /// Loads the pair now; errors name the flag.
-    pub(super) fn new(cert: &Path, key: &Path, provider: Arc<CryptoProvider>) -> Result<ReloadingCert, TlsError> {
+    pub(super) fn new(
+        cert: &Path,
+        key: &Path,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<ReloadingCert, TlsError> {
         let stamps = [stamp(cert), stamp(key)];
         let loaded = load_pair(cert, key, &provider)?;
         Ok(ReloadingCert {
@@ -57,14 +61,20 @@ impl ReloadingCert {
     }
 }
 
-fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
+fn load_pair(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs = load_certs("cert-file", cert)?;
     let key_der = load_key("key-file", key)?;
-    CertifiedKey::from_der(certs, key_der, provider).map(Arc::new).map_err(|e| TlsError::File {
-        flag: "key-file",
-        path: key.display().to_string(),
-        reason: format!("does not go with --cert-file {}: {e}", cert.display()),
-    })
+    CertifiedKey::from_der(certs, key_der, provider)
+        .map(Arc::new)
+        .map_err(|e| TlsError::File {
+            flag: "key-file",
+            path: key.display().to_string(),
+            reason: format!("does not go with --cert-file {}: {e}", cert.display()),
+        })
 }
 
 impl ResolvesServerCert for ReloadingCert {
@@ -78,7 +88,9 @@ impl ResolvesServerCert for ReloadingCert {
                     info!(cert = %self.cert.display(), "--cert-file changed: serving the new certificate");
                     state.1 = pair;
                 }
-                Err(e) => warn!(error = %e, "--cert-file/--key-file changed but cannot be loaded; serving the previous certificate"),
+                Err(e) => {
+                    warn!(error = %e, "--cert-file/--key-file changed but cannot be loaded; serving the previous certificate")
+                }
             }
         }
         Some(state.1.clone())
@@ -141,7 +153,9 @@ impl ReloadingClientVerifier {
                     info!(crl = %self.crl.display(), "--client-crl-file changed: using the new revocation list");
                     state.1 = v;
                 }
-                Err(e) => warn!(error = %e, "--client-crl-file changed but cannot be loaded; keeping the previous list"),
+                Err(e) => {
+                    warn!(error = %e, "--client-crl-file changed but cannot be loaded; keeping the previous list")
+                }
             }
         }
         state.1.clone()
@@ -167,7 +181,8 @@ impl ClientCertVerifier for ReloadingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.current().verify_client_cert(end_entity, intermediates, now)
+        self.current()
+            .verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(
@@ -176,7 +191,12 @@ impl ClientCertVerifier for ReloadingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -185,10 +205,17 @@ impl ClientCertVerifier for ReloadingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

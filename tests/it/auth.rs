@@ -10,26 +10,40 @@ use crate::support::ctl::{enable_auth_with_alice_and_bob, error_line, ok, run};
 use crate::support::{Cluster, TestProxy};
 
 async fn client_as(endpoint: &str, user: &str, password: &str) -> Client {
-    Client::connect([endpoint], Some(ConnectOptions::new().with_user(user, password)))
-        .await
-        .expect("authenticate")
+    Client::connect(
+        [endpoint],
+        Some(ConnectOptions::new().with_user(user, password)),
+    )
+    .await
+    .expect("authenticate")
 }
 
 /// How a watch creation ends, without ids or headers: comparable across targets.
 async fn watch_outcome(client: &mut Client, key: &str) -> String {
     let fut = async {
         match client.watch(key, None).await {
-            Err(etcd_client::Error::GRpcStatus(s)) => format!("error {:?} {}", s.code(), s.message()),
+            Err(etcd_client::Error::GRpcStatus(s)) => {
+                format!("error {:?} {}", s.code(), s.message())
+            }
             Err(e) => format!("error {e}"),
             Ok(mut stream) => match stream.message().await {
-                Ok(Some(r)) => format!("created={} canceled={} reason={:?}", r.created(), r.canceled(), r.cancel_reason()),
+                Ok(Some(r)) => format!(
+                    "created={} canceled={} reason={:?}",
+                    r.created(),
+                    r.canceled(),
+                    r.cancel_reason()
+                ),
                 Ok(None) => "ended".into(),
-                Err(etcd_client::Error::GRpcStatus(s)) => format!("error {:?} {}", s.code(), s.message()),
+                Err(etcd_client::Error::GRpcStatus(s)) => {
+                    format!("error {:?} {}", s.code(), s.message())
+                }
                 Err(e) => format!("error {e}"),
             },
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), fut).await.unwrap_or_else(|_| "no answer".into())
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .unwrap_or_else(|_| "no answer".into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,12 +56,24 @@ async fn two_users_see_only_what_their_roles_allow() {
     // Set up users and roles through the proxy: the Auth RPCs are forwarded.
     enable_auth_with_alice_and_bob(&via);
     let root = ["--user=root:rootpw"];
-    assert_eq!(ok(&via, &[&root[..], &["user", "list"]].concat()), ok(&direct, &[&root[..], &["user", "list"]].concat()));
-    assert_eq!(ok(&via, &[&root[..], &["role", "get", "ra"]].concat()), ok(&direct, &[&root[..], &["role", "get", "ra"]].concat()));
+    assert_eq!(
+        ok(&via, &[&root[..], &["user", "list"]].concat()),
+        ok(&direct, &[&root[..], &["user", "list"]].concat())
+    );
+    assert_eq!(
+        ok(&via, &[&root[..], &["role", "get", "ra"]].concat()),
+        ok(&direct, &[&root[..], &["role", "get", "ra"]].concat())
+    );
 
     // etcdctl: each user reaches its own prefix and is refused elsewhere, in etcd's words.
-    assert_eq!(ok(&via, &["--user=alice:pa", "put", "/a/1", "x"]).trim(), "OK");
-    assert_eq!(ok(&via, &["--user=bob:pb", "put", "/b/1", "y"]).trim(), "OK");
+    assert_eq!(
+        ok(&via, &["--user=alice:pa", "put", "/a/1", "x"]).trim(),
+        "OK"
+    );
+    assert_eq!(
+        ok(&via, &["--user=bob:pb", "put", "/b/1", "y"]).trim(),
+        "OK"
+    );
     for args in [
         &["--user=bob:pb", "get", "/a/1"][..],
         &["--user=alice:pa", "put", "/b/1", "z"],
@@ -76,17 +102,31 @@ async fn two_users_see_only_what_their_roles_allow() {
     // Watches: alice's watch on /a/1 is allowed; bob's watch on the same key
     // (which would share alice's upstream watch) is refused as etcd refuses it.
     let mut alice_stream = alice.watch("/a/1", None).await.expect("alice watches");
-    let first = alice_stream.message().await.expect("alice watch").expect("created");
+    let first = alice_stream
+        .message()
+        .await
+        .expect("alice watch")
+        .expect("created");
     assert!(first.created() && !first.canceled());
     let mut bob_direct = client_as(&direct, "bob", "pb").await;
     let want = watch_outcome(&mut bob_direct, "/a/1").await;
     let got = watch_outcome(&mut bob, "/a/1").await;
     assert_eq!(got, want, "bob's watch on alice's key");
-    assert!(want.contains("canceled=true") || want.starts_with("error"), "{want}");
+    assert!(
+        want.contains("canceled=true") || want.starts_with("error"),
+        "{want}"
+    );
     // Without any token the shared watch is refused too, as etcd refuses it.
-    let mut anonymous_direct = Client::connect([direct.as_str()], None).await.expect("connect");
-    let mut anonymous = Client::connect([via.as_str()], None).await.expect("connect");
-    assert_eq!(watch_outcome(&mut anonymous, "/a/1").await, watch_outcome(&mut anonymous_direct, "/a/1").await);
+    let mut anonymous_direct = Client::connect([direct.as_str()], None)
+        .await
+        .expect("connect");
+    let mut anonymous = Client::connect([via.as_str()], None)
+        .await
+        .expect("connect");
+    assert_eq!(
+        watch_outcome(&mut anonymous, "/a/1").await,
+        watch_outcome(&mut anonymous_direct, "/a/1").await
+    );
 
     alice.put("/a/1", "x2", None).await.expect("alice writes");
     let event = tokio::time::timeout(Duration::from_secs(10), alice_stream.message())

@@ -6,8 +6,14 @@ use std::time::Duration;
 use crate::support::{eventually, free_port, proxy, Cluster, TestProxy};
 
 fn proxy_cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_etcd-grpc-proxy")).args(args).output().expect("run proxy binary");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-grpc-proxy"))
+        .args(args)
+        .output()
+        .expect("run proxy binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -21,14 +27,22 @@ fn unknown_flag_is_refused_by_name() {
 fn malformed_endpoint_is_refused() {
     let (code, err) = proxy_cli(&["start", "--endpoints=http://127.0.0.1"]);
     assert_eq!(code, 2);
-    assert!(err.contains("--endpoints") && err.contains("no port"), "{err}");
+    assert!(
+        err.contains("--endpoints") && err.contains("no port"),
+        "{err}"
+    );
 }
 
 #[test]
 fn leasing_prefix_flag_is_accepted() {
     // Every etcd flag is implemented now: the last one refused as "not
     // implemented" is accepted and only its bad companions are refused.
-    let (code, err) = proxy_cli(&["grpc-proxy", "start", "--experimental-leasing-prefix=lp/", "--endpoints=http://127.0.0.1"]);
+    let (code, err) = proxy_cli(&[
+        "grpc-proxy",
+        "start",
+        "--experimental-leasing-prefix=lp/",
+        "--endpoints=http://127.0.0.1",
+    ]);
     assert_eq!(code, 2);
     assert!(!err.contains("not implemented"), "{err}");
     assert!(err.contains("--endpoints"), "{err}");
@@ -43,16 +57,24 @@ async fn no_member_at_start_answers_unavailable_then_recovers() {
     match err {
         etcd_client::Error::GRpcStatus(s) => {
             assert_eq!(s.code(), tonic::Code::Unavailable);
-            assert!(s.message().contains("no etcd member reachable"), "{}", s.message());
+            assert!(
+                s.message().contains("no etcd member reachable"),
+                "{}",
+                s.message()
+            );
             assert!(s.message().contains(&port.to_string()), "{}", s.message());
         }
         other => panic!("expected a gRPC status, got {other}"),
     }
     let cluster = Cluster::start_on_client_port(port).await;
-    eventually("the proxy serves once a member appears", Duration::from_secs(30), || {
-        let mut client = client.clone();
-        async move { client.put("k", "v", None).await.ok() }
-    })
+    eventually(
+        "the proxy serves once a member appears",
+        Duration::from_secs(30),
+        || {
+            let mut client = client.clone();
+            async move { client.put("k", "v", None).await.ok() }
+        },
+    )
     .await;
     drop(cluster);
 }
@@ -68,7 +90,11 @@ async fn request_larger_than_max_recv_bytes_is_refused() {
     match err {
         etcd_client::Error::GRpcStatus(s) => {
             assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
-            assert!(s.message().contains("received message larger than max"), "{}", s.message());
+            assert!(
+                s.message().contains("received message larger than max"),
+                "{}",
+                s.message()
+            );
         }
         other => panic!("expected a gRPC status, got {other}"),
     }

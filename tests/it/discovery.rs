@@ -36,7 +36,9 @@ async fn fake_dns(records: Vec<(String, String, u16)>) -> FakeDns {
     let task = tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
-            let Ok((n, peer)) = sock.recv_from(&mut buf).await else { return };
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
             if let Some(reply) = answer(&buf[..n], &records) {
                 let _ = sock.send_to(&reply, peer).await;
             }
@@ -46,7 +48,11 @@ async fn fake_dns(records: Vec<(String, String, u16)>) -> FakeDns {
 }
 
 fn encode_name(name: &str, out: &mut Vec<u8>) {
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         out.push(label.len() as u8);
         out.extend_from_slice(label.as_bytes());
     }
@@ -68,7 +74,10 @@ fn answer(query: &[u8], records: &[(String, String, u16)]) -> Option<Vec<u8>> {
     let qtype = u16::from_be_bytes([*query.get(i + 1)?, *query.get(i + 2)?]);
     let question_end = i + 5;
     let name = labels.join(".");
-    let matching: Vec<&(String, String, u16)> = records.iter().filter(|r| r.0.eq_ignore_ascii_case(&name)).collect();
+    let matching: Vec<&(String, String, u16)> = records
+        .iter()
+        .filter(|r| r.0.eq_ignore_ascii_case(&name))
+        .collect();
 
     let mut out = Vec::new();
     out.extend_from_slice(&query[0..2]);
@@ -101,7 +110,12 @@ fn port_of(addr: &str) -> u16 {
 }
 
 /// A config whose `--endpoints` lead nowhere, so only discovery can find the cluster.
-fn discovering(domain: &str, service_name: Option<&str>, insecure: bool, dns: SocketAddr) -> Config {
+fn discovering(
+    domain: &str,
+    service_name: Option<&str>,
+    insecure: bool,
+    dns: SocketAddr,
+) -> Config {
     let mut c = Config::new(vec![EndpointUrl::parse("127.0.0.1:1", false).unwrap()]);
     c.auto_sync_interval = Some(Duration::from_secs(1));
     c.discovery = Some(SrvDiscovery {
@@ -117,14 +131,29 @@ fn discovering(domain: &str, service_name: Option<&str>, insecure: bool, dns: So
 async fn srv_records_find_a_plain_member_with_insecure_discovery() {
     let cluster = Cluster::start(1).await;
     let port = port_of(&cluster.members[0].addr());
-    let dns = fake_dns(vec![("_etcd-client._tcp.etcd.test".into(), "localhost.".into(), port)]).await;
+    let dns = fake_dns(vec![(
+        "_etcd-client._tcp.etcd.test".into(),
+        "localhost.".into(),
+        port,
+    )])
+    .await;
 
     let proxy = TestProxy::with_config(discovering("etcd.test", None, true, dns.addr)).await;
     let via = proxy.endpoint();
-    let out = tokio::task::spawn_blocking(move || etcdctl(&via, &["put", "srv", "found"])).await.unwrap();
-    assert!(out.status.success(), "put via discovered member: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::task::spawn_blocking(move || etcdctl(&via, &["put", "srv", "found"]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "put via discovered member: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let direct = cluster.members[0].addr();
-    let out = tokio::task::spawn_blocking(move || etcdctl(&direct, &["get", "srv", "--print-value-only"])).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        etcdctl(&direct, &["get", "srv", "--print-value-only"])
+    })
+    .await
+    .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "found");
 }
 
@@ -132,18 +161,36 @@ async fn srv_records_find_a_plain_member_with_insecure_discovery() {
 async fn plain_srv_records_need_insecure_discovery() {
     let cluster = Cluster::start(1).await;
     let port = port_of(&cluster.members[0].addr());
-    let dns = fake_dns(vec![("_etcd-client._tcp.etcd.test".into(), "localhost.".into(), port)]).await;
+    let dns = fake_dns(vec![(
+        "_etcd-client._tcp.etcd.test".into(),
+        "localhost.".into(),
+        port,
+    )])
+    .await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cfg = discovering("etcd.test", None, false, dns.addr);
-    let err = etcd_grpc_proxy::run(cfg, listener, async {}).await.unwrap_err().to_string();
-    assert!(err.contains("--insecure-discovery") && err.contains("--discovery-srv"), "{err}");
+    let err = etcd_grpc_proxy::run(cfg, listener, async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--insecure-discovery") && err.contains("--discovery-srv"),
+        "{err}"
+    );
 
     // No record at all: both lookups fail, and the message says so.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cfg = discovering("nothing.test", None, true, dns.addr);
-    let err = etcd_grpc_proxy::run(cfg, listener, async {}).await.unwrap_err().to_string();
-    assert!(err.contains("_etcd-client-ssl._tcp.nothing.test") && err.contains("_etcd-client._tcp.nothing.test"), "{err}");
+    let err = etcd_grpc_proxy::run(cfg, listener, async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("_etcd-client-ssl._tcp.nothing.test")
+            && err.contains("_etcd-client._tcp.nothing.test"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,8 +199,16 @@ async fn ssl_srv_records_with_a_service_name_find_a_tls_member() {
     let member = TlsMember::start(&pki).await;
     // Only the named service's record points at the member; the unnamed one leads nowhere.
     let dns = fake_dns(vec![
-        ("_etcd-client-ssl-prod._tcp.etcd.test".into(), "localhost.".into(), member.port()),
-        ("_etcd-client-ssl._tcp.etcd.test".into(), "localhost.".into(), 1),
+        (
+            "_etcd-client-ssl-prod._tcp.etcd.test".into(),
+            "localhost.".into(),
+            member.port(),
+        ),
+        (
+            "_etcd-client-ssl._tcp.etcd.test".into(),
+            "localhost.".into(),
+            1,
+        ),
     ])
     .await;
     let mut cfg = discovering("etcd.test", Some("prod"), false, dns.addr);
@@ -165,11 +220,19 @@ async fn ssl_srv_records_with_a_service_name_find_a_tls_member() {
     });
     let proxy = TestProxy::with_config(cfg).await;
     let via = proxy.endpoint();
-    let out = tokio::task::spawn_blocking(move || etcdctl(&via, &["put", "srv-tls", "found"])).await.unwrap();
-    assert!(out.status.success(), "put via discovered TLS member: {}", String::from_utf8_lossy(&out.stderr));
-    let out = tokio::task::spawn_blocking(move || etcdctl(&proxy.endpoint(), &["get", "srv-tls", "--print-value-only"]))
+    let out = tokio::task::spawn_blocking(move || etcdctl(&via, &["put", "srv-tls", "found"]))
         .await
         .unwrap();
+    assert!(
+        out.status.success(),
+        "put via discovered TLS member: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        etcdctl(&proxy.endpoint(), &["get", "srv-tls", "--print-value-only"])
+    })
+    .await
+    .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "found");
 }
 
@@ -177,23 +240,47 @@ async fn ssl_srv_records_with_a_service_name_find_a_tls_member() {
 async fn the_binary_discovers_through_the_dns_server_env_var() {
     let cluster = Cluster::start(1).await;
     let port = port_of(&cluster.members[0].addr());
-    let dns = fake_dns(vec![("_etcd-client-edge._tcp.etcd.test".into(), "localhost.".into(), port)]).await;
+    let dns = fake_dns(vec![(
+        "_etcd-client-edge._tcp.etcd.test".into(),
+        "localhost.".into(),
+        port,
+    )])
+    .await;
     let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let _child = KillOnDrop(std::process::Command::new(env!("CARGO_BIN_EXE_etcd-grpc-proxy"))
-        .args(["grpc-proxy", "start", &format!("--listen-addr={listen}"), "--endpoints=127.0.0.1:1"])
-        .args(["--discovery-srv=etcd.test", "--discovery-srv-name=edge", "--insecure-discovery"])
-        .env(etcd_grpc_proxy::cli::DNS_SERVER_ENV, dns.addr.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the proxy binary"));
-    crate::support::eventually("put through the discovering proxy binary", Duration::from_secs(30), || {
-        let listen = listen.clone();
-        async move {
-            let out = tokio::task::spawn_blocking(move || etcdctl(&listen, &["put", "bin-srv", "ok"])).await.ok()?;
-            out.status.success().then_some(())
-        }
-    })
+    let _child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_etcd-grpc-proxy"))
+            .args([
+                "grpc-proxy",
+                "start",
+                &format!("--listen-addr={listen}"),
+                "--endpoints=127.0.0.1:1",
+            ])
+            .args([
+                "--discovery-srv=etcd.test",
+                "--discovery-srv-name=edge",
+                "--insecure-discovery",
+            ])
+            .env(etcd_grpc_proxy::cli::DNS_SERVER_ENV, dns.addr.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the proxy binary"),
+    );
+    crate::support::eventually(
+        "put through the discovering proxy binary",
+        Duration::from_secs(30),
+        || {
+            let listen = listen.clone();
+            async move {
+                let out = tokio::task::spawn_blocking(move || {
+                    etcdctl(&listen, &["put", "bin-srv", "ok"])
+                })
+                .await
+                .ok()?;
+                out.status.success().then_some(())
+            }
+        },
+    )
     .await;
 }
 

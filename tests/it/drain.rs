@@ -29,32 +29,68 @@ async fn drain_ends_streams_finishes_unary_calls_and_clients_move_on() {
     // a unary call that is still in flight when A's listener closes.
     let mut via_b = b.client().await;
     let holder_lease = via_b.lease_grant(60, None).await.expect("lease").id();
-    let held = via_b.lock("drain-lock", Some(LockOptions::new().with_lease(holder_lease))).await.expect("lock via B");
+    let held = via_b
+        .lock(
+            "drain-lock",
+            Some(LockOptions::new().with_lease(holder_lease)),
+        )
+        .await
+        .expect("lock via B");
     let mut waiter = a.client().await;
     let waiter_lease = waiter.lease_grant(60, None).await.expect("lease").id();
     let blocked_lock = tokio::spawn(async move {
-        waiter.lock("drain-lock", Some(LockOptions::new().with_lease(waiter_lease))).await
+        waiter
+            .lock(
+                "drain-lock",
+                Some(LockOptions::new().with_lease(waiter_lease)),
+            )
+            .await
     });
     let a_addr = a.endpoint();
     eventually("Lock call in flight on A", Duration::from_secs(20), || {
         let a_addr = a_addr.clone();
         async move {
             let body = get(&a_addr, "/metrics").await?.body;
-            (metric(&body, "grpc_server_started_total", &["grpc_method=\"Lock\""]) >= 1.0).then_some(())
+            (metric(
+                &body,
+                "grpc_server_started_total",
+                &["grpc_method=\"Lock\""],
+            ) >= 1.0)
+                .then_some(())
         }
     })
     .await;
 
     // A long-lived watch stream on A.
     let mut watcher = a.client().await;
-    let mut watch_stream = watcher.watch("drain-watch", None).await.expect("watch via A");
+    let mut watch_stream = watcher
+        .watch("drain-watch", None)
+        .await
+        .expect("watch via A");
     // A keep-alive stream and an Observe stream on A.
-    let (mut keeper, mut keepalive_stream) = watcher.lease_keep_alive(waiter_lease).await.expect("keep-alive via A");
+    let (mut keeper, mut keepalive_stream) = watcher
+        .lease_keep_alive(waiter_lease)
+        .await
+        .expect("keep-alive via A");
     keeper.keep_alive().await.expect("send a keep-alive");
-    keepalive_stream.message().await.expect("keep-alive stream").expect("keep-alive answer");
-    via_b.campaign("drain-election", "leader", holder_lease).await.expect("campaign via B");
-    let mut observe_stream = watcher.observe("drain-election").await.expect("observe via A");
-    observe_stream.message().await.expect("observe stream").expect("current leader");
+    keepalive_stream
+        .message()
+        .await
+        .expect("keep-alive stream")
+        .expect("keep-alive answer");
+    via_b
+        .campaign("drain-election", "leader", holder_lease)
+        .await
+        .expect("campaign via B");
+    let mut observe_stream = watcher
+        .observe("drain-election")
+        .await
+        .expect("observe via A");
+    observe_stream
+        .message()
+        .await
+        .expect("observe stream")
+        .expect("current leader");
 
     // Clients writing in a loop, through A until A says it is not ready.
     let moved = Arc::new(AtomicBool::new(false));
@@ -64,8 +100,13 @@ async fn drain_ends_streams_finishes_unary_calls_and_clients_move_on() {
     let mut workers = Vec::new();
     for i in 0..4 {
         let (mut to_a, mut to_b) = (a.client().await, b.client().await);
-        let (moved, stop, failures, done_a, done_b) =
-            (moved.clone(), stop.clone(), failures.clone(), done_a.clone(), done_b.clone());
+        let (moved, stop, failures, done_a, done_b) = (
+            moved.clone(),
+            stop.clone(),
+            failures.clone(),
+            done_a.clone(),
+            done_b.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -76,7 +117,10 @@ async fn drain_ends_streams_finishes_unary_calls_and_clients_move_on() {
                     Ok(_) if on_b => done_b.fetch_add(1, Ordering::Relaxed),
                     Ok(_) => done_a.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
-                        failures.lock().unwrap().push(format!("via {}: {e}", if on_b { "B" } else { "A" }));
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("via {}: {e}", if on_b { "B" } else { "A" }));
                         0
                     }
                 };
@@ -127,13 +171,24 @@ async fn drain_ends_streams_finishes_unary_calls_and_clients_move_on() {
         async move { std::net::TcpStream::connect(&a_addr).is_err().then_some(()) }
     })
     .await;
-    assert!(!blocked_lock.is_finished(), "the Lock call should still be waiting on the held lock");
+    assert!(
+        !blocked_lock.is_finished(),
+        "the Lock call should still be waiting on the held lock"
+    );
     // Releasing the lock through B lets A's in-flight Lock call finish.
-    via_b.unlock(held.key().to_vec()).await.expect("unlock via B");
-    let got = tokio::time::timeout(BOUND, blocked_lock).await.expect("Lock answered").expect("lock task");
+    via_b
+        .unlock(held.key().to_vec())
+        .await
+        .expect("unlock via B");
+    let got = tokio::time::timeout(BOUND, blocked_lock)
+        .await
+        .expect("Lock answered")
+        .expect("lock task");
     got.expect("the Lock call in flight through A succeeded during the drain");
 
-    tokio::time::timeout(BOUND, a.finished()).await.expect("run returned within the bound");
+    tokio::time::timeout(BOUND, a.finished())
+        .await
+        .expect("run returned within the bound");
 
     // Clients moved to B keep being served.
     let before = done_b.load(Ordering::Relaxed);
@@ -147,7 +202,10 @@ async fn drain_ends_streams_finishes_unary_calls_and_clients_move_on() {
         w.await.expect("worker");
     }
     let failures = failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "calls failed during the drain: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "calls failed during the drain: {failures:?}"
+    );
     b.stop().await;
 }
 
@@ -170,13 +228,20 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
         .expect("spawn the proxy binary");
 
     for addr in [listen.clone(), metrics.clone()] {
-        eventually(&format!("binary ready on {addr}"), Duration::from_secs(30), || {
-            let addr = addr.clone();
-            async move { get(&addr, "/readyz").await.filter(|r| r.status == 200) }
-        })
+        eventually(
+            &format!("binary ready on {addr}"),
+            Duration::from_secs(30),
+            || {
+                let addr = addr.clone();
+                async move { get(&addr, "/readyz").await.filter(|r| r.status == 200) }
+            },
+        )
         .await;
     }
-    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     eventually("/readyz 503 after SIGTERM", Duration::from_secs(20), || {
         let metrics = metrics.clone();
@@ -200,25 +265,47 @@ async fn a_call_that_never_ends_cannot_hold_the_drain_past_its_timeout() {
     let mut proxy = TestProxy::with_config(c).await;
 
     // A lock held directly on the member; a Lock through the proxy waits forever.
-    let mut direct = etcd_client::Client::connect([cluster.members[0].addr()], None).await.expect("direct client");
+    let mut direct = etcd_client::Client::connect([cluster.members[0].addr()], None)
+        .await
+        .expect("direct client");
     let lease = direct.lease_grant(60, None).await.expect("lease").id();
-    direct.lock("stuck", Some(LockOptions::new().with_lease(lease))).await.expect("lock");
+    direct
+        .lock("stuck", Some(LockOptions::new().with_lease(lease)))
+        .await
+        .expect("lock");
     let mut waiter = proxy.client().await;
     let waiter_lease = waiter.lease_grant(60, None).await.expect("lease").id();
-    let stuck = tokio::spawn(async move { waiter.lock("stuck", Some(LockOptions::new().with_lease(waiter_lease))).await });
+    let stuck = tokio::spawn(async move {
+        waiter
+            .lock("stuck", Some(LockOptions::new().with_lease(waiter_lease)))
+            .await
+    });
     let addr = proxy.endpoint();
     eventually("Lock call in flight", Duration::from_secs(20), || {
         let addr = addr.clone();
         async move {
             let body = get(&addr, "/metrics").await?.body;
-            (metric(&body, "grpc_server_started_total", &["grpc_method=\"Lock\""]) >= 1.0).then_some(())
+            (metric(
+                &body,
+                "grpc_server_started_total",
+                &["grpc_method=\"Lock\""],
+            ) >= 1.0)
+                .then_some(())
         }
     })
     .await;
 
     proxy.begin_shutdown();
-    tokio::time::timeout(BOUND, proxy.finished()).await.expect("run returned at the drain timeout");
+    tokio::time::timeout(BOUND, proxy.finished())
+        .await
+        .expect("run returned at the drain timeout");
     // The connection was closed under the stuck call: the client hears about it.
-    let answer = tokio::time::timeout(BOUND, stuck).await.expect("the stuck call ended").expect("task");
-    assert!(answer.is_err(), "the Lock cannot have succeeded: {answer:?}");
+    let answer = tokio::time::timeout(BOUND, stuck)
+        .await
+        .expect("the stuck call ended")
+        .expect("task");
+    assert!(
+        answer.is_err(),
+        "the Lock cannot have succeeded: {answer:?}"
+    );
 }

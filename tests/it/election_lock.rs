@@ -18,8 +18,12 @@ async fn lock_is_exclusive_and_freed_when_the_holder_dies() {
     let mut holder = Background::etcdctl(&via, &["lock", "--ttl=2", "jobs"]);
     holder.wait_line_matching("jobs/", WAIT);
 
-    let mut waiter = Background::etcdctl(&via, &["lock", "--ttl=2", "jobs", "echo", "got-the-lock"]);
-    assert!(!waiter.has_exited(), "second locker must wait while the first holds the lock");
+    let mut waiter =
+        Background::etcdctl(&via, &["lock", "--ttl=2", "jobs", "echo", "got-the-lock"]);
+    assert!(
+        !waiter.has_exited(),
+        "second locker must wait while the first holds the lock"
+    );
 
     // SIGKILL: no unlock, no revoke. Only lease expiry can free the lock.
     holder.signal("KILL");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
-use crate::support::ctl::{run, error_line};
+use crate::support::ctl::{error_line, run};
 use crate::support::{eventually, Cluster, TestProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +43,15 @@ async fn etcdctl_sees_the_same_answers_through_the_proxy_as_direct() {
     assert_eq!(out.trim(), "2");
 
     let (_, rev_json, _) = run(&via, &["get", "a", "-w", "json"]);
-    let rev: i64 = rev_json.split("\"revision\":").nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+    let rev: i64 = rev_json
+        .split("\"revision\":")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
 
     let (ok, _, err) = run(&via, &["compact", &rev.to_string()]);
     assert!(ok, "compact: {err}");
@@ -51,7 +59,10 @@ async fn etcdctl_sees_the_same_answers_through_the_proxy_as_direct() {
     let (p_ok, _, p_err) = run(&via, &["get", "a", "--rev=1"]);
     assert!(!d_ok && !p_ok);
     assert_eq!(error_line(&p_err), error_line(&d_err));
-    assert!(error_line(&p_err).contains("required revision has been compacted"), "{p_err}");
+    assert!(
+        error_line(&p_err).contains("required revision has been compacted"),
+        "{p_err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +72,10 @@ async fn etcd_client_kv_and_txn_through_the_proxy() {
     let mut c = proxy.client().await;
 
     c.put("x", "1", None).await.unwrap();
-    let prev = c.put("x", "2", Some(PutOptions::new().with_prev_key())).await.unwrap();
+    let prev = c
+        .put("x", "2", Some(PutOptions::new().with_prev_key()))
+        .await
+        .unwrap();
     assert_eq!(prev.prev_key().unwrap().value(), b"1");
 
     let txn = Txn::new()
@@ -70,12 +84,21 @@ async fn etcd_client_kv_and_txn_through_the_proxy() {
         .or_else([TxnOp::put("y", "wrong", None)]);
     let resp = c.txn(txn).await.unwrap();
     assert!(resp.succeeded());
-    assert_eq!(c.get("y", None).await.unwrap().kvs()[0].value(), b"from-txn");
+    assert_eq!(
+        c.get("y", None).await.unwrap().kvs()[0].value(),
+        b"from-txn"
+    );
 
-    let failed = Txn::new().when([Compare::version("x", CompareOp::Equal, 100)]).and_then([]).or_else([]);
+    let failed = Txn::new()
+        .when([Compare::version("x", CompareOp::Equal, 100)])
+        .and_then([])
+        .or_else([]);
     assert!(!c.txn(failed).await.unwrap().succeeded());
 
-    let range = c.get("x", Some(GetOptions::new().with_range("z"))).await.unwrap();
+    let range = c
+        .get("x", Some(GetOptions::new().with_range("z")))
+        .await
+        .unwrap();
     assert_eq!(range.count(), 2);
 
     let del = c.delete("x", None).await.unwrap();
@@ -85,7 +108,10 @@ async fn etcd_client_kv_and_txn_through_the_proxy() {
     let err = c.put("", "v", None).await.unwrap_err().to_string();
     assert!(err.contains("etcdserver: key is not provided"), "{err}");
     let err = c.compact(1_000_000, None).await.unwrap_err().to_string();
-    assert!(err.contains("etcdserver: mvcc: required revision is a future revision"), "{err}");
+    assert!(
+        err.contains("etcdserver: mvcc: required revision is a future revision"),
+        "{err}"
+    );
 }
 
 /// Writes go to the leader first: a follower would only pass the proposal
@@ -96,22 +122,40 @@ async fn writes_go_to_the_leader() {
     let proxy = TestProxy::start(&cluster.endpoints()).await;
     let via = proxy.client().await;
     let puts_served = |cluster: &Cluster| -> Vec<f64> {
-        cluster.members.iter().map(|m| m.metric("grpc_server_started_total", &["grpc_method=\"Put\""])).collect()
+        cluster
+            .members
+            .iter()
+            .map(|m| m.metric("grpc_server_started_total", &["grpc_method=\"Put\""]))
+            .collect()
     };
-    eventually("20 puts through the proxy all served by the leader", Duration::from_secs(20), || {
-        let (mut via, cluster) = (via.clone(), &cluster);
-        async move {
-            let before = puts_served(cluster);
-            for i in 0..20 {
-                via.put(format!("to-leader/{i}"), "v", None).await.expect("put through the proxy");
+    eventually(
+        "20 puts through the proxy all served by the leader",
+        Duration::from_secs(20),
+        || {
+            let (mut via, cluster) = (via.clone(), &cluster);
+            async move {
+                let before = puts_served(cluster);
+                for i in 0..20 {
+                    via.put(format!("to-leader/{i}"), "v", None)
+                        .await
+                        .expect("put through the proxy");
+                }
+                let after = puts_served(cluster);
+                let leader = cluster
+                    .members
+                    .iter()
+                    .position(|m| m.metric("etcd_server_is_leader", &[]) == 1.0)?;
+                let served: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+                let by_followers: f64 = served
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != leader)
+                    .map(|(_, n)| n)
+                    .sum();
+                (served[leader] == 20.0 && by_followers == 0.0).then_some(())
             }
-            let after = puts_served(cluster);
-            let leader = cluster.members.iter().position(|m| m.metric("etcd_server_is_leader", &[]) == 1.0)?;
-            let served: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-            let by_followers: f64 = served.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| n).sum();
-            (served[leader] == 20.0 && by_followers == 0.0).then_some(())
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -129,7 +173,12 @@ async fn a_burst_of_concurrent_writes_all_succeed() {
     let writes: Vec<_> = (0..4000)
         .map(|i| {
             let mut client = clients[i % clients.len()].clone();
-            tokio::spawn(async move { client.put(format!("burst/{}", i % 500), "v", None).await.map(drop) })
+            tokio::spawn(async move {
+                client
+                    .put(format!("burst/{}", i % 500), "v", None)
+                    .await
+                    .map(drop)
+            })
         })
         .collect();
     let mut failed = Vec::new();
@@ -138,5 +187,10 @@ async fn a_burst_of_concurrent_writes_all_succeed() {
             failed.push(e.to_string());
         }
     }
-    assert!(failed.is_empty(), "{} of 4000 writes failed, first: {}", failed.len(), failed[0]);
+    assert!(
+        failed.is_empty(),
+        "{} of 4000 writes failed, first: {}",
+        failed.len(),
+        failed[0]
+    );
 }

@@ -12,17 +12,26 @@ async fn etcdctl_lease_commands_work_through_the_proxy() {
     let via = proxy.endpoint();
     let out = etcdctl(&via, &["lease", "grant", "60"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success() && text.contains("granted with TTL(60s)"), "{text}");
+    assert!(
+        out.status.success() && text.contains("granted with TTL(60s)"),
+        "{text}"
+    );
     let id = text.split_whitespace().nth(1).unwrap().to_string();
 
     let out = etcdctl(&via, &["put", "leased", "v", &format!("--lease={id}")]);
     assert!(out.status.success());
     let out = etcdctl(&via, &["lease", "keep-alive", "--once", &id]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(text.contains(&format!("lease {id} keepalived with TTL(60)")), "{text}");
+    assert!(
+        text.contains(&format!("lease {id} keepalived with TTL(60)")),
+        "{text}"
+    );
     let out = etcdctl(&via, &["lease", "timetolive", &id, "--keys"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(text.contains("granted with TTL(60s)") && text.contains("attached keys([leased])"), "{text}");
+    assert!(
+        text.contains("granted with TTL(60s)") && text.contains("attached keys([leased])"),
+        "{text}"
+    );
     let out = etcdctl(&via, &["lease", "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
     let out = etcdctl(&via, &["lease", "revoke", &id]);
@@ -61,8 +70,16 @@ async fn lease_kept_alive_by_100_streams_survives_death_of_the_keepalive_member(
     let mut client = proxy.client().await;
     let ttl = 3;
     let id = client.lease_grant(ttl, None).await.unwrap().id();
-    let before: Vec<f64> =
-        cluster.members.iter().map(|m| m.metric("grpc_server_started_total", &["grpc_method=\"LeaseKeepAlive\""])).collect();
+    let before: Vec<f64> = cluster
+        .members
+        .iter()
+        .map(|m| {
+            m.metric(
+                "grpc_server_started_total",
+                &["grpc_method=\"LeaseKeepAlive\""],
+            )
+        })
+        .collect();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -73,7 +90,9 @@ async fn lease_kept_alive_by_100_streams_survives_death_of_the_keepalive_member(
             let mut answered = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if keeper.keep_alive().await.is_ok() {
-                    if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(2), stream.message()).await {
+                    if let Ok(Ok(Some(r))) =
+                        tokio::time::timeout(Duration::from_secs(2), stream.message()).await
+                    {
                         assert!(r.ttl() > 0, "lease expired while kept alive");
                         answered += 1;
                     }
@@ -84,14 +103,19 @@ async fn lease_kept_alive_by_100_streams_survives_death_of_the_keepalive_member(
         }));
     }
     // Find the member holding the upstream keep-alive stream, and kill it.
-    let holder = crate::support::eventually("an upstream keep-alive stream on a member", Duration::from_secs(10), || {
-        let idx = cluster
-            .members
-            .iter()
-            .zip(&before)
-            .position(|(m, b)| m.metric("grpc_server_started_total", &["grpc_method=\"LeaseKeepAlive\""]) > *b);
-        async move { idx }
-    })
+    let holder = crate::support::eventually(
+        "an upstream keep-alive stream on a member",
+        Duration::from_secs(10),
+        || {
+            let idx = cluster.members.iter().zip(&before).position(|(m, b)| {
+                m.metric(
+                    "grpc_server_started_total",
+                    &["grpc_method=\"LeaseKeepAlive\""],
+                ) > *b
+            });
+            async move { idx }
+        },
+    )
     .await;
     cluster.members[holder].kill();
     // Keep going for more than twice the TTL: the lease must not expire.
@@ -101,5 +125,8 @@ async fn lease_kept_alive_by_100_streams_survives_death_of_the_keepalive_member(
         assert!(t.await.unwrap() > 0, "every client stream got answers");
     }
     let ttl_left = client.lease_time_to_live(id, None).await.unwrap().ttl();
-    assert!(ttl_left > 0, "lease survived the keep-alive member's death (ttl {ttl_left})");
+    assert!(
+        ttl_left > 0,
+        "lease survived the keep-alive member's death (ttl {ttl_left})"
+    );
 }

@@ -82,23 +82,41 @@ async fn proxies_register_list_each_other_and_vanish_when_gone() {
     }
 
     // etcd's registration format, readable by etcd's own tooling.
-    let out = etcdctl(&direct, &["get", &format!("/proxies/{}", a.endpoint()), "--print-value-only"]);
+    let out = etcdctl(
+        &direct,
+        &[
+            "get",
+            &format!("/proxies/{}", a.endpoint()),
+            "--print-value-only",
+        ],
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!(r#"{{"Op":0,"Addr":"{}","Metadata":"{{\"name\":\"proxy-a\"}}"}}"#, a.endpoint())
+        format!(
+            r#"{{"Op":0,"Addr":"{}","Metadata":"{{\"name\":\"proxy-a\"}}"}}"#,
+            a.endpoint()
+        )
     );
 
     // B dies without a word: its entry goes when its 2 s lease expires.
     let _ = b.0.kill();
     let only_a = vec![a.endpoint()];
-    eventually("dead proxy's registration expired", Duration::from_secs(20), || {
-        let (via, only_a) = (a.endpoint(), only_a.clone());
-        async move { (listed(&via)? == only_a).then_some(()) }
-    })
+    eventually(
+        "dead proxy's registration expired",
+        Duration::from_secs(20),
+        || {
+            let (via, only_a) = (a.endpoint(), only_a.clone());
+            async move { (listed(&via)? == only_a).then_some(()) }
+        },
+    )
     .await;
 
     // A stops cleanly: its registration is removed before it exits.
     a.stop().await;
     let out = etcdctl(&direct, &["get", "/proxies/", "--prefix", "--keys-only"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "registration left behind");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "",
+        "registration left behind"
+    );
 }

@@ -20,11 +20,21 @@ fn ctl(endpoint: &str, flags: &[String], args: &[&str]) -> (bool, String, String
     let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
     all.extend_from_slice(args);
     let out = etcdctl(endpoint, &all);
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
-async fn ctl_async(endpoint: String, flags: Vec<String>, args: Vec<&'static str>) -> (bool, String, String) {
-    tokio::task::spawn_blocking(move || ctl(&endpoint, &flags, &args)).await.unwrap()
+async fn ctl_async(
+    endpoint: String,
+    flags: Vec<String>,
+    args: Vec<&'static str>,
+) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || ctl(&endpoint, &flags, &args))
+        .await
+        .unwrap()
 }
 
 /// A proxy config towards the TLS member, presenting `client` and verifying with the PKI's CA.
@@ -61,22 +71,41 @@ async fn etcdctl_through_tls_proxy_to_tls_member_with_client_certs() {
     // A client that connects and never says anything holds nothing up.
     let _silent = std::net::TcpStream::connect(proxy.addr).unwrap();
 
-    let (ok, out, err) = ctl_async(via.clone(), with_cert.clone(), vec!["put", "tls-key", "v1"]).await;
+    let (ok, out, err) =
+        ctl_async(via.clone(), with_cert.clone(), vec!["put", "tls-key", "v1"]).await;
     assert!(ok, "put through TLS proxy: {err}");
     assert_eq!(out.trim(), "OK");
-    let (ok, out, err) = ctl_async(via.clone(), with_cert.clone(), vec!["get", "tls-key", "--print-value-only"]).await;
+    let (ok, out, err) = ctl_async(
+        via.clone(),
+        with_cert.clone(),
+        vec!["get", "tls-key", "--print-value-only"],
+    )
+    .await;
     assert!(ok, "get through TLS proxy: {err}");
     assert_eq!(out.trim(), "v1");
     // The write reached the member itself.
-    let (ok, out, err) = ctl_async(member.addr(), with_cert.clone(), vec!["get", "tls-key", "--print-value-only"]).await;
+    let (ok, out, err) = ctl_async(
+        member.addr(),
+        with_cert.clone(),
+        vec!["get", "tls-key", "--print-value-only"],
+    )
+    .await;
     assert!(ok && out.trim() == "v1", "direct get: {err}");
 
     // Without a client certificate the proxy refuses the connection.
-    let ca_only = vec![format!("--cacert={}", pki.ca.display()), "--command-timeout=3s".to_string()];
+    let ca_only = vec![
+        format!("--cacert={}", pki.ca.display()),
+        "--command-timeout=3s".to_string(),
+    ];
     let (ok, _, _) = ctl_async(via.clone(), ca_only, vec!["get", "tls-key"]).await;
     assert!(!ok, "a client without certificate must be refused");
     // Plain text is refused too.
-    let (ok, _, _) = ctl_async(via.clone(), vec!["--command-timeout=3s".into()], vec!["get", "tls-key"]).await;
+    let (ok, _, _) = ctl_async(
+        via.clone(),
+        vec!["--command-timeout=3s".into()],
+        vec!["get", "tls-key"],
+    )
+    .await;
     assert!(!ok, "a plain-text client must be refused");
     // A certificate from another CA is refused.
     let mut other = Pki::new();
@@ -87,7 +116,8 @@ async fn etcdctl_through_tls_proxy_to_tls_member_with_client_certs() {
     assert!(!ok, "a certificate signed by another CA must be refused");
 
     // The proxy still serves after all those failed handshakes.
-    let (ok, out, err) = ctl_async(via, with_cert, vec!["get", "tls-key", "--print-value-only"]).await;
+    let (ok, out, err) =
+        ctl_async(via, with_cert, vec!["get", "tls-key", "--print-value-only"]).await;
     assert!(ok && out.trim() == "v1", "after refused clients: {err}");
 }
 
@@ -101,14 +131,20 @@ async fn etcd_client_crate_over_tls_through_the_proxy() {
 
     let tls = TlsOptions::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca).unwrap()))
-        .identity(Identity::from_pem(std::fs::read(&pki.client.cert).unwrap(), std::fs::read(&pki.client.key).unwrap()));
+        .identity(Identity::from_pem(
+            std::fs::read(&pki.client.cert).unwrap(),
+            std::fs::read(&pki.client.key).unwrap(),
+        ));
     let mut client = etcd_client::Client::connect(
         [format!("https://{}", proxy.endpoint())],
         Some(ConnectOptions::new().with_tls(tls)),
     )
     .await
     .expect("connect over TLS");
-    client.put("crate-key", "crate-value", None).await.expect("put over TLS");
+    client
+        .put("crate-key", "crate-value", None)
+        .await
+        .expect("put over TLS");
     let got = client.get("crate-key", None).await.expect("get over TLS");
     assert_eq!(got.kvs()[0].value(), b"crate-value");
     let status = client.status().await.expect("status over TLS");
@@ -128,7 +164,10 @@ async fn member_certificates_are_verified_unless_insecure_skip_tls_verify() {
     }
     let proxy = TestProxy::with_config(cfg).await;
     let (ok, out, err) = ctl_async(proxy.endpoint(), vec![], vec!["put", "skip", "yes"]).await;
-    assert!(ok && out.trim() == "OK", "put with --insecure-skip-tls-verify: {err}");
+    assert!(
+        ok && out.trim() == "OK",
+        "put with --insecure-skip-tls-verify: {err}"
+    );
     proxy.stop().await;
 
     // A CA that did not sign the member's certificate: the member is not trusted.
@@ -138,9 +177,22 @@ async fn member_certificates_are_verified_unless_insecure_skip_tls_verify() {
         b.cacert = Some(other.ca.clone());
     }
     let proxy = TestProxy::with_config(cfg).await;
-    let (ok, _, err) = ctl_async(proxy.endpoint(), vec!["--command-timeout=3s".into()], vec!["get", "skip"]).await;
-    assert!(!ok, "a member with an untrusted certificate must not be used");
-    assert!(err.contains("Unavailable") || err.contains("unavailable") || err.contains("no etcd member"), "{err}");
+    let (ok, _, err) = ctl_async(
+        proxy.endpoint(),
+        vec!["--command-timeout=3s".into()],
+        vec!["get", "skip"],
+    )
+    .await;
+    assert!(
+        !ok,
+        "a member with an untrusted certificate must not be used"
+    );
+    assert!(
+        err.contains("Unavailable")
+            || err.contains("unavailable")
+            || err.contains("no etcd member"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,14 +202,28 @@ async fn auto_tls_serves_a_generated_certificate() {
     let mut cfg = config(&cluster.endpoints());
     cfg.listen_tls = Some(ListenTls::auto(data.path(), "127.0.0.1:0", 1));
     let proxy = TestProxy::with_config(cfg).await;
-    let flags = vec!["--insecure-transport=false".to_string(), "--insecure-skip-tls-verify".to_string()];
-    let (ok, out, err) = ctl_async(proxy.endpoint(), flags.clone(), vec!["put", "auto", "tls"]).await;
+    let flags = vec![
+        "--insecure-transport=false".to_string(),
+        "--insecure-skip-tls-verify".to_string(),
+    ];
+    let (ok, out, err) =
+        ctl_async(proxy.endpoint(), flags.clone(), vec!["put", "auto", "tls"]).await;
     assert!(ok && out.trim() == "OK", "put over auto-tls: {err}");
-    let (ok, out, err) = ctl_async(proxy.endpoint(), flags, vec!["get", "auto", "--print-value-only"]).await;
+    let (ok, out, err) = ctl_async(
+        proxy.endpoint(),
+        flags,
+        vec!["get", "auto", "--print-value-only"],
+    )
+    .await;
     assert!(ok && out.trim() == "tls", "get over auto-tls: {err}");
     assert!(Path::new(&data.path().join("fixtures/proxy/cert.pem")).is_file());
     // Plain text is refused.
-    let (ok, _, _) = ctl_async(proxy.endpoint(), vec!["--command-timeout=3s".into()], vec!["get", "auto"]).await;
+    let (ok, _, _) = ctl_async(
+        proxy.endpoint(),
+        vec!["--command-timeout=3s".into()],
+        vec!["get", "auto"],
+    )
+    .await;
     assert!(!ok);
 }
 
@@ -173,7 +239,12 @@ async fn revoked_client_certificates_are_refused() {
     cfg.listen_tls = Some(listen);
     let proxy = TestProxy::with_config(cfg).await;
 
-    let (ok, _, err) = ctl_async(proxy.endpoint(), pki.etcdctl_flags(&pki.client), vec!["put", "crl", "ok"]).await;
+    let (ok, _, err) = ctl_async(
+        proxy.endpoint(),
+        pki.etcdctl_flags(&pki.client),
+        vec!["put", "crl", "ok"],
+    )
+    .await;
     assert!(ok, "a valid client certificate works: {err}");
     let mut flags = pki.etcdctl_flags(&revoked);
     flags.push("--command-timeout=3s".into());
@@ -218,10 +289,14 @@ async fn cipher_suites_and_versions_are_applied() {
     listen.min_version = TlsVersion::Tls13;
     cfg.listen_tls = Some(listen);
     let proxy = TestProxy::with_config(cfg).await;
-    let tls = TlsOptions::new().ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca).unwrap()));
-    let mut client = etcd_client::Client::connect([format!("https://{}", proxy.endpoint())], Some(ConnectOptions::new().with_tls(tls)))
-        .await
-        .expect("connect with TLS 1.3");
+    let tls =
+        TlsOptions::new().ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca).unwrap()));
+    let mut client = etcd_client::Client::connect(
+        [format!("https://{}", proxy.endpoint())],
+        Some(ConnectOptions::new().with_tls(tls)),
+    )
+    .await
+    .expect("connect with TLS 1.3");
     let got = client.get("suite", None).await.expect("get over TLS 1.3");
     assert_eq!(got.kvs()[0].value(), b"ok", "TLS 1.3 only");
 }
@@ -229,47 +304,91 @@ async fn cipher_suites_and_versions_are_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tls_files_stop_the_proxy_with_the_flag_named() {
     let mut cfg = config("127.0.0.1:1");
-    cfg.listen_tls = Some(ListenTls::from_files("/nonexistent/cert.pem", "/nonexistent/key.pem"));
+    cfg.listen_tls = Some(ListenTls::from_files(
+        "/nonexistent/cert.pem",
+        "/nonexistent/key.pem",
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = etcd_grpc_proxy::run(cfg, listener, async {}).await.unwrap_err().to_string();
-    assert!(err.contains("--cert-file") && err.contains("/nonexistent/cert.pem"), "{err}");
+    let err = etcd_grpc_proxy::run(cfg, listener, async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--cert-file") && err.contains("/nonexistent/cert.pem"),
+        "{err}"
+    );
 
     let pki = Pki::new();
     let mut cfg = config("127.0.0.1:1");
     // Key of another certificate.
     cfg.listen_tls = Some(ListenTls::from_files(&pki.server.cert, &pki.client.key));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = etcd_grpc_proxy::run(cfg, listener, async {}).await.unwrap_err().to_string();
+    let err = etcd_grpc_proxy::run(cfg, listener, async {})
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--key-file"), "{err}");
 
     let mut cfg = config("127.0.0.1:1");
-    cfg.backend_tls = Some(BackendTls { cacert: Some(pki.dir().join("missing-ca.pem")), ..Default::default() });
+    cfg.backend_tls = Some(BackendTls {
+        cacert: Some(pki.dir().join("missing-ca.pem")),
+        ..Default::default()
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = etcd_grpc_proxy::run(cfg, listener, async {}).await.unwrap_err().to_string();
+    let err = etcd_grpc_proxy::run(cfg, listener, async {})
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--cacert"), "{err}");
 }
 
 /// The binary's answer to bad TLS flags: an exit code and a message naming the flag.
 fn proxy_cli(args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-grpc-proxy"))
-        .args(["start", "--listen-addr=127.0.0.1:0", "--endpoints=127.0.0.1:1"])
+        .args([
+            "start",
+            "--listen-addr=127.0.0.1:0",
+            "--endpoints=127.0.0.1:1",
+        ])
         .args(args)
         .output()
         .expect("run proxy binary");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn the_binary_names_the_bad_tls_flag() {
-    let (code, err) = proxy_cli(&["--cert-file=/nonexistent/c.pem", "--key-file=/nonexistent/k.pem"]);
+    let (code, err) = proxy_cli(&[
+        "--cert-file=/nonexistent/c.pem",
+        "--key-file=/nonexistent/k.pem",
+    ]);
     assert_ne!(code, 0);
-    assert!(err.contains("--cert-file") && err.contains("/nonexistent/c.pem"), "{err}");
-    let (code, err) = proxy_cli(&["--auto-tls", "--listen-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_FAKE"]);
+    assert!(
+        err.contains("--cert-file") && err.contains("/nonexistent/c.pem"),
+        "{err}"
+    );
+    let (code, err) = proxy_cli(&[
+        "--auto-tls",
+        "--listen-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_FAKE",
+    ]);
     assert_eq!(code, 2);
-    assert!(err.contains("--listen-cipher-suites") && err.contains("TLS_FAKE"), "{err}");
-    let (code, err) = proxy_cli(&["--auto-tls", "--tls-min-version=TLS1.3", "--tls-max-version=TLS1.2"]);
+    assert!(
+        err.contains("--listen-cipher-suites") && err.contains("TLS_FAKE"),
+        "{err}"
+    );
+    let (code, err) = proxy_cli(&[
+        "--auto-tls",
+        "--tls-min-version=TLS1.3",
+        "--tls-max-version=TLS1.2",
+    ]);
     assert_eq!(code, 2);
-    assert!(err.contains("--tls-min-version") && err.contains("--tls-max-version"), "{err}");
+    assert!(
+        err.contains("--tls-min-version") && err.contains("--tls-max-version"),
+        "{err}"
+    );
     let (code, err) = proxy_cli(&["--auto-tls", "--self-signed-cert-validity=0"]);
     assert_eq!(code, 2);
     assert!(err.contains("--self-signed-cert-validity"), "{err}");
@@ -314,17 +433,34 @@ async fn the_binary_with_etcds_tls_flags_end_to_end() {
             .expect("start the proxy binary"),
     );
     let flags = pki.etcdctl_flags(&pki.client);
-    crate::support::eventually("put through the proxy binary over TLS", Duration::from_secs(30), || {
-        let (listen, flags) = (listen.clone(), flags.clone());
-        async move {
-            let (ok, _, _) = ctl_async(listen, flags, vec!["put", "bin", "tls"]).await;
-            ok.then_some(())
-        }
-    })
+    crate::support::eventually(
+        "put through the proxy binary over TLS",
+        Duration::from_secs(30),
+        || {
+            let (listen, flags) = (listen.clone(), flags.clone());
+            async move {
+                let (ok, _, _) = ctl_async(listen, flags, vec!["put", "bin", "tls"]).await;
+                ok.then_some(())
+            }
+        },
+    )
     .await;
-    let (ok, out, err) = ctl_async(member.addr(), flags.clone(), vec!["get", "bin", "--print-value-only"]).await;
+    let (ok, out, err) = ctl_async(
+        member.addr(),
+        flags.clone(),
+        vec!["get", "bin", "--print-value-only"],
+    )
+    .await;
     assert!(ok && out.trim() == "tls", "the member has the value: {err}");
-    let (ok, _, _) = ctl_async(listen, vec![format!("--cacert={}", pki.ca.display()), "--command-timeout=3s".into()], vec!["get", "bin"]).await;
+    let (ok, _, _) = ctl_async(
+        listen,
+        vec![
+            format!("--cacert={}", pki.ca.display()),
+            "--command-timeout=3s".into(),
+        ],
+        vec!["get", "bin"],
+    )
+    .await;
     assert!(!ok, "no client certificate: refused");
 }
 
@@ -333,7 +469,11 @@ async fn rotated_certificates_and_crls_apply_without_a_restart() {
     let mut pki = Pki::new();
     let (c2, c2_serial) = pki.issue("client-two", &[]);
     let files = tempfile::tempdir().unwrap();
-    let (cert, key, crl) = (files.path().join("cert.pem"), files.path().join("key.pem"), files.path().join("crl.pem"));
+    let (cert, key, crl) = (
+        files.path().join("cert.pem"),
+        files.path().join("key.pem"),
+        files.path().join("crl.pem"),
+    );
     std::fs::copy(&pki.server.cert, &cert).unwrap();
     std::fs::copy(&pki.server.key, &key).unwrap();
     std::fs::copy(pki.crl(&[]), &crl).unwrap();
@@ -350,13 +490,31 @@ async fn rotated_certificates_and_crls_apply_without_a_restart() {
         f
     };
 
-    let (ok, _, err) = ctl_async(proxy.endpoint(), pki.etcdctl_flags(&c2), vec!["put", "rot", "1"]).await;
+    let (ok, _, err) = ctl_async(
+        proxy.endpoint(),
+        pki.etcdctl_flags(&c2),
+        vec!["put", "rot", "1"],
+    )
+    .await;
     assert!(ok, "client-two before revocation: {err}");
     // Revoke client-two: its next connection is refused, others still work.
     std::fs::copy(pki.crl(&[c2_serial]), &crl).unwrap();
-    let (ok, _, _) = ctl_async(proxy.endpoint(), short(pki.etcdctl_flags(&c2)), vec!["get", "rot"]).await;
-    assert!(!ok, "client-two must be refused once the CRL file revokes it");
-    let (ok, _, err) = ctl_async(proxy.endpoint(), pki.etcdctl_flags(&pki.client), vec!["get", "rot"]).await;
+    let (ok, _, _) = ctl_async(
+        proxy.endpoint(),
+        short(pki.etcdctl_flags(&c2)),
+        vec!["get", "rot"],
+    )
+    .await;
+    assert!(
+        !ok,
+        "client-two must be refused once the CRL file revokes it"
+    );
+    let (ok, _, err) = ctl_async(
+        proxy.endpoint(),
+        pki.etcdctl_flags(&pki.client),
+        vec!["get", "rot"],
+    )
+    .await;
     assert!(ok, "other clients still served: {err}");
 
     // Serve a certificate from another CA: clients trusting only the old CA now refuse the proxy.
@@ -365,8 +523,21 @@ async fn rotated_certificates_and_crls_apply_without_a_restart() {
     std::fs::copy(&other.server.cert, &cert).unwrap();
     let mut flags = pki.etcdctl_flags(&pki.client);
     flags[0] = format!("--cacert={}", other.ca.display());
-    let (ok, out, err) = ctl_async(proxy.endpoint(), flags, vec!["get", "rot", "--print-value-only"]).await;
-    assert!(ok && out.trim() == "1", "new server certificate served: {err}");
-    let (ok, _, _) = ctl_async(proxy.endpoint(), short(pki.etcdctl_flags(&pki.client)), vec!["get", "rot"]).await;
+    let (ok, out, err) = ctl_async(
+        proxy.endpoint(),
+        flags,
+        vec!["get", "rot", "--print-value-only"],
+    )
+    .await;
+    assert!(
+        ok && out.trim() == "1",
+        "new server certificate served: {err}"
+    );
+    let (ok, _, _) = ctl_async(
+        proxy.endpoint(),
+        short(pki.etcdctl_flags(&pki.client)),
+        vec!["get", "rot"],
+    )
+    .await;
     assert!(!ok, "the old CA no longer verifies the proxy");
 }

@@ -33,7 +33,11 @@ async fn collect(stream: &mut WatchStream, want: usize) -> Vec<Ev> {
 }
 
 /// Opens a watch and waits for etcd's `created` answer, so later writes are seen.
-async fn watch(client: &mut Client, key: &str, options: Option<WatchOptions>) -> (i64, WatchStream) {
+async fn watch(
+    client: &mut Client,
+    key: &str,
+    options: Option<WatchOptions>,
+) -> (i64, WatchStream) {
     let mut stream = client.watch(key, options).await.expect("open watch");
     let created = tokio::time::timeout(Duration::from_secs(30), stream.message())
         .await
@@ -45,20 +49,40 @@ async fn watch(client: &mut Client, key: &str, options: Option<WatchOptions>) ->
 }
 
 async fn revision(client: &mut Client) -> i64 {
-    client.get("any", None).await.unwrap().header().unwrap().revision()
+    client
+        .get("any", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
 }
 
 fn watchers_on(cluster: &Cluster) -> Vec<f64> {
-    cluster.members.iter().map(|m| if m.is_running() { m.metric("etcd_debugging_mvcc_watcher_total", &[]) } else { 0.0 }).collect()
+    cluster
+        .members
+        .iter()
+        .map(|m| {
+            if m.is_running() {
+                m.metric("etcd_debugging_mvcc_watcher_total", &[])
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 /// The members' watcher count once the proxy's range cache has opened its
 /// one watch over the whole key space: what tests count upstream watches from.
 async fn watchers_beyond_the_cache(cluster: &Cluster) -> f64 {
-    eventually("the range cache's own watch is open", Duration::from_secs(10), || {
-        let n = watchers_on(cluster).iter().sum::<f64>();
-        async move { (n >= 1.0).then_some(n) }
-    })
+    eventually(
+        "the range cache's own watch is open",
+        Duration::from_secs(10),
+        || {
+            let n = watchers_on(cluster).iter().sum::<f64>();
+            async move { (n >= 1.0).then_some(n) }
+        },
+    )
     .await
 }
 
@@ -71,22 +95,47 @@ async fn etcdctl_watch_through_the_proxy_prints_what_direct_prints() {
     etcdctl(&via, &["put", "w/a", "1"]);
     let start = etcdctl(&via, &["get", "w/a", "-w", "json"]);
     let json = String::from_utf8_lossy(&start.stdout).to_string();
-    let rev: i64 = json.split("\"revision\":").nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+    let rev: i64 = json
+        .split("\"revision\":")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     etcdctl(&via, &["put", "w/b", "2"]);
     etcdctl(&via, &["del", "w/a"]);
     // A watch from a past revision replays history; `timeout` ends etcdctl.
     let run = move |ep: String| {
         std::process::Command::new("timeout")
-            .args(["3", "etcdctl", &format!("--endpoints={ep}"), "watch", "w/", "--prefix", &format!("--rev={rev}")])
+            .args([
+                "3",
+                "etcdctl",
+                &format!("--endpoints={ep}"),
+                "watch",
+                "w/",
+                "--prefix",
+                &format!("--rev={rev}"),
+            ])
             .env("ETCDCTL_API", "3")
             .output()
             .unwrap()
     };
     let (d, p) = tokio::join!(
-        tokio::task::spawn_blocking({ let ep = direct.clone(); move || run(ep) }),
-        tokio::task::spawn_blocking({ let ep = via.clone(); move || run(ep) })
+        tokio::task::spawn_blocking({
+            let ep = direct.clone();
+            move || run(ep)
+        }),
+        tokio::task::spawn_blocking({
+            let ep = via.clone();
+            move || run(ep)
+        })
     );
-    let (d, p) = (String::from_utf8_lossy(&d.unwrap().stdout).to_string(), String::from_utf8_lossy(&p.unwrap().stdout).to_string());
+    let (d, p) = (
+        String::from_utf8_lossy(&d.unwrap().stdout).to_string(),
+        String::from_utf8_lossy(&p.unwrap().stdout).to_string(),
+    );
     assert!(d.contains("DELETE"), "direct watch printed {d}");
     assert_eq!(p, d);
 }
@@ -102,12 +151,19 @@ async fn thousand_watchers_on_one_key_share_one_upstream_watch() {
     for _ in 0..1000 {
         streams.push(watch(&mut client, "hot", None).await);
     }
-    let upstream = eventually("member watcher gauge settles", Duration::from_secs(10), || {
-        let n = watchers_on(&cluster).iter().sum::<f64>() - before;
-        async move { (n >= 1.0).then_some(n) }
-    })
+    let upstream = eventually(
+        "member watcher gauge settles",
+        Duration::from_secs(10),
+        || {
+            let n = watchers_on(&cluster).iter().sum::<f64>() - before;
+            async move { (n >= 1.0).then_some(n) }
+        },
+    )
     .await;
-    assert_eq!(upstream, 1.0, "1000 watchers on one key opened {upstream} upstream watches");
+    assert_eq!(
+        upstream, 1.0,
+        "1000 watchers on one key opened {upstream} upstream watches"
+    );
 
     client.put("hot", "v", None).await.unwrap();
     for (i, (_w, s)) in streams.iter_mut().enumerate() {
@@ -125,10 +181,20 @@ async fn watch_filters_prev_kv_cancel_and_history_per_watcher() {
     let rev0 = revision(&mut client).await;
 
     let (plain_id, mut plain) = watch(&mut client, "f", None).await;
-    let (_, mut noput) = watch(&mut client, "f", Some(WatchOptions::new().with_filters([WatchFilterType::NoPut]))).await;
+    let (_, mut noput) = watch(
+        &mut client,
+        "f",
+        Some(WatchOptions::new().with_filters([WatchFilterType::NoPut])),
+    )
+    .await;
     let (_, mut prev) = watch(&mut client, "f", Some(WatchOptions::new().with_prev_key())).await;
     let (_, mut no_prev) = watch(&mut client, "f", None).await;
-    let (_, mut history) = watch(&mut client, "f", Some(WatchOptions::new().with_start_revision(rev0))).await;
+    let (_, mut history) = watch(
+        &mut client,
+        "f",
+        Some(WatchOptions::new().with_start_revision(rev0)),
+    )
+    .await;
     client.put("f", "1", None).await.unwrap();
     client.delete("f", None).await.unwrap();
 
@@ -144,7 +210,10 @@ async fn watch_filters_prev_kv_cancel_and_history_per_watcher() {
     // Sharing one upstream watch (and one encoding per view) with the
     // prev_kv watcher does not leak prev_kv to a watcher that did not ask.
     let resp = no_prev.message().await.unwrap().unwrap();
-    assert!(resp.events()[0].prev_kv().is_none(), "prev_kv sent to a watcher that did not ask for it");
+    assert!(
+        resp.events()[0].prev_kv().is_none(),
+        "prev_kv sent to a watcher that did not ask for it"
+    );
 
     // Cancel: etcd's canceled response, then no more events.
     plain.cancel(plain_id).await.unwrap();
@@ -155,7 +224,9 @@ async fn watch_filters_prev_kv_cancel_and_history_per_watcher() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacted_start_revision_is_reported_as_etcd_does() {
     let cluster = Cluster::start(1).await;
-    let direct = Client::connect([cluster.members[0].addr()], None).await.unwrap();
+    let direct = Client::connect([cluster.members[0].addr()], None)
+        .await
+        .unwrap();
     let proxy = TestProxy::start(&cluster.members[0].addr()).await;
     let mut client = proxy.client().await;
     for i in 0..5 {
@@ -164,7 +235,10 @@ async fn compacted_start_revision_is_reported_as_etcd_does() {
     let rev = revision(&mut client).await;
     client.compact(rev, None).await.unwrap();
     for mut c in [direct, client] {
-        let mut s = c.watch("c", Some(WatchOptions::new().with_start_revision(2))).await.unwrap();
+        let mut s = c
+            .watch("c", Some(WatchOptions::new().with_start_revision(2)))
+            .await
+            .unwrap();
         let mut resp = s.message().await.unwrap().unwrap();
         if resp.created() && !resp.canceled() {
             resp = s.message().await.unwrap().unwrap();
@@ -189,17 +263,34 @@ async fn proxy_watchers_see_exactly_what_direct_sees_across_member_death() {
     for _ in 0..5 {
         proxied.push(watch(&mut client, "ex/", Some(WatchOptions::new().with_prefix())).await);
     }
-    proxied.push(watch(&mut client, "ex/", Some(WatchOptions::new().with_prefix().with_start_revision(rev0))).await);
-    let serving = eventually("the proxy's upstream watch shows on a member", Duration::from_secs(10), || {
-        let now = watchers_on(&cluster);
-        let idx = now.iter().zip(&before).position(|(n, b)| n > b);
-        async move { idx }
-    })
+    proxied.push(
+        watch(
+            &mut client,
+            "ex/",
+            Some(WatchOptions::new().with_prefix().with_start_revision(rev0)),
+        )
+        .await,
+    );
+    let serving = eventually(
+        "the proxy's upstream watch shows on a member",
+        Duration::from_secs(10),
+        || {
+            let now = watchers_on(&cluster);
+            let idx = now.iter().zip(&before).position(|(n, b)| n > b);
+            async move { idx }
+        },
+    )
     .await;
     let other = (serving + 1) % 3;
-    let mut direct = Client::connect([cluster.members[other].addr()], None).await.unwrap();
-    let (_, mut direct_stream) =
-        watch(&mut direct, "ex/", Some(WatchOptions::new().with_prefix().with_start_revision(rev0))).await;
+    let mut direct = Client::connect([cluster.members[other].addr()], None)
+        .await
+        .unwrap();
+    let (_, mut direct_stream) = watch(
+        &mut direct,
+        "ex/",
+        Some(WatchOptions::new().with_prefix().with_start_revision(rev0)),
+    )
+    .await;
 
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.addr()).collect();
     let write = |n: std::ops::Range<usize>, endpoints: Vec<String>| async move {
@@ -223,7 +314,12 @@ async fn proxy_watchers_see_exactly_what_direct_sees_across_member_death() {
     let compact_to = revision(&mut direct).await;
     direct.compact(compact_to - 50, None).await.unwrap();
     cluster.members[serving].kill();
-    let live: Vec<String> = cluster.members.iter().filter(|m| m.is_running()).map(|m| m.addr()).collect();
+    let live: Vec<String> = cluster
+        .members
+        .iter()
+        .filter(|m| m.is_running())
+        .map(|m| m.addr())
+        .collect();
     cluster.wait_healthy().await;
     write(150..300, live).await;
 
@@ -252,8 +348,17 @@ async fn watcher_from_the_past_catches_up_alone_then_joins_the_shared_watch() {
     assert_eq!(collect(&mut live, 3).await.len(), 3);
 
     // From the past: its own upstream watch replays history...
-    let (_, mut late) = watch(&mut client, "j", Some(WatchOptions::new().with_start_revision(first))).await;
-    let history: Vec<String> = collect(&mut late, 3).await.into_iter().map(|e| e.2).collect();
+    let (_, mut late) = watch(
+        &mut client,
+        "j",
+        Some(WatchOptions::new().with_start_revision(first)),
+    )
+    .await;
+    let history: Vec<String> = collect(&mut late, 3)
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
     assert_eq!(history, ["1", "2", "3"]);
     // ...and at the next event, once both streams are at the same revision,
     // it joins the shared one: one upstream watch for both again.
@@ -262,10 +367,14 @@ async fn watcher_from_the_past_catches_up_alone_then_joins_the_shared_watch() {
         let got: Vec<String> = collect(s, 1).await.into_iter().map(|e| e.2).collect();
         assert_eq!(got, ["4"]);
     }
-    eventually("caught-up watcher shares the upstream watch", Duration::from_secs(20), || {
-        let n = watchers_on(&cluster).iter().sum::<f64>() - baseline;
-        async move { (n == 1.0).then_some(()) }
-    })
+    eventually(
+        "caught-up watcher shares the upstream watch",
+        Duration::from_secs(20),
+        || {
+            let n = watchers_on(&cluster).iter().sum::<f64>() - baseline;
+            async move { (n == 1.0).then_some(()) }
+        },
+    )
     .await;
 
     // Both get the next events exactly once, in order.
@@ -290,12 +399,18 @@ async fn fragmented_watch_responses_split_as_etcd_splits_them() {
     let first = revision(&mut client).await + 1;
     let value = "v".repeat(100 * 1024);
     for i in 0..30 {
-        client.put(format!("frag/{i:02}"), value.as_str(), None).await.unwrap();
+        client
+            .put(format!("frag/{i:02}"), value.as_str(), None)
+            .await
+            .unwrap();
     }
     // History of ~3 MiB in one answer: over etcd's 2 MiB, so it comes in parts.
     async fn shape(endpoint: &str, first: i64) -> Vec<usize> {
         let mut c = Client::connect([endpoint], None).await.expect("connect");
-        let opts = WatchOptions::new().with_prefix().with_start_revision(first).with_fragment();
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(first)
+            .with_fragment();
         let (_, mut s) = watch(&mut c, "frag/", Some(opts)).await;
         let mut sizes = Vec::new();
         let mut seen = 0;

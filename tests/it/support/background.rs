@@ -26,7 +26,9 @@ impl Background {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start etcdctl (install it with `apt-get install etcd-client` or run `make test`)");
+            .expect(
+                "start etcdctl (install it with `apt-get install etcd-client` or run `make test`)",
+            );
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = channel();
         std::thread::spawn(move || {
@@ -36,7 +38,11 @@ impl Background {
                 }
             }
         });
-        Background { child, lines, seen: Vec::new() }
+        Background {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits for a stdout line equal to `want`, panicking after `limit`.
@@ -49,8 +55,13 @@ impl Background {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Timeout) => panic!("no line {want:?} within {limit:?}; saw {:?}", self.seen),
-                Err(RecvTimeoutError::Disconnected) => panic!("etcdctl ended before printing {want:?}; saw {:?}", self.seen),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no line {want:?} within {limit:?}; saw {:?}", self.seen)
+                }
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "etcdctl ended before printing {want:?}; saw {:?}",
+                    self.seen
+                ),
             }
         }
     }
@@ -65,7 +76,10 @@ impl Background {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line starting {prefix:?} within {limit:?}; saw {:?}", self.seen),
+                Err(_) => panic!(
+                    "no line starting {prefix:?} within {limit:?}; saw {:?}",
+                    self.seen
+                ),
             }
         }
     }
@@ -77,7 +91,10 @@ impl Background {
 
     /// Sends `signal` (e.g. "INT", "KILL") to the process.
     pub fn signal(&mut self, signal: &str) {
-        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
     }
 
     /// Waits for the process to end, panicking after `limit`.

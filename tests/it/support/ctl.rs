@@ -6,7 +6,11 @@ use super::etcdctl;
 /// `etcdctl` against `endpoint`: (succeeded, stdout, stderr).
 pub fn run(endpoint: &str, args: &[&str]) -> (bool, String, String) {
     let out = etcdctl(endpoint, args);
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `etcdctl` that must succeed; its stdout.
@@ -19,7 +23,11 @@ pub fn ok(endpoint: &str, args: &[&str]) -> String {
 /// The last `Error:` line of etcdctl's stderr, the error itself (etcdctl
 /// prints retry noise before it).
 pub fn error_line(stderr: &str) -> String {
-    stderr.lines().rfind(|l| l.starts_with("Error:")).unwrap_or("").to_string()
+    stderr
+        .lines()
+        .rfind(|l| l.starts_with("Error:"))
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Through `endpoint`: user `root` (password `rootpw`), role `ra` reading and
@@ -31,9 +39,23 @@ pub fn enable_auth_with_alice_and_bob(endpoint: &str) {
         &["role", "add", "root"],
         &["user", "grant-role", "root", "root"],
         &["role", "add", "ra"],
-        &["role", "grant-permission", "ra", "--prefix=true", "readwrite", "/a/"],
+        &[
+            "role",
+            "grant-permission",
+            "ra",
+            "--prefix=true",
+            "readwrite",
+            "/a/",
+        ],
         &["role", "add", "rb"],
-        &["role", "grant-permission", "rb", "--prefix=true", "readwrite", "/b/"],
+        &[
+            "role",
+            "grant-permission",
+            "rb",
+            "--prefix=true",
+            "readwrite",
+            "/b/",
+        ],
         &["user", "add", "alice:pa"],
         &["user", "grant-role", "alice", "ra"],
         &["user", "add", "bob:pb"],

@@ -17,7 +17,11 @@ fn find_bin(env: &str, name: &str) -> PathBuf {
     if let Ok(p) = std::env::var(env) {
         return PathBuf::from(p);
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/local/bin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/bin", "/usr/local/bin"])
+    {
         let p = PathBuf::from(dir).join(name);
         if p.is_file() {
             return p;
@@ -79,7 +83,8 @@ impl Member {
     }
 
     fn spawn(&mut self, initial_cluster: &str, state: &str) {
-        let log = std::fs::File::create(self.data_dir.with_extension("log")).expect("member log file");
+        let log =
+            std::fs::File::create(self.data_dir.with_extension("log")).expect("member log file");
         let child = Command::new(find_bin("ETCD_BIN", "etcd"))
             .args(["--name", &self.name])
             .arg(format!("--data-dir={}", self.data_dir.display()))
@@ -151,27 +156,42 @@ impl Cluster {
         for m in &mut members {
             m.spawn(&initial, "new");
         }
-        let cluster = Cluster { members, dir, next: n + 1 };
+        let cluster = Cluster {
+            members,
+            dir,
+            next: n + 1,
+        };
         cluster.wait_healthy().await;
         cluster
     }
 
     /// Comma separated client addresses of the running members.
     pub fn endpoints(&self) -> String {
-        self.members.iter().filter(|m| m.is_running()).map(|m| m.addr()).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| m.addr())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Waits until every running member reports itself healthy (has a leader).
     pub async fn wait_healthy(&self) {
         for m in self.members.iter().filter(|m| m.is_running()) {
             let addr = m.addr();
-            eventually(&format!("etcd member {} healthy", m.name), Duration::from_secs(60), || {
-                let addr = addr.clone();
-                async move {
-                    let body = tokio::task::spawn_blocking(move || http_get(&addr, "/health")).await.ok()??;
-                    body.contains("\"health\":\"true\"").then_some(())
-                }
-            })
+            eventually(
+                &format!("etcd member {} healthy", m.name),
+                Duration::from_secs(60),
+                || {
+                    let addr = addr.clone();
+                    async move {
+                        let body = tokio::task::spawn_blocking(move || http_get(&addr, "/health"))
+                            .await
+                            .ok()??;
+                        body.contains("\"health\":\"true\"").then_some(())
+                    }
+                },
+            )
             .await;
         }
     }
@@ -192,7 +212,8 @@ impl Cluster {
         let endpoints = self.endpoints();
         let (name, peer) = (m.name.clone(), m.peer_url.clone());
         eventually("member add accepted", Duration::from_secs(60), || {
-            let (endpoints, name, peer, user) = (endpoints.clone(), name.clone(), peer.clone(), user.clone());
+            let (endpoints, name, peer, user) =
+                (endpoints.clone(), name.clone(), peer.clone(), user.clone());
             async move {
                 let out = tokio::task::spawn_blocking(move || {
                     let peer = format!("--peer-urls={peer}");
@@ -208,7 +229,11 @@ impl Cluster {
         .await;
         let mut all: Vec<&Member> = self.members.iter().filter(|m| m.is_running()).collect();
         all.push(&m);
-        let initial = all.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
+        let initial = all
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
         m.spawn(&initial, "existing");
         self.members.push(m);
         let idx = self.members.len() - 1;
@@ -218,7 +243,11 @@ impl Cluster {
 }
 
 fn initial_cluster(members: &[Member]) -> String {
-    members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",")
+    members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A minimal HTTP/1.0 GET, enough for etcd's /health and /metrics.
@@ -238,10 +267,16 @@ pub fn server_version() -> String {
     static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     VERSION
         .get_or_init(|| {
-            let out = Command::new(find_bin("ETCD_BIN", "etcd")).arg("--version").output().expect("etcd --version");
+            let out = Command::new(find_bin("ETCD_BIN", "etcd"))
+                .arg("--version")
+                .output()
+                .expect("etcd --version");
             let text = String::from_utf8_lossy(&out.stdout).to_string();
             text.lines()
-                .find_map(|l| l.strip_prefix("etcd Version:").map(|v| v.trim().to_string()))
+                .find_map(|l| {
+                    l.strip_prefix("etcd Version:")
+                        .map(|v| v.trim().to_string())
+                })
                 .unwrap_or_else(|| panic!("no version in `etcd --version`: {text}"))
         })
         .clone()

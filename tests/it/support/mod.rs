@@ -4,8 +4,8 @@ pub mod background;
 pub mod ctl;
 pub mod etcd;
 pub mod grpc;
-pub mod pki;
 pub mod http;
+pub mod pki;
 pub mod proxy;
 pub mod tls_etcd;
 
@@ -47,7 +47,12 @@ pub fn free_port() -> u16 {
     const SPAN: u32 = 12_000;
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     // Start where another run started at the same time is unlikely to be.
-    let _ = NEXT.compare_exchange(u32::MAX, std::process::id().wrapping_mul(7919) % SPAN, Ordering::Relaxed, Ordering::Relaxed);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
     for _ in 0..SPAN {
         let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {

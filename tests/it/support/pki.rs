@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SerialNumber,
 };
 
 /// A certificate and key on disk.
@@ -37,8 +38,14 @@ impl Pki {
         let ca_key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "etcd-grpc-proxy test CA");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "etcd-grpc-proxy test CA");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca_cert = params.self_signed(&ca_key).unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, ca_cert.pem()).unwrap();
@@ -46,8 +53,14 @@ impl Pki {
         let mut pki = Pki {
             ca,
             issuer,
-            server: CertFiles { cert: PathBuf::new(), key: PathBuf::new() },
-            client: CertFiles { cert: PathBuf::new(), key: PathBuf::new() },
+            server: CertFiles {
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+            },
+            client: CertFiles {
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+            },
             next_serial: 10,
             dir,
         };
@@ -65,13 +78,20 @@ impl Pki {
     /// its files and serial number.
     pub fn issue(&mut self, name: &str, sans: &[&str]) -> (CertFiles, SerialNumber) {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         let serial = SerialNumber::from_slice(&[self.next_serial]);
         self.next_serial += 1;
         params.serial_number = Some(serial.clone());
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let files = CertFiles {
             cert: self.dir.path().join(format!("{name}.pem")),

@@ -19,7 +19,10 @@ pub struct TestProxy {
 /// A config for `endpoints` (comma separated) with a fast 1 s membership
 /// refresh and no drain grace period (tests that drain set their own).
 pub fn config(endpoints: &str) -> Config {
-    let urls = endpoints.split(',').map(|e| EndpointUrl::parse(e, false).expect("endpoint")).collect();
+    let urls = endpoints
+        .split(',')
+        .map(|e| EndpointUrl::parse(e, false).expect("endpoint"))
+        .collect();
     let mut c = Config::new(urls);
     c.auto_sync_interval = Some(Duration::from_secs(1));
     c.drain_grace_period = Duration::ZERO;
@@ -48,7 +51,9 @@ impl TestProxy {
                 .with_test_writer()
                 .try_init();
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let config = config_for(addr);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -59,7 +64,11 @@ impl TestProxy {
             .await
             .expect("proxy run");
         });
-        TestProxy { addr, stop: Some(stop), task: Some(task) }
+        TestProxy {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// `127.0.0.1:<port>`, as etcdctl and etcd-client take it.
@@ -69,7 +78,9 @@ impl TestProxy {
 
     /// A connected `etcd-client` client.
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([self.endpoint()], None).await.expect("connect etcd-client to proxy")
+        etcd_client::Client::connect([self.endpoint()], None)
+            .await
+            .expect("connect etcd-client to proxy")
     }
 
     /// Starts the drain (as SIGTERM would) without waiting for it to end;

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::etcd::http_get;
-use super::pki::Pki;
 use super::free_port;
+use super::pki::Pki;
 
 /// The TLS member; killed on drop.
 pub struct TlsMember {
@@ -22,7 +22,9 @@ pub struct TlsMember {
 }
 
 fn etcd_bin() -> PathBuf {
-    std::env::var("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/usr/bin/etcd"))
+    std::env::var("ETCD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/usr/bin/etcd"))
 }
 
 impl TlsMember {
@@ -51,20 +53,34 @@ impl TlsMember {
             .spawn()
             .expect("start etcd");
         let log_path = dir.path().join("etcd.log");
-        let mut member = TlsMember { client_url, metrics_addr, child: Some(child), _dir: dir };
+        let mut member = TlsMember {
+            client_url,
+            metrics_addr,
+            child: Some(child),
+            _dir: dir,
+        };
         let addr = member.metrics_addr.clone();
         let start = std::time::Instant::now();
         loop {
             let a = addr.clone();
-            let body = tokio::task::spawn_blocking(move || http_get(&a, "/health")).await.ok().flatten();
+            let body = tokio::task::spawn_blocking(move || http_get(&a, "/health"))
+                .await
+                .ok()
+                .flatten();
             if body.is_some_and(|b| b.contains("\"health\":\"true\"")) {
                 return member;
             }
-            let exited = member.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = member
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || start.elapsed() > Duration::from_secs(60) {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                panic!("TLS etcd member not healthy (exit: {exited:?}); its log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                panic!(
+                    "TLS etcd member not healthy (exit: {exited:?}); its log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
