@@ -208,20 +208,6 @@ pub struct StartArgs {
     pub experimental_enable_grpc_logging: Option<String>,
 }
 
-/// Refuses a not-yet-implemented flag unless its value is etcd's default.
-/// Every etcd flag is implemented now; kept for flags etcd adds later.
-#[allow(dead_code)]
-fn not_yet(
-    flag: &'static str,
-    value: &Option<String>,
-    etcd_default: &str,
-) -> Result<(), ConfigError> {
-    match value {
-        Some(v) if v != etcd_default => Err(ConfigError::NotImplemented(flag)),
-        _ => Ok(()),
-    }
-}
-
 fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
     parse_go_duration(value).map_err(|reason| ConfigError::InvalidValue {
         flag,
@@ -626,18 +612,7 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_flags_are_named() {
-        // No flag is refused any more; the refusal itself still names the
-        // flag and lets etcd's default through.
-        let err = not_yet("some-flag", &Some("x".into()), "")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("--some-flag") && err.contains("not implemented"),
-            "{err}"
-        );
-        not_yet("some-flag", &Some(String::new()), "").unwrap();
-        not_yet("some-flag", &None, "").unwrap();
+    fn etcd_defaults_are_accepted_as_given() {
         parse(&["p", "start", "--auto-tls=false"]).unwrap();
     }
 

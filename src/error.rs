@@ -24,6 +24,32 @@ pub enum ProxyError {
     /// The client sent something this proxy refuses before any member sees it.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The client's deadline passed before the answer came (tonic's wording).
+    #[error("Timeout expired")]
+    DeadlineExpired,
+    /// The proxy is draining: the call or stream is cut so the client
+    /// reconnects to another proxy.
+    #[error("{DRAIN_MESSAGE}")]
+    Draining,
+    /// A require-leader stream while the cluster has no leader (etcd's text).
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// An upstream stream or the proxy's own task serving it went away.
+    #[error("etcd-grpc-proxy: {0}")]
+    Lost(&'static str),
+    /// A state the proxy's own code should never reach.
+    #[error("etcd-grpc-proxy: {0}")]
+    Internal(&'static str),
+}
+
+/// What a draining proxy tells the calls and streams it cuts.
+pub const DRAIN_MESSAGE: &str = "etcd-grpc-proxy is shutting down; reconnect to another proxy";
+
+impl ProxyError {
+    /// The status this error reaches the client as.
+    pub fn status(self) -> Status {
+        self.into()
+    }
 }
 
 impl From<ProxyError> for Status {
@@ -39,6 +65,11 @@ impl From<ProxyError> for Status {
                 Status::new(Code::Unavailable, e.to_string())
             }
             ProxyError::InvalidRequest(msg) => Status::new(Code::InvalidArgument, msg),
+            e @ ProxyError::DeadlineExpired => Status::new(Code::DeadlineExceeded, e.to_string()),
+            e @ (ProxyError::Draining | ProxyError::NoLeader | ProxyError::Lost(_)) => {
+                Status::new(Code::Unavailable, e.to_string())
+            }
+            e @ ProxyError::Internal(_) => Status::new(Code::Internal, e.to_string()),
         }
     }
 }
@@ -118,9 +149,6 @@ pub fn go_quote(s: &str) -> String {
 /// Errors found while reading the configuration, before anything listens.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The flag exists in etcd's grpc-proxy but this build does not implement it yet.
-    #[error("flag --{0} is not implemented yet by etcd-grpc-proxy")]
-    NotImplemented(&'static str),
     /// A flag's value cannot be used.
     #[error("invalid value {value:?} for --{flag}: {reason}")]
     InvalidValue {
@@ -184,27 +212,34 @@ pub fn watch_refusal_reason(status: &Status) -> Vec<u8> {
     .into_bytes()
 }
 
+/// grpc-go's names of the status codes, indexed by code number, as they
+/// print in error strings and in the `grpc_code` metric label.
+pub const GO_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
 /// grpc-go's name of a status code, as it prints in error strings.
 pub fn go_code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "Canceled",
-        Code::Unknown => "Unknown",
-        Code::InvalidArgument => "InvalidArgument",
-        Code::DeadlineExceeded => "DeadlineExceeded",
-        Code::NotFound => "NotFound",
-        Code::AlreadyExists => "AlreadyExists",
-        Code::PermissionDenied => "PermissionDenied",
-        Code::ResourceExhausted => "ResourceExhausted",
-        Code::FailedPrecondition => "FailedPrecondition",
-        Code::Aborted => "Aborted",
-        Code::OutOfRange => "OutOfRange",
-        Code::Unimplemented => "Unimplemented",
-        Code::Internal => "Internal",
-        Code::Unavailable => "Unavailable",
-        Code::DataLoss => "DataLoss",
-        Code::Unauthenticated => "Unauthenticated",
-    }
+    GO_CODE_NAMES
+        .get(code as usize)
+        .copied()
+        .unwrap_or("Unknown")
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! etcd's size-limit wording, go-grpc-prometheus style metrics, and the
 //! drain cut that ends long-lived streams.
 
+use crate::error::ProxyError;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +23,7 @@ use crate::error::WireError;
 use crate::metrics::{GrpcType, MethodId, Metrics, METHODS};
 
 /// Text of the status long-lived streams end with when the proxy drains.
-pub const DRAIN_MESSAGE: &str = "etcd-grpc-proxy is shutting down; reconnect to another proxy";
+pub use crate::error::DRAIN_MESSAGE;
 
 /// Serves gRPC requests; cheap to clone (one per connection).
 #[derive(Clone)]
@@ -96,9 +97,7 @@ impl GrpcService {
                         None => routes.oneshot(req).await,
                         Some(d) => match tokio::time::timeout(d, routes.oneshot(req)).await {
                             Ok(r) => r,
-                            Err(_) => {
-                                Ok(tonic::Status::deadline_exceeded("Timeout expired").into_http())
-                            }
+                            Err(_) => Ok(ProxyError::DeadlineExpired.status().into_http()),
                         },
                     }
                 };
@@ -109,7 +108,7 @@ impl GrpcService {
                     Some(mut rx) => tokio::select! {
                         r = answer => r,
                         _ = async { let _ = rx.wait_for(|cut| *cut).await; } => {
-                            Ok(tonic::Status::unavailable(DRAIN_MESSAGE).into_http())
+                            Ok(ProxyError::Draining.status().into_http())
                         }
                     },
                 };

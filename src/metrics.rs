@@ -94,26 +94,7 @@ pub const METHODS: &[(&str, &str, GrpcType)] = &[
     ("grpc.health.v1.Health", "Watch", ServerStream),
 ];
 
-/// gRPC status code names, indexed by code number.
-const CODES: [&str; 17] = [
-    "OK",
-    "Canceled",
-    "Unknown",
-    "InvalidArgument",
-    "DeadlineExceeded",
-    "NotFound",
-    "AlreadyExists",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "FailedPrecondition",
-    "Aborted",
-    "OutOfRange",
-    "Unimplemented",
-    "Internal",
-    "Unavailable",
-    "DataLoss",
-    "Unauthenticated",
-];
+use crate::error::GO_CODE_NAMES as CODES;
 
 /// The index of a method in [`METHODS`], by request path (`/pkg.Svc/Method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

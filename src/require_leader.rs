@@ -33,7 +33,7 @@ pub fn requested(metadata: &MetadataMap) -> bool {
 
 /// etcd's status for a require-leader stream without a leader.
 pub fn no_leader() -> Status {
-    Status::unavailable("etcdserver: no leader")
+    crate::error::ProxyError::NoLeader.into()
 }
 
 /// Whether some member in rotation named a leader at its last health probe.

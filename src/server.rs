@@ -295,7 +295,6 @@ pub async fn run_with(
         pool: pool.clone(),
         upstream_max_recv: config.max_recv_bytes,
         upstream_max_send: config.max_send_bytes,
-        metrics: metrics.clone(),
         namespace: config.namespace.clone().map(Arc::new),
         cache: RangeCache::new(config.cache),
         read_barrier: crate::read_barrier::ReadBarrier::new(pool.clone()),

@@ -357,11 +357,6 @@ impl Pool {
         })
     }
 
-    /// The URLs of the members in use now, sorted.
-    pub fn urls(&self) -> Vec<EndpointUrl> {
-        self.backends().iter().map(|b| b.url.clone()).collect()
-    }
-
     /// Makes `urls` the member set: new members are added (assumed healthy
     /// until a call or probe says otherwise), gone ones dropped, kept ones
     /// keep their connection. Logs the old and new sets when they differ.

@@ -13,6 +13,7 @@
 //! The stream never carries a watcher for longer than one check: each
 //! permitted probe watch is canceled at once.
 
+use crate::error::ProxyError;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -85,7 +86,7 @@ impl ControlStream {
             ..Default::default()
         };
         let (tx, rx) = oneshot::channel();
-        let gone = || Status::unavailable("etcd-grpc-proxy: watch control stream closed");
+        let gone = || ProxyError::Lost("watch control stream closed").status();
         self.commands
             .send(Command::Check(probe, tx))
             .await
@@ -171,9 +172,8 @@ impl Worker {
     }
 
     async fn check(&mut self, create: WatchCreateRequest) -> Result<CreateVerdict, Status> {
-        let mut last = Status::unavailable(
-            "etcd-grpc-proxy: no etcd member reachable for the watch permission check",
-        );
+        let mut last =
+            ProxyError::Lost("no etcd member reachable for the watch permission check").status();
         for _ in 0..ATTEMPTS {
             match self.check_once(&create).await {
                 Ok(v) => return Ok(v),
@@ -206,9 +206,9 @@ impl Worker {
         };
         self.send(before.into_iter().chain([req]).collect()).await?;
         let Some(open) = self.open.as_mut() else {
-            return Err(Status::internal("etcd-grpc-proxy: watch control stream"));
+            return Err(ProxyError::Internal("watch control stream").status());
         };
-        let lost = || Status::unavailable("etcd-grpc-proxy: upstream watch stream ended");
+        let lost = || ProxyError::Lost("upstream watch stream ended").status();
         let id = loop {
             let resp = open.responses.message().await?.ok_or_else(lost)?;
             if resp.created {
@@ -242,9 +242,10 @@ impl Worker {
     async fn send(&mut self, reqs: Vec<WatchRequest>) -> Result<(), Status> {
         if let Some(open) = &self.open {
             for req in reqs {
-                open.requests.send(req).await.map_err(|_| {
-                    Status::unavailable("etcd-grpc-proxy: upstream watch stream ended")
-                })?;
+                open.requests
+                    .send(req)
+                    .await
+                    .map_err(|_| ProxyError::Lost("upstream watch stream ended").status())?;
             }
             return Ok(());
         }
@@ -252,7 +253,7 @@ impl Worker {
             let backend = self
                 .pool
                 .pick(&[])
-                .ok_or_else(|| Status::unavailable("etcd-grpc-proxy: no etcd member"))?;
+                .ok_or_else(|| ProxyError::Lost("no etcd member").status())?;
             let (requests, rx) = mpsc::channel(4);
             for req in reqs {
                 let _ = requests.try_send(req);

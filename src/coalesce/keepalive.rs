@@ -13,6 +13,7 @@
 //! and an answer to one token never serves another. Without auth every
 //! client has no token and all share one set of streams.
 
+use crate::error::ProxyError;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -146,7 +147,7 @@ impl KeepAliveHub {
                     *used = Instant::now();
                     r.clone()
                 }
-                None => return Err(Status::internal("etcd-grpc-proxy: keep-alive renewals")),
+                None => return Err(ProxyError::Internal("keep-alive renewals").status()),
             }
         };
         renewals.keep_alive(id).await
@@ -211,11 +212,8 @@ impl Renewals {
             }
             rx
         };
-        rx.await.unwrap_or_else(|_| {
-            Err(Status::unavailable(
-                "etcd-grpc-proxy: keep-alive stream closed",
-            ))
-        })
+        rx.await
+            .unwrap_or_else(|_| Err(ProxyError::Lost("keep-alive stream closed").status()))
     }
 
     fn forget(&self, id: i64) {

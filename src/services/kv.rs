@@ -33,7 +33,7 @@ fn inner_response(outer: TxnResponse) -> Option<response_op::Response> {
 
 /// A leasing-path answer that is not the expected kind (never from etcd).
 fn unexpected() -> tonic::Status {
-    tonic::Status::internal("etcd-grpc-proxy: unexpected answer to a leasing write")
+    crate::error::ProxyError::Internal("unexpected answer to a leasing write").into()
 }
 
 /// Serves `etcdserverpb.KV`.

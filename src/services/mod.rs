@@ -23,7 +23,7 @@ pub mod maintenance;
 pub mod range_stream;
 pub mod watch;
 
-/// What every service needs: the pool, the upstream message limits and the metrics.
+/// What every service needs: the pool, the upstream message limits and the KV features.
 #[derive(Clone)]
 pub struct Context {
     /// The members calls go to.
@@ -44,8 +44,6 @@ pub struct Context {
     pub serializable_floor: Option<Arc<std::sync::atomic::AtomicI64>>,
     /// `--experimental-leasing-prefix`: linearizable Gets served from held leases.
     pub leasing: Option<Arc<crate::leasing::Leasing>>,
-    /// Shared counters (the range cache counts its hits and misses here).
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The client's metadata, cleaned of what belongs to its own connection,

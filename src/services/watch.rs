@@ -2,6 +2,7 @@
 //! registers watchers with the shared [`WatchHub`], which coalesces them
 //! onto upstream watches and fails them over between members.
 
+use crate::error::ProxyError;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -144,7 +145,10 @@ where
         let max_decoding = self.max_decoding;
         Box::pin(async move {
             if req.uri().path() != WATCH_PATH {
-                return Ok(Status::unimplemented("").into_http());
+                return Ok(Status::from(crate::error::WireError::MalformedMethod(
+                    req.uri().path().to_string(),
+                ))
+                .into_http());
             }
             let codec = crate::codec::LeanCodec::<WatchOut, WatchRequest>::default();
             let mut grpc = tonic::server::Grpc::new(codec)
@@ -408,7 +412,7 @@ impl ClientStream {
         let _permit = CHECKS
             .acquire()
             .await
-            .map_err(|_| Status::unavailable("etcd-grpc-proxy: shutting down"))?;
+            .map_err(|_| ProxyError::Lost("shutting down").status())?;
         self.control
             .check(&WatchCreateRequest {
                 watch_id,
