@@ -28,9 +28,9 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, Instrument};
 
-use crate::backend::{Pool, RetryPolicy};
+use crate::backend::RetryPolicy;
+use crate::backend::{Credentials, Upstream};
 use crate::coalesce::watch::{WatchHub, WatchKey, WatcherSpec};
-use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::*;
 use crate::services::Forwarded;
 
@@ -345,13 +345,13 @@ impl RangeCache {
 
     /// Follows every change in the cluster until dropped: keeps one watch
     /// over the whole key space open through `hub` and applies its events.
-    pub async fn follow(self: Arc<Self>, hub: Arc<WatchHub>, pool: Pool) {
+    pub async fn follow(self: Arc<Self>, hub: Arc<WatchHub>, upstream: Upstream) {
         if self.limits.max_entries == 0 {
             return;
         }
         async move {
             loop {
-                self.follow_once(&hub, &pool).await;
+                self.follow_once(&hub, &upstream).await;
                 self.set_active(false);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -360,7 +360,7 @@ impl RangeCache {
         .await
     }
 
-    async fn follow_once(&self, hub: &Arc<WatchHub>, pool: &Pool) {
+    async fn follow_once(&self, hub: &Arc<WatchHub>, upstream: &Upstream) {
         let (tx, mut rx) = mpsc::channel(1024);
         let spec = WatcherSpec {
             watch_id: 0,
@@ -413,7 +413,7 @@ impl RangeCache {
                     }
                 }
                 _ = auth_check.tick() => {
-                    if auth_enabled(pool).await {
+                    if auth_enabled(upstream).await {
                         debug!("auth is enabled: range cache off");
                         return;
                     }
@@ -434,7 +434,7 @@ impl Drop for WatcherGuard {
 
 /// Whether etcd refuses a read without a token (auth enabled). Unreachable
 /// members count as "not known to be enabled": the watch decides then.
-async fn auth_enabled(pool: &Pool) -> bool {
+async fn auth_enabled(upstream: &Upstream) -> bool {
     let probe = RangeRequest {
         key: vec![0],
         count_only: true,
@@ -442,14 +442,16 @@ async fn auth_enabled(pool: &Pool) -> bool {
         limit: 1,
         ..Default::default()
     };
-    let answer = pool
-        .call(RetryPolicy::Idempotent, |ch| {
-            let probe = probe.clone();
-            async move { KvClient::new(ch).range(probe).await.map(|_| ()) }
-        })
+    let answer = upstream
+        .unary::<_, RangeResponse>(
+            "/etcdserverpb.KV/Range",
+            RetryPolicy::Idempotent,
+            Credentials::Anonymous,
+            probe,
+        )
         .await;
     match answer {
-        Ok(()) => false,
+        Ok(_) => false,
         Err(e) => {
             let status = tonic::Status::from(e);
             matches!(

@@ -7,27 +7,34 @@ use std::time::Duration;
 
 use tonic::Code;
 
+use crate::backend::{Credentials, Upstream};
 use crate::backend::{Pool, RetryPolicy};
 use crate::drain::Drain;
 use crate::error::ProxyError;
-use crate::proto::etcdserverpb::kv_client::KvClient;
-use crate::proto::etcdserverpb::RangeRequest;
+use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
 
 /// How long the health Get may take (etcd uses 1 s).
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Ok when some member answered a linearizable Get of "a" (so the cluster
 /// has a leader and quorum), else why not.
-pub async fn check(pool: &Pool, timeout: Duration) -> Result<(), String> {
+pub async fn check(upstream: &Upstream, timeout: Duration) -> Result<(), String> {
     let probe = RangeRequest {
         key: b"a".to_vec(),
         count_only: true,
         ..Default::default()
     };
-    let call = pool.call(RetryPolicy::Idempotent, |ch| {
-        let req = tonic::Request::new(probe.clone());
-        async move { KvClient::new(ch).range(req).await.map(|_| ()) }
-    });
+    let call = async {
+        upstream
+            .unary::<_, RangeResponse>(
+                "/etcdserverpb.KV/Range",
+                RetryPolicy::Idempotent,
+                Credentials::Anonymous,
+                probe,
+            )
+            .await
+            .map(|_| ())
+    };
     match tokio::time::timeout(timeout, call).await {
         Err(_) => Err(format!("no etcd member answered within {timeout:?}")),
         Ok(Ok(())) => Ok(()),

@@ -23,6 +23,8 @@ pub struct HttpApi {
     pub sources: Sources,
     /// Whether the proxy is draining (for `/readyz`).
     pub drain: Arc<Drain>,
+    /// Where `/health` sends its linearizable Get.
+    pub upstream: crate::backend::Upstream,
     /// `--enable-pprof`: whether `/debug/pprof/` answers.
     pub enable_pprof: bool,
 }
@@ -132,7 +134,7 @@ impl HttpApi {
         }
         match path {
             "/health" | "/proxy/health" => {
-                health_json(health::check(&self.sources.pool, health::HEALTH_TIMEOUT).await)
+                health_json(health::check(&self.upstream, health::HEALTH_TIMEOUT).await)
             }
             "/livez" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
             "/readyz" => match health::readiness(&self.sources.pool, &self.drain) {

@@ -30,12 +30,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::backend::{Credentials, Upstream};
 use crate::backend::{Pool, RetryPolicy};
 use crate::coalesce::keepalive::KeepAliveHub;
 use crate::error::ProxyError;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use crate::proto::etcdserverpb::kv_client::KvClient;
-use crate::proto::etcdserverpb::lease_client::LeaseClient;
 use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::*;
 use crate::proto::mvccpb::event::EventType;
@@ -56,8 +55,10 @@ const SAFETY_MARGIN: Duration = Duration::from_secs(1);
 /// copies it serves.
 pub struct Leasing {
     prefix: Vec<u8>,
+    /// For the leasing watch, which picks its member itself.
     pool: Pool,
-    max_recv: usize,
+    /// Every call the leasing makes to a member.
+    upstream: Upstream,
     state: Mutex<State>,
 }
 
@@ -163,11 +164,11 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 
 impl Leasing {
     /// Leasing under `prefix`; nothing happens until [`Leasing::run`] runs.
-    pub fn new(prefix: Vec<u8>, pool: Pool, max_recv: usize) -> Arc<Leasing> {
+    pub fn new(prefix: Vec<u8>, upstream: Upstream) -> Arc<Leasing> {
         Arc::new(Leasing {
             prefix,
-            pool,
-            max_recv,
+            pool: upstream.pool().clone(),
+            upstream,
             state: Mutex::new(State::default()),
         })
     }
@@ -197,16 +198,12 @@ impl Leasing {
         txn: TxnRequest,
         policy: RetryPolicy,
     ) -> Result<TxnResponse, ProxyError> {
-        let max = self.max_recv;
-        self.pool
-            .call(policy, |ch| {
-                let req = match fwd {
-                    Some(f) => f.request(txn.clone()),
-                    None => self.pool.own_request(txn.clone()),
-                };
-                let mut client = KvClient::new(ch).max_decoding_message_size(max);
-                async move { client.txn(req).await.map(tonic::Response::into_inner) }
-            })
+        let credentials = match fwd {
+            Some(f) => Credentials::Client(f),
+            None => Credentials::Own,
+        };
+        self.upstream
+            .unary("/etcdserverpb.KV/Txn", policy, credentials, txn)
             .await
     }
 
@@ -216,12 +213,14 @@ impl Leasing {
         let span = info_span!("leasing", prefix = %String::from_utf8_lossy(&self.prefix));
         async move {
             loop {
-                let grant = self
-                    .pool
-                    .call(RetryPolicy::UnlessApplied, |ch| {
-                        let req = self.pool.own_request(LeaseGrantRequest { ttl: SESSION_TTL_SECS, id: 0 });
-                        async move { LeaseClient::new(ch).lease_grant(req).await.map(tonic::Response::into_inner) }
-                    })
+                let grant: Result<LeaseGrantResponse, _> = self
+                    .upstream
+                    .unary(
+                        "/etcdserverpb.Lease/LeaseGrant",
+                        RetryPolicy::UnlessApplied,
+                        Credentials::Own,
+                        LeaseGrantRequest { ttl: SESSION_TTL_SECS, id: 0 },
+                    )
                     .await;
                 let lease = match grant {
                     Ok(g) if g.error.is_empty() && g.id != 0 => g.id,
@@ -266,10 +265,12 @@ impl Leasing {
 
     /// Revokes a lost session's lease so its leasing keys vanish at once.
     pub async fn revoke_session(&self, lease: i64) {
-        let call = self.pool.call(RetryPolicy::UnlessApplied, |ch| {
-            let req = self.pool.own_request(LeaseRevokeRequest { id: lease });
-            async move { LeaseClient::new(ch).lease_revoke(req).await.map(|_| ()) }
-        });
+        let call = self.upstream.unary::<_, LeaseRevokeResponse>(
+            "/etcdserverpb.Lease/LeaseRevoke",
+            RetryPolicy::UnlessApplied,
+            Credentials::Own,
+            LeaseRevokeRequest { id: lease },
+        );
         if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), call).await {
             debug!(lease, error = %e, "could not revoke the old leasing session; it expires");
         }
@@ -328,8 +329,8 @@ impl Leasing {
             )),
         };
         let requests = futures::stream::iter(vec![create]).chain(futures::stream::pending());
-        let mut client =
-            WatchClient::new(backend.channel.clone()).max_decoding_message_size(self.max_recv);
+        let mut client = WatchClient::new(backend.channel.clone())
+            .max_decoding_message_size(self.upstream.max_recv());
         let mut stream = match client.watch(self.pool.own_request(requests)).await {
             Ok(s) => s.into_inner(),
             Err(e) => {
@@ -398,14 +399,16 @@ impl Leasing {
 
     /// Deletes our leasing key (that incarnation only), in the background.
     fn release_later(&self, leasing_key: Vec<u8>, create_rev: i64) {
-        let pool = self.pool.clone();
+        let upstream = self.upstream.clone();
         let txn = self.release_txn(leasing_key, create_rev);
         tokio::spawn(async move {
-            let r = pool
-                .call(RetryPolicy::Idempotent, |ch| {
-                    let txn = txn.clone();
-                    async move { KvClient::new(ch).txn(txn).await.map(|_| ()) }
-                })
+            let r = upstream
+                .unary::<_, TxnResponse>(
+                    "/etcdserverpb.KV/Txn",
+                    RetryPolicy::Idempotent,
+                    Credentials::Own,
+                    txn,
+                )
                 .await;
             if let Err(e) = r {
                 warn!(error = %e, "could not release a revoked leasing key; it goes with the session lease");
@@ -661,8 +664,8 @@ impl Leasing {
             })
             .collect();
         let requests = futures::stream::iter(creates).chain(futures::stream::pending());
-        let mut client =
-            WatchClient::new(backend.channel.clone()).max_decoding_message_size(self.max_recv);
+        let mut client = WatchClient::new(backend.channel.clone())
+            .max_decoding_message_size(self.upstream.max_recv());
         let waiting = async {
             let mut stream = client
                 .watch(self.pool.own_request(requests))

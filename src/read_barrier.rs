@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tracing::debug;
 
-use crate::backend::{Pool, RetryPolicy};
-use crate::proto::etcdserverpb::kv_client::KvClient;
-use crate::proto::etcdserverpb::RangeRequest;
+use crate::backend::RetryPolicy;
+use crate::backend::{Credentials, Upstream};
+use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
 
 /// How long a barrier may take before the reads behind it go to etcd themselves.
 const BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -38,7 +38,7 @@ struct Next {
 
 /// Batches linearizable reads behind shared upstream read barriers.
 pub struct ReadBarrier {
-    pool: Pool,
+    upstream: Upstream,
     /// The barrier new reads join (not yet sent, so it will cover them),
     /// and the generation of the last barrier formed.
     next: Mutex<Next>,
@@ -49,10 +49,10 @@ pub struct ReadBarrier {
 }
 
 impl ReadBarrier {
-    /// Barriers go to any healthy member of `pool`.
-    pub fn new(pool: Pool) -> Arc<ReadBarrier> {
+    /// Barriers go to any healthy member behind `upstream`.
+    pub fn new(upstream: Upstream) -> Arc<ReadBarrier> {
         Arc::new(ReadBarrier {
-            pool,
+            upstream,
             next: Mutex::new(Next::default()),
             in_flight: tokio::sync::Mutex::new(()),
             sent: AtomicU64::new(0),
@@ -95,14 +95,16 @@ impl ReadBarrier {
             limit: 1,
             ..Default::default()
         };
-        let call = self.pool.call(RetryPolicy::Idempotent, |ch| {
-            let probe = probe.clone();
-            async move { KvClient::new(ch).range(probe).await }
-        });
+        let call = self.upstream.unary::<_, RangeResponse>(
+            "/etcdserverpb.KV/Range",
+            RetryPolicy::Idempotent,
+            Credentials::Anonymous,
+            probe,
+        );
         // A member that stopped answering must not hold every later read:
         // they go to etcd themselves instead.
         match tokio::time::timeout(BARRIER_TIMEOUT, call).await {
-            Ok(Ok(resp)) => resp.into_inner().header.map(|h| h.revision),
+            Ok(Ok(resp)) => resp.header.map(|h| h.revision),
             Ok(Err(e)) => {
                 debug!(error = %e, "read barrier failed");
                 None

@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::backend::{Pool, RetryPolicy};
+use crate::backend::RetryPolicy;
+use crate::backend::{Credentials, Upstream};
 use crate::coalesce::keepalive::KeepAliveHub;
 use crate::error::ProxyError;
-use crate::proto::etcdserverpb::kv_client::KvClient;
-use crate::proto::etcdserverpb::lease_client::LeaseClient;
 use crate::proto::etcdserverpb::*;
 
 /// What and where a proxy registers.
@@ -138,7 +137,7 @@ pub fn decode(value: &[u8]) -> Option<Registered> {
 
 /// The proxies registered now, read through the pool, with the header of the read.
 pub async fn list(
-    pool: &Pool,
+    upstream: &Upstream,
     reg: &Registration,
 ) -> Result<(Option<ResponseHeader>, Vec<Registered>), ProxyError> {
     let (key, range_end) = reg.range();
@@ -147,16 +146,13 @@ pub async fn list(
         range_end,
         ..Default::default()
     };
-    let resp = pool
-        .call(RetryPolicy::Idempotent, |ch| {
-            let req = pool.own_request(req.clone());
-            async move {
-                KvClient::new(ch)
-                    .range(req)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
-        })
+    let resp: RangeResponse = upstream
+        .unary(
+            "/etcdserverpb.KV/Range",
+            RetryPolicy::Idempotent,
+            Credentials::Own,
+            req,
+        )
         .await?;
     let found = resp.kvs.iter().filter_map(|kv| decode(&kv.value)).collect();
     Ok((resp.header, found))
@@ -178,7 +174,7 @@ pub fn member_id(addr: &str) -> u64 {
 /// lease, writes the key under it, keeps the lease alive at a third of its
 /// TTL and registers again whenever the lease is lost.
 pub async fn run(
-    pool: Pool,
+    upstream: Upstream,
     hub: Arc<KeepAliveHub>,
     reg: Registration,
     lease_out: tokio::sync::watch::Sender<i64>,
@@ -187,7 +183,7 @@ pub async fn run(
     async move {
         let tick = Duration::from_millis((reg.ttl_secs as u64 * 1000 / 3).max(100));
         loop {
-            let lease = match register(&pool, &reg).await {
+            let lease = match register(&upstream, &reg).await {
                 Ok(lease) => lease,
                 Err(e) => {
                     warn!(error = %e, "could not register; retrying");
@@ -199,7 +195,10 @@ pub async fn run(
             let _ = lease_out.send(lease);
             loop {
                 tokio::time::sleep(tick).await;
-                match hub.keep_alive(pool.own_token().as_ref(), lease).await {
+                match hub
+                    .keep_alive(upstream.pool().own_token().as_ref(), lease)
+                    .await
+                {
                     Ok(resp) if resp.ttl > 0 => {}
                     Ok(_) => {
                         warn!(lease, "registration lease expired; registering again");
@@ -216,18 +215,15 @@ pub async fn run(
     .await
 }
 
-async fn register(pool: &Pool, reg: &Registration) -> Result<i64, ProxyError> {
+async fn register(upstream: &Upstream, reg: &Registration) -> Result<i64, ProxyError> {
     let ttl = reg.ttl_secs;
-    let grant = pool
-        .call(RetryPolicy::UnlessApplied, |ch| {
-            let req = pool.own_request(LeaseGrantRequest { ttl, id: 0 });
-            async move {
-                LeaseClient::new(ch)
-                    .lease_grant(req)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
-        })
+    let grant: LeaseGrantResponse = upstream
+        .unary(
+            "/etcdserverpb.Lease/LeaseGrant",
+            RetryPolicy::UnlessApplied,
+            Credentials::Own,
+            LeaseGrantRequest { ttl, id: 0 },
+        )
         .await?;
     let put = PutRequest {
         key: reg.key().into_bytes(),
@@ -235,23 +231,33 @@ async fn register(pool: &Pool, reg: &Registration) -> Result<i64, ProxyError> {
         lease: grant.id,
         ..Default::default()
     };
-    pool.call(RetryPolicy::UnlessApplied, |ch| {
-        let put = pool.own_request(put.clone());
-        async move { KvClient::new(ch).put(put).await.map(|_| ()) }
-    })
-    .await?;
+    upstream
+        .unary::<_, PutResponse>(
+            "/etcdserverpb.KV/Put",
+            RetryPolicy::UnlessApplied,
+            Credentials::Own,
+            put,
+        )
+        .await?;
     Ok(grant.id)
 }
 
 /// Removes the registration at once (on drain), by revoking its lease.
-pub async fn unregister(pool: &Pool, lease: i64) {
+pub async fn unregister(upstream: &Upstream, lease: i64) {
     if lease == 0 {
         return;
     }
-    let revoke = pool.call(RetryPolicy::UnlessApplied, |ch| {
-        let req = pool.own_request(LeaseRevokeRequest { id: lease });
-        async move { LeaseClient::new(ch).lease_revoke(req).await.map(|_| ()) }
-    });
+    let revoke = async {
+        upstream
+            .unary::<_, LeaseRevokeResponse>(
+                "/etcdserverpb.Lease/LeaseRevoke",
+                RetryPolicy::UnlessApplied,
+                Credentials::Own,
+                LeaseRevokeRequest { id: lease },
+            )
+            .await
+            .map(|_| ())
+    };
     match tokio::time::timeout(Duration::from_secs(2), revoke).await {
         Ok(Ok(())) => info!(lease, "registration removed"),
         Ok(Err(e)) => {

@@ -29,7 +29,7 @@ use tonic::service::Routes;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::backend::membership::{self, MembershipSettings};
-use crate::backend::Pool;
+use crate::backend::{Pool, Upstream};
 use crate::cache::RangeCache;
 use crate::coalesce::keepalive::KeepAliveHub;
 use crate::coalesce::watch::WatchHub;
@@ -291,40 +291,41 @@ pub async fn run_with(
     for hook in options.drain_hooks {
         drain.on_drain(hook);
     }
+    let upstream = Upstream::new(pool.clone(), config.max_recv_bytes, config.max_send_bytes);
     let ctx = Context {
-        pool: pool.clone(),
-        upstream_max_recv: config.max_recv_bytes,
-        upstream_max_send: config.max_send_bytes,
+        upstream: upstream.clone(),
         namespace: config.namespace.clone().map(Arc::new),
         cache: RangeCache::new(config.cache),
-        read_barrier: crate::read_barrier::ReadBarrier::new(pool.clone()),
+        read_barrier: crate::read_barrier::ReadBarrier::new(upstream.clone()),
         serializable_floor: config.serializable_ordering.then(Default::default),
         leasing: config
             .leasing_prefix
             .clone()
-            .map(|p| crate::leasing::Leasing::new(p, pool.clone(), config.max_recv_bytes)),
+            .map(|p| crate::leasing::Leasing::new(p, upstream.clone())),
     };
     let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE);
     let keepalive_hub = KeepAliveHub::new(pool.clone());
     let _cache_follower = AbortOnDrop(tokio::spawn(
-        ctx.cache.clone().follow(watch_hub.clone(), pool.clone()),
+        ctx.cache
+            .clone()
+            .follow(watch_hub.clone(), upstream.clone()),
     ));
     if let Some(reg) = config.registration.clone() {
         // Registered until the drain starts: then the entry is removed at
         // once, so clients stop discovering a proxy that is going away.
         let (lease_tx, lease) = watch::channel(0i64);
         let task = AbortOnDrop(tokio::spawn(crate::registration::run(
-            pool.clone(),
+            upstream.clone(),
             keepalive_hub.clone(),
             reg,
             lease_tx,
         )));
-        let pool = pool.clone();
+        let upstream = upstream.clone();
         drain.on_drain(Box::new(move || {
             Box::pin(async move {
                 drop(task);
                 let lease = *lease.borrow();
-                crate::registration::unregister(&pool, lease).await;
+                crate::registration::unregister(&upstream, lease).await;
             })
         }));
     }
@@ -365,6 +366,7 @@ pub async fn run_with(
             read_barrier: ctx.read_barrier.clone(),
         },
         drain: drain.clone(),
+        upstream: upstream.clone(),
         enable_pprof: config.enable_pprof,
     });
     let app = App {

@@ -7,8 +7,6 @@ use tonic::Request;
 
 use crate::backend::RetryPolicy;
 use crate::error::RpcResult;
-use crate::forward_unary;
-use crate::proto::etcdserverpb::auth_client::AuthClient;
 use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::*;
 use crate::services::Context;
@@ -27,13 +25,15 @@ impl Auth for AuthService {
         request: Request<AuthEnableRequest>,
     ) -> RpcResult<AuthEnableResponse> {
         self.ctx.cache.suspend();
-        let answer: RpcResult<AuthEnableResponse> = forward_unary!(
-            self,
-            request,
-            AuthClient,
-            auth_enable,
-            RetryPolicy::UnlessApplied
-        );
+        let answer: RpcResult<AuthEnableResponse> = self
+            .ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/AuthEnable",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await;
         self.ctx.cache.suspend();
         answer
     }
@@ -42,195 +42,223 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthDisableRequest>,
     ) -> RpcResult<AuthDisableResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            auth_disable,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/AuthDisable",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn auth_status(
         &self,
         request: Request<AuthStatusRequest>,
     ) -> RpcResult<AuthStatusResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            auth_status,
-            RetryPolicy::Idempotent
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/AuthStatus",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await
     }
 
     async fn authenticate(
         &self,
         request: Request<AuthenticateRequest>,
     ) -> RpcResult<AuthenticateResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            authenticate,
-            RetryPolicy::Idempotent
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/Authenticate",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await
     }
 
     async fn user_add(
         &self,
         request: Request<AuthUserAddRequest>,
     ) -> RpcResult<AuthUserAddResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            user_add,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/UserAdd",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn user_get(
         &self,
         request: Request<AuthUserGetRequest>,
     ) -> RpcResult<AuthUserGetResponse> {
-        forward_unary!(self, request, AuthClient, user_get, RetryPolicy::Idempotent)
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/UserGet",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await
     }
 
     async fn user_list(
         &self,
         request: Request<AuthUserListRequest>,
     ) -> RpcResult<AuthUserListResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            user_list,
-            RetryPolicy::Idempotent
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/UserList",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await
     }
 
     async fn user_delete(
         &self,
         request: Request<AuthUserDeleteRequest>,
     ) -> RpcResult<AuthUserDeleteResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            user_delete,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/UserDelete",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn user_change_password(
         &self,
         request: Request<AuthUserChangePasswordRequest>,
     ) -> RpcResult<AuthUserChangePasswordResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            user_change_password,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/UserChangePassword",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn user_grant_role(
         &self,
         request: Request<AuthUserGrantRoleRequest>,
     ) -> RpcResult<AuthUserGrantRoleResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            user_grant_role,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/UserGrantRole",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn user_revoke_role(
         &self,
         request: Request<AuthUserRevokeRoleRequest>,
     ) -> RpcResult<AuthUserRevokeRoleResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            user_revoke_role,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/UserRevokeRole",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn role_add(
         &self,
         request: Request<AuthRoleAddRequest>,
     ) -> RpcResult<AuthRoleAddResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            role_add,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/RoleAdd",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn role_get(
         &self,
         request: Request<AuthRoleGetRequest>,
     ) -> RpcResult<AuthRoleGetResponse> {
-        forward_unary!(self, request, AuthClient, role_get, RetryPolicy::Idempotent)
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/RoleGet",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await
     }
 
     async fn role_list(
         &self,
         request: Request<AuthRoleListRequest>,
     ) -> RpcResult<AuthRoleListResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            role_list,
-            RetryPolicy::Idempotent
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/RoleList",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await
     }
 
     async fn role_delete(
         &self,
         request: Request<AuthRoleDeleteRequest>,
     ) -> RpcResult<AuthRoleDeleteResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            role_delete,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/RoleDelete",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn role_grant_permission(
         &self,
         request: Request<AuthRoleGrantPermissionRequest>,
     ) -> RpcResult<AuthRoleGrantPermissionResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            role_grant_permission,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/RoleGrantPermission",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn role_revoke_permission(
         &self,
         request: Request<AuthRoleRevokePermissionRequest>,
     ) -> RpcResult<AuthRoleRevokePermissionResponse> {
-        forward_unary!(
-            self,
-            request,
-            AuthClient,
-            role_revoke_permission,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Auth/RoleRevokePermission",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 }

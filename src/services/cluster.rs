@@ -6,8 +6,6 @@ use tonic::Request;
 
 use crate::backend::RetryPolicy;
 use crate::error::RpcResult;
-use crate::forward_unary;
-use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::*;
 use crate::registration::{self, Registered, Registration};
@@ -24,7 +22,7 @@ pub struct ClusterService {
 impl ClusterService {
     fn changed<T>(&self, result: RpcResult<T>) -> RpcResult<T> {
         if result.is_ok() {
-            self.ctx.pool.request_refresh();
+            self.ctx.upstream.pool().request_refresh();
         }
         result
     }
@@ -33,13 +31,15 @@ impl ClusterService {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(&self, request: Request<MemberAddRequest>) -> RpcResult<MemberAddResponse> {
-        let r: RpcResult<MemberAddResponse> = forward_unary!(
-            self,
-            request,
-            ClusterClient,
-            member_add,
-            RetryPolicy::UnlessApplied
-        );
+        let r: RpcResult<MemberAddResponse> = self
+            .ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Cluster/MemberAdd",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await;
         self.changed(r)
     }
 
@@ -47,13 +47,15 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> RpcResult<MemberRemoveResponse> {
-        let r: RpcResult<MemberRemoveResponse> = forward_unary!(
-            self,
-            request,
-            ClusterClient,
-            member_remove,
-            RetryPolicy::UnlessApplied
-        );
+        let r: RpcResult<MemberRemoveResponse> = self
+            .ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Cluster/MemberRemove",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await;
         self.changed(r)
     }
 
@@ -61,13 +63,15 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> RpcResult<MemberUpdateResponse> {
-        let r: RpcResult<MemberUpdateResponse> = forward_unary!(
-            self,
-            request,
-            ClusterClient,
-            member_update,
-            RetryPolicy::UnlessApplied
-        );
+        let r: RpcResult<MemberUpdateResponse> = self
+            .ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Cluster/MemberUpdate",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await;
         self.changed(r)
     }
 
@@ -80,15 +84,17 @@ impl Cluster for ClusterService {
         request: Request<MemberListRequest>,
     ) -> RpcResult<MemberListResponse> {
         let Some(reg) = &self.registration else {
-            return forward_unary!(
-                self,
-                request,
-                ClusterClient,
-                member_list,
-                RetryPolicy::Idempotent
-            );
+            return self
+                .ctx
+                .upstream
+                .forward(
+                    "/etcdserverpb.Cluster/MemberList",
+                    RetryPolicy::Idempotent,
+                    request,
+                )
+                .await;
         };
-        let (header, mut found) = registration::list(&self.ctx.pool, reg).await?;
+        let (header, mut found) = registration::list(&self.ctx.upstream, reg).await?;
         if found.is_empty() {
             found.push(Registered {
                 addr: reg.advertise.clone(),
@@ -112,13 +118,15 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> RpcResult<MemberPromoteResponse> {
-        let r: RpcResult<MemberPromoteResponse> = forward_unary!(
-            self,
-            request,
-            ClusterClient,
-            member_promote,
-            RetryPolicy::UnlessApplied
-        );
+        let r: RpcResult<MemberPromoteResponse> = self
+            .ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Cluster/MemberPromote",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await;
         self.changed(r)
     }
 }

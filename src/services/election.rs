@@ -6,10 +6,8 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::backend::RetryPolicy;
+use crate::backend::{Credentials, RetryPolicy};
 use crate::error::RpcResult;
-use crate::forward_unary;
-use crate::proto::v3electionpb::election_client::ElectionClient;
 use crate::proto::v3electionpb::election_server::Election;
 use crate::proto::v3electionpb::*;
 use crate::services::{Context, Forwarded};
@@ -27,13 +25,15 @@ impl Election for ElectionService {
         if let Some(ns) = &ns {
             ns.name_in(&mut request.get_mut().name);
         }
-        let mut resp: Response<CampaignResponse> = forward_unary!(
-            self,
-            request,
-            ElectionClient,
-            campaign,
-            RetryPolicy::UnlessApplied
-        )?;
+        let mut resp: Response<CampaignResponse> = self
+            .ctx
+            .upstream
+            .forward(
+                "/v3electionpb.Election/Campaign",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await?;
         if let (Some(ns), Some(leader)) = (&ns, resp.get_mut().leader.as_mut()) {
             ns.leader_key_out(leader);
         }
@@ -44,13 +44,14 @@ impl Election for ElectionService {
         if let (Some(ns), Some(leader)) = (&self.ctx.namespace, request.get_mut().leader.as_mut()) {
             ns.leader_key_in(leader);
         }
-        forward_unary!(
-            self,
-            request,
-            ElectionClient,
-            proclaim,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/v3electionpb.Election/Proclaim",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn leader(&self, mut request: Request<LeaderRequest>) -> RpcResult<LeaderResponse> {
@@ -58,13 +59,15 @@ impl Election for ElectionService {
         if let Some(ns) = &ns {
             ns.name_in(&mut request.get_mut().name);
         }
-        let mut resp: Response<LeaderResponse> = forward_unary!(
-            self,
-            request,
-            ElectionClient,
-            leader,
-            RetryPolicy::Idempotent
-        )?;
+        let mut resp: Response<LeaderResponse> = self
+            .ctx
+            .upstream
+            .forward(
+                "/v3electionpb.Election/Leader",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await?;
         if let (Some(ns), Some(kv)) = (&ns, resp.get_mut().kv.as_mut()) {
             ns.kv_out(kv);
         }
@@ -80,15 +83,15 @@ impl Election for ElectionService {
             ns.name_in(&mut request.get_mut().name);
         }
         let (fwd, msg) = Forwarded::split(request);
-        let ctx = &self.ctx;
-        let upstream: Streaming<LeaderResponse> = ctx
-            .pool
-            .call(RetryPolicy::Idempotent, |ch| {
-                let req = fwd.request(msg.clone());
-                let mut client =
-                    ElectionClient::new(ch).max_decoding_message_size(ctx.upstream_max_recv);
-                async move { client.observe(req).await.map(Response::into_inner) }
-            })
+        let upstream: Streaming<LeaderResponse> = self
+            .ctx
+            .upstream
+            .server_stream(
+                "/v3electionpb.Election/Observe",
+                RetryPolicy::Idempotent,
+                Credentials::Client(&fwd),
+                msg,
+            )
             .await?;
         let Some(ns) = ns else {
             return Ok(Response::new(Box::pin(upstream)));
@@ -108,12 +111,13 @@ impl Election for ElectionService {
         if let (Some(ns), Some(leader)) = (&self.ctx.namespace, request.get_mut().leader.as_mut()) {
             ns.leader_key_in(leader);
         }
-        forward_unary!(
-            self,
-            request,
-            ElectionClient,
-            resign,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/v3electionpb.Election/Resign",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 }

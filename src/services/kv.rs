@@ -11,8 +11,6 @@ use tonic::{Request, Response};
 use crate::backend::RetryPolicy;
 use crate::cache;
 use crate::error::RpcResult;
-use crate::forward_unary;
-use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::*;
 use crate::services::{Context, Forwarded};
@@ -131,8 +129,11 @@ impl KvService {
         let asked = cache_key
             .as_ref()
             .map(|_| (request.metadata().clone(), request.get_ref().clone()));
-        let mut resp: Response<RangeResponse> =
-            forward_unary!(self, request, KvClient, range, RetryPolicy::Idempotent)?;
+        let mut resp: Response<RangeResponse> = self
+            .ctx
+            .upstream
+            .forward("/etcdserverpb.KV/Range", RetryPolicy::Idempotent, request)
+            .await?;
         if let (Some(key), Some((metadata, asked))) = (cache_key, asked) {
             if asked.serializable && revision(&resp.get_ref().header) < cache.floor() {
                 // A member behind what this proxy has already seen (a write
@@ -141,7 +142,11 @@ impl KvService {
                 let mut fresh = asked.clone();
                 fresh.serializable = false;
                 let again = Request::from_parts(metadata, tonic::Extensions::default(), fresh);
-                resp = forward_unary!(self, again, KvClient, range, RetryPolicy::Idempotent)?;
+                resp = self
+                    .ctx
+                    .upstream
+                    .forward("/etcdserverpb.KV/Range", RetryPolicy::Idempotent, again)
+                    .await?;
             }
             cache.put(key, &asked, resp.get_ref());
         }
@@ -219,7 +224,10 @@ impl Kv for KvService {
                 }
             }
             Err(request) => {
-                forward_unary!(self, request, KvClient, put, RetryPolicy::UnlessApplied)?
+                self.ctx
+                    .upstream
+                    .forward("/etcdserverpb.KV/Put", RetryPolicy::UnlessApplied, request)
+                    .await?
             }
         };
         self.ctx
@@ -251,13 +259,16 @@ impl Kv for KvService {
                     _ => return Err(unexpected()),
                 }
             }
-            Err(request) => forward_unary!(
-                self,
-                request,
-                KvClient,
-                delete_range,
-                RetryPolicy::UnlessApplied
-            )?,
+            Err(request) => {
+                self.ctx
+                    .upstream
+                    .forward(
+                        "/etcdserverpb.KV/DeleteRange",
+                        RetryPolicy::UnlessApplied,
+                        request,
+                    )
+                    .await?
+            }
         };
         self.ctx
             .cache
@@ -296,7 +307,12 @@ impl Kv for KvService {
                     _ => return Err(unexpected()),
                 }
             }
-            Err(request) => forward_unary!(self, request, KvClient, txn, policy)?,
+            Err(request) => {
+                self.ctx
+                    .upstream
+                    .forward("/etcdserverpb.KV/Txn", policy, request)
+                    .await?
+            }
         };
         self.ctx
             .cache
@@ -308,6 +324,13 @@ impl Kv for KvService {
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> RpcResult<CompactionResponse> {
-        forward_unary!(self, request, KvClient, compact, RetryPolicy::UnlessApplied)
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.KV/Compact",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 }

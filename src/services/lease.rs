@@ -11,8 +11,6 @@ use tracing::Instrument;
 use crate::backend::RetryPolicy;
 use crate::coalesce::keepalive::KeepAliveHub;
 use crate::error::RpcResult;
-use crate::forward_unary;
-use crate::proto::etcdserverpb::lease_client::LeaseClient;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::*;
 use crate::services::Context;
@@ -31,13 +29,14 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> RpcResult<LeaseGrantResponse> {
-        forward_unary!(
-            self,
-            request,
-            LeaseClient,
-            lease_grant,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Lease/LeaseGrant",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn lease_revoke(
@@ -46,13 +45,15 @@ impl Lease for LeaseService {
     ) -> RpcResult<LeaseRevokeResponse> {
         let id = request.get_ref().id;
         self.hub.forget(id);
-        let result: RpcResult<LeaseRevokeResponse> = forward_unary!(
-            self,
-            request,
-            LeaseClient,
-            lease_revoke,
-            RetryPolicy::UnlessApplied
-        );
+        let result: RpcResult<LeaseRevokeResponse> = self
+            .ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Lease/LeaseRevoke",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await;
         self.hub.forget(id);
         result
     }
@@ -66,7 +67,7 @@ impl Lease for LeaseService {
         // Renewed under the client's own token (etcd checks each renewal's rights).
         let token = request.metadata().get("token").cloned();
         let required = crate::require_leader::requested(request.metadata());
-        let pool = self.ctx.pool.clone();
+        let pool = self.ctx.upstream.pool().clone();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let hub = self.hub.clone();
@@ -101,13 +102,15 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> RpcResult<LeaseTimeToLiveResponse> {
-        let mut resp: Response<LeaseTimeToLiveResponse> = forward_unary!(
-            self,
-            request,
-            LeaseClient,
-            lease_time_to_live,
-            RetryPolicy::Idempotent
-        )?;
+        let mut resp: Response<LeaseTimeToLiveResponse> = self
+            .ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Lease/LeaseTimeToLive",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await?;
         if let Some(ns) = &self.ctx.namespace {
             ns.lease_keys_out(resp.get_mut());
         }
@@ -118,12 +121,13 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseLeasesRequest>,
     ) -> RpcResult<LeaseLeasesResponse> {
-        forward_unary!(
-            self,
-            request,
-            LeaseClient,
-            lease_leases,
-            RetryPolicy::Idempotent
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Lease/LeaseLeases",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await
     }
 }

@@ -6,8 +6,6 @@ use tonic::Request;
 
 use crate::backend::RetryPolicy;
 use crate::error::RpcResult;
-use crate::forward_unary;
-use crate::proto::v3lockpb::lock_client::LockClient;
 use crate::proto::v3lockpb::lock_server::Lock;
 use crate::proto::v3lockpb::*;
 use crate::services::Context;
@@ -25,8 +23,11 @@ impl Lock for LockService {
         if let Some(ns) = &ns {
             ns.name_in(&mut request.get_mut().name);
         }
-        let mut resp: tonic::Response<LockResponse> =
-            forward_unary!(self, request, LockClient, lock, RetryPolicy::UnlessApplied)?;
+        let mut resp: tonic::Response<LockResponse> = self
+            .ctx
+            .upstream
+            .forward("/v3lockpb.Lock/Lock", RetryPolicy::UnlessApplied, request)
+            .await?;
         if let Some(ns) = &ns {
             ns.key_out(&mut resp.get_mut().key);
         }
@@ -37,12 +38,9 @@ impl Lock for LockService {
         if let Some(ns) = &self.ctx.namespace {
             ns.key_in(&mut request.get_mut().key);
         }
-        forward_unary!(
-            self,
-            request,
-            LockClient,
-            unlock,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward("/v3lockpb.Lock/Unlock", RetryPolicy::UnlessApplied, request)
+            .await
     }
 }

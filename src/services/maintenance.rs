@@ -6,10 +6,8 @@ use std::pin::Pin;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::backend::RetryPolicy;
+use crate::backend::{Credentials, RetryPolicy};
 use crate::error::RpcResult;
-use crate::forward_unary;
-use crate::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::*;
 use crate::services::{Context, Forwarded};
@@ -28,72 +26,86 @@ impl Maintenance for MaintenanceService {
         } else {
             RetryPolicy::UnlessApplied
         };
-        forward_unary!(self, request, MaintenanceClient, alarm, policy)
+        self.ctx
+            .upstream
+            .forward("/etcdserverpb.Maintenance/Alarm", policy, request)
+            .await
     }
 
     /// Answered by the leader when one is known: the proxy stands for the
     /// whole cluster, and tools such as `etcdctl move-leader` look for the
     /// endpoint whose Status says it leads.
     async fn status(&self, request: Request<StatusRequest>) -> RpcResult<StatusResponse> {
-        if let Some(leader) = self.ctx.pool.leader() {
+        if let Some(leader) = self.ctx.upstream.pool().leader() {
             let (fwd, msg) = Forwarded::split(request);
-            let _inflight = leader.start_call();
-            let answer = MaintenanceClient::new(leader.channel.clone())
-                .status(fwd.request(msg))
+            let answer = self
+                .ctx
+                .upstream
+                .unary_on(
+                    &leader,
+                    "/etcdserverpb.Maintenance/Status",
+                    fwd.request(msg),
+                )
                 .await;
             if let Ok(resp) = answer {
-                return Ok(resp);
+                return Ok(Response::new(resp));
             }
             // The leader just went away: any other member will do.
             let request = fwd.request(msg);
-            return forward_unary!(
-                self,
-                request,
-                MaintenanceClient,
-                status,
-                RetryPolicy::Idempotent
-            );
+            return self
+                .ctx
+                .upstream
+                .forward(
+                    "/etcdserverpb.Maintenance/Status",
+                    RetryPolicy::Idempotent,
+                    request,
+                )
+                .await;
         }
-        forward_unary!(
-            self,
-            request,
-            MaintenanceClient,
-            status,
-            RetryPolicy::Idempotent
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Maintenance/Status",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await
     }
 
     async fn defragment(
         &self,
         request: Request<DefragmentRequest>,
     ) -> RpcResult<DefragmentResponse> {
-        forward_unary!(
-            self,
-            request,
-            MaintenanceClient,
-            defragment,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Maintenance/Defragment",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 
     async fn hash(&self, request: Request<HashRequest>) -> RpcResult<HashResponse> {
-        forward_unary!(
-            self,
-            request,
-            MaintenanceClient,
-            hash,
-            RetryPolicy::Idempotent
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Maintenance/Hash",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> RpcResult<HashKvResponse> {
-        forward_unary!(
-            self,
-            request,
-            MaintenanceClient,
-            hash_kv,
-            RetryPolicy::Idempotent
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Maintenance/HashKV",
+                RetryPolicy::Idempotent,
+                request,
+            )
+            .await
     }
 
     type SnapshotStream =
@@ -101,15 +113,15 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(&self, request: Request<SnapshotRequest>) -> RpcResult<Self::SnapshotStream> {
         let (fwd, msg) = Forwarded::split(request);
-        let ctx = &self.ctx;
-        let upstream: Streaming<SnapshotResponse> = ctx
-            .pool
-            .call(RetryPolicy::Idempotent, |ch| {
-                let req = fwd.request(msg);
-                let mut client =
-                    MaintenanceClient::new(ch).max_decoding_message_size(ctx.upstream_max_recv);
-                async move { client.snapshot(req).await.map(Response::into_inner) }
-            })
+        let upstream: Streaming<SnapshotResponse> = self
+            .ctx
+            .upstream
+            .server_stream(
+                "/etcdserverpb.Maintenance/Snapshot",
+                RetryPolicy::Idempotent,
+                Credentials::Client(&fwd),
+                msg,
+            )
             .await?;
         Ok(Response::new(Box::pin(upstream)))
     }
@@ -121,32 +133,39 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> RpcResult<MoveLeaderResponse> {
-        let Some(leader) = self.ctx.pool.leader() else {
-            return forward_unary!(
-                self,
-                request,
-                MaintenanceClient,
-                move_leader,
-                RetryPolicy::UnlessApplied
-            );
+        let Some(leader) = self.ctx.upstream.pool().leader() else {
+            return self
+                .ctx
+                .upstream
+                .forward(
+                    "/etcdserverpb.Maintenance/MoveLeader",
+                    RetryPolicy::UnlessApplied,
+                    request,
+                )
+                .await;
         };
         let (fwd, msg) = Forwarded::split(request);
-        let _inflight = leader.start_call();
-        let resp = MaintenanceClient::new(leader.channel.clone())
-            .move_leader(fwd.request(msg))
-            .await
-            .map_err(|s| Status::from(crate::error::ProxyError::Upstream(s)))?;
-        self.ctx.pool.request_refresh();
-        Ok(resp)
+        let resp = self
+            .ctx
+            .upstream
+            .unary_on(
+                &leader,
+                "/etcdserverpb.Maintenance/MoveLeader",
+                fwd.request(msg),
+            )
+            .await?;
+        self.ctx.upstream.pool().request_refresh();
+        Ok(Response::new(resp))
     }
 
     async fn downgrade(&self, request: Request<DowngradeRequest>) -> RpcResult<DowngradeResponse> {
-        forward_unary!(
-            self,
-            request,
-            MaintenanceClient,
-            downgrade,
-            RetryPolicy::UnlessApplied
-        )
+        self.ctx
+            .upstream
+            .forward(
+                "/etcdserverpb.Maintenance/Downgrade",
+                RetryPolicy::UnlessApplied,
+                request,
+            )
+            .await
     }
 }

@@ -8,7 +8,7 @@ use tonic::{Extensions, Request};
 
 use std::sync::Arc;
 
-use crate::backend::Pool;
+use crate::backend::Upstream;
 use crate::cache::RangeCache;
 use crate::namespace::Namespace;
 
@@ -26,12 +26,8 @@ pub mod watch;
 /// What every service needs: the pool, the upstream message limits and the KV features.
 #[derive(Clone)]
 pub struct Context {
-    /// The members calls go to.
-    pub pool: Pool,
-    /// Largest message accepted from a member.
-    pub upstream_max_recv: usize,
-    /// Largest message sent to a member.
-    pub upstream_max_send: usize,
+    /// Every call to a member goes through it.
+    pub upstream: Upstream,
     /// The key prefix clients are confined to (`--namespace`), if any.
     pub namespace: Option<Arc<Namespace>>,
     /// Range answers shared by clients without a token (serializable reads
@@ -83,26 +79,4 @@ impl Forwarded {
     pub fn metadata(&self) -> &MetadataMap {
         &self.0
     }
-}
-
-/// Generates a unary handler that forwards to the same RPC on a member.
-///
-/// `forward_unary!(self, request, ClientType, method, RetryPolicy::X)`
-#[macro_export]
-macro_rules! forward_unary {
-    ($self:ident, $req:ident, $client:ident, $method:ident, $policy:expr) => {{
-        let (fwd, msg) = $crate::services::Forwarded::split($req);
-        let ctx = &$self.ctx;
-        let resp = ctx
-            .pool
-            .call($policy, |ch| {
-                let req = fwd.request(msg.clone());
-                let mut client = $client::new(ch)
-                    .max_decoding_message_size(ctx.upstream_max_recv)
-                    .max_encoding_message_size(ctx.upstream_max_send);
-                async move { client.$method(req).await.map(tonic::Response::into_inner) }
-            })
-            .await?;
-        Ok::<_, tonic::Status>(tonic::Response::new(resp))
-    }};
 }

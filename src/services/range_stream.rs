@@ -19,9 +19,8 @@ use std::sync::atomic::Ordering;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::backend::RetryPolicy;
+use crate::backend::{Credentials, RetryPolicy};
 use crate::error::RpcResult;
-use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::{RangeRequest, RangeStreamResponse};
 use crate::services::{Context, Forwarded};
 
@@ -47,15 +46,14 @@ pub async fn range_stream(
         request.get_mut().serializable = false;
     }
     let (fwd, msg) = Forwarded::split(request);
-    let upstream = ctx
-        .pool
-        .call(RetryPolicy::Idempotent, |ch| {
-            let req = fwd.request(msg.clone());
-            let mut client = KvClient::new(ch)
-                .max_decoding_message_size(ctx.upstream_max_recv)
-                .max_encoding_message_size(ctx.upstream_max_send);
-            async move { client.range_stream(req).await.map(Response::into_inner) }
-        })
+    let upstream: tonic::Streaming<RangeStreamResponse> = ctx
+        .upstream
+        .server_stream(
+            "/etcdserverpb.KV/RangeStream",
+            RetryPolicy::Idempotent,
+            Credentials::Client(&fwd),
+            msg,
+        )
         .await?;
     let floor = ctx.serializable_floor.clone();
     let answers = upstream.map(move |message| {

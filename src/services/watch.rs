@@ -51,7 +51,7 @@ impl WatchService {
         let (fwd, inbound) = Forwarded::split(request);
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let fragmenting: Fragmenting = Arc::default();
-        let control = ControlStream::new(self.ctx.pool.clone(), fwd.clone(), tx.clone());
+        let control = ControlStream::new(self.ctx.upstream.pool().clone(), fwd.clone(), tx.clone());
         let stream = ClientStream {
             control,
             hub: self.hub.clone(),
@@ -250,7 +250,7 @@ pub fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
 
 impl ClientStream {
     async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
-        let pool = self.ctx.pool.clone();
+        let pool = self.ctx.upstream.pool().clone();
         let required = crate::require_leader::requested(self.fwd.metadata());
         let lost = crate::require_leader::lost(&pool, required);
         tokio::pin!(lost);
@@ -387,7 +387,8 @@ impl ClientStream {
     fn header_for_own_answer(&self) -> ResponseHeader {
         let ids: Vec<WatcherId> = self.ids.values().copied().collect();
         self.ctx
-            .pool
+            .upstream
+            .pool()
             .last_header()
             .or_else(|| self.hub.progress(&ids))
             .unwrap_or_default()
