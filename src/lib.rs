@@ -6,12 +6,12 @@
 //! - [`config`]: the runtime configuration the CLI (or a test) builds.
 //! - [`backend`]: the member pool: membership refresh, health, balancing, retry.
 //! - [`services`]: one file per etcd gRPC service, forwarding through the pool, and `grpc.health.v1`.
+//! - [`kv`]: KV as a stack of layers (ordering, namespace, leasing, cache) over the upstream.
 //! - [`cache`]: the range cache, kept coherent by one watch.
 //! - [`codec`]: prost with small starting buffers, for every service and client.
 //! - [`compression`]: gzip requests and answers, as members handle them.
 //! - [`read_barrier`]: linearizable reads batched behind shared upstream reads.
 //! - [`coalesce`]: watch broadcast and lease keep-alive coalescing.
-//! - [`leasing`]: `--experimental-leasing-prefix`, linearizable Gets served while leased.
 //! - [`namespace`]: `--namespace`, keys moved under a prefix and back.
 //! - [`registration`]: `--resolver-prefix`, proxies registered in etcd and listed by MemberList.
 //! - [`require_leader`]: `hasleader: true` streams end with "no leader" when the cluster has none.
@@ -45,7 +45,7 @@ pub mod error;
 pub mod grpc_service;
 pub mod health;
 pub mod http_api;
-pub mod leasing;
+pub mod kv;
 pub mod metrics;
 pub mod namespace;
 pub mod profile;

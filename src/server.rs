@@ -292,8 +292,7 @@ pub async fn run_with(
         drain.on_drain(hook);
     }
     let upstream = Upstream::new(pool.clone(), config.max_recv_bytes, config.max_send_bytes);
-    let ctx = Context {
-        upstream: upstream.clone(),
+    let features = crate::kv::Features {
         namespace: config.namespace.clone().map(Arc::new),
         cache: RangeCache::new(config.cache),
         read_barrier: crate::read_barrier::ReadBarrier::new(upstream.clone()),
@@ -301,7 +300,16 @@ pub async fn run_with(
         leasing: config
             .leasing_prefix
             .clone()
-            .map(|p| crate::leasing::Leasing::new(p, upstream.clone())),
+            .map(|p| crate::kv::leasing::Leasing::new(p, upstream.clone())),
+    };
+    let ctx = Context {
+        upstream: upstream.clone(),
+        kv: crate::kv::build(upstream.clone(), &features),
+        namespace: features.namespace,
+        cache: features.cache,
+        read_barrier: features.read_barrier,
+        serializable_floor: features.serializable_floor,
+        leasing: features.leasing,
     };
     let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE);
     let keepalive_hub = KeepAliveHub::new(pool.clone());

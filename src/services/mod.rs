@@ -39,7 +39,9 @@ pub struct Context {
     /// serializable read has answered with; older answers are read again.
     pub serializable_floor: Option<Arc<std::sync::atomic::AtomicI64>>,
     /// `--experimental-leasing-prefix`: linearizable Gets served from held leases.
-    pub leasing: Option<Arc<crate::leasing::Leasing>>,
+    pub leasing: Option<Arc<crate::kv::leasing::Leasing>>,
+    /// The KV stack ([`crate::kv`]) built once from the configuration.
+    pub kv: crate::kv::SharedKv,
 }
 
 /// The client's metadata, cleaned of what belongs to its own connection,

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::Kv;
 use crate::backend::{Credentials, Upstream};
 use crate::backend::{Pool, RetryPolicy};
 use crate::coalesce::keepalive::KeepAliveHub;
@@ -192,18 +193,29 @@ impl Leasing {
         (start, end)
     }
 
-    async fn txn(
+    /// A Txn made for a client's call, sent down the KV stack (`below`)
+    /// with the client's credentials.
+    async fn client_txn(
         &self,
-        fwd: Option<&Forwarded>,
+        below: &dyn Kv,
+        fwd: &Forwarded,
+        txn: TxnRequest,
+    ) -> Result<TxnResponse, ProxyError> {
+        below
+            .txn(fwd.request(txn))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(ProxyError::Upstream)
+    }
+
+    /// A Txn of the leasing's own bookkeeping, as the proxy's own user.
+    async fn own_txn(
+        &self,
         txn: TxnRequest,
         policy: RetryPolicy,
     ) -> Result<TxnResponse, ProxyError> {
-        let credentials = match fwd {
-            Some(f) => Credentials::Client(f),
-            None => Credentials::Own,
-        };
         self.upstream
-            .unary("/etcdserverpb.KV/Txn", policy, credentials, txn)
+            .unary("/etcdserverpb.KV/Txn", policy, Credentials::Own, txn)
             .await
     }
 
@@ -434,6 +446,7 @@ impl Leasing {
     /// (the caller forwards it as usual).
     pub async fn get(
         &self,
+        below: &dyn Kv,
         fwd: &Forwarded,
         req: &RangeRequest,
     ) -> Option<Result<RangeResponse, ProxyError>> {
@@ -468,7 +481,7 @@ impl Leasing {
             ],
             failure: vec![read, read_lk],
         };
-        let result = self.txn(Some(fwd), txn, RetryPolicy::UnlessApplied).await;
+        let result = self.client_txn(below, fwd, txn).await;
         let mut st = lock(&self.state);
         let lost = match st.pending.get_mut(&req.key) {
             Some(n) if *n > 1 => {
@@ -532,8 +545,7 @@ impl Leasing {
             })
             .collect();
         let resp = self
-            .txn(
-                None,
+            .own_txn(
                 TxnRequest {
                     compare: vec![],
                     success: reads,
@@ -563,6 +575,7 @@ impl Leasing {
     /// the write goes ahead unguarded.
     pub async fn write(
         &self,
+        below: &dyn Kv,
         fwd: &Forwarded,
         write: Vec<RequestOp>,
         touched: &[(Vec<u8>, Vec<u8>)],
@@ -589,7 +602,7 @@ impl Leasing {
                 success: write.clone(),
                 failure: vec![],
             };
-            let resp = self.txn(Some(fwd), txn, RetryPolicy::UnlessApplied).await?;
+            let resp = self.client_txn(below, fwd, txn).await?;
             if resp.succeeded {
                 return Ok(resp);
             }
@@ -603,8 +616,7 @@ impl Leasing {
                 if Some(kv.lease) == lease {
                     self.lose(key, Some(kv.create_revision));
                     let _ = self
-                        .txn(
-                            None,
+                        .own_txn(
                             self.release_txn(kv.key.clone(), kv.create_revision),
                             RetryPolicy::Idempotent,
                         )
@@ -626,7 +638,7 @@ impl Leasing {
                         }))],
                         failure: vec![],
                     };
-                    self.txn(None, mark, RetryPolicy::UnlessApplied).await?;
+                    self.own_txn(mark, RetryPolicy::UnlessApplied).await?;
                 }
                 wait.push(kv.key);
             }
