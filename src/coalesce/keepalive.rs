@@ -24,8 +24,9 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::Status;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info_span, Instrument};
 
+use crate::backend::resilient_stream::{self, Choice, Session, Step};
 use crate::backend::retry::Failure;
 use crate::backend::Pool;
 use crate::proto::etcdserverpb::lease_client::LeaseClient;
@@ -270,31 +271,73 @@ impl Renewals {
 async fn upstream(
     hub: std::sync::Weak<Renewals>,
     shard: usize,
-    mut queue: mpsc::UnboundedReceiver<i64>,
+    queue: mpsc::UnboundedReceiver<i64>,
 ) {
-    let mut backoff = Duration::from_millis(50);
-    let mut pending: Option<i64> = None;
-    loop {
-        // Open only when there is something to send.
-        if pending.is_none() {
-            match hub.upgrade().map(|h| h.inflight(shard).is_empty()) {
-                None => return,
-                Some(true) => match queue.recv().await {
-                    Some(id) => pending = Some(id),
-                    None => return,
+    let Some(pool) = hub.upgrade().map(|h| h.pool.clone()) else {
+        return;
+    };
+    let session = ShardSession {
+        hub,
+        shard,
+        queue,
+        pending: None,
+        tx: None,
+    };
+    resilient_stream::run(&pool, Choice::LeaderFirst, "keep-alive", session).await;
+}
+
+/// One shard's upstream LeaseKeepAlive stream, as a
+/// [`resilient_stream::Session`]: each (re)open sends the shard's
+/// in-flight renewals again.
+struct ShardSession {
+    hub: std::sync::Weak<Renewals>,
+    shard: usize,
+    /// Lease ids to renew, as clients ask.
+    queue: mpsc::UnboundedReceiver<i64>,
+    /// An id taken from the queue that no open stream has sent yet.
+    pending: Option<i64>,
+    /// The open stream's requests (unbounded: sending never waits, so
+    /// answers are always read).
+    tx: Option<mpsc::UnboundedSender<LeaseKeepAliveRequest>>,
+}
+
+#[tonic::async_trait]
+impl Session for ShardSession {
+    type Message = LeaseKeepAliveResponse;
+
+    /// Opens only when there is something to send.
+    async fn ready(&mut self) -> Step {
+        if self.pending.is_none() {
+            match self
+                .hub
+                .upgrade()
+                .map(|h| h.inflight(self.shard).is_empty())
+            {
+                None => return Step::Stop,
+                Some(true) => match self.queue.recv().await {
+                    Some(id) => self.pending = Some(id),
+                    None => return Step::Stop,
                 },
                 Some(false) => {}
             }
         }
-        let Some(h) = hub.upgrade() else { return };
-        let Some(backend) = h.pool.leader().or_else(|| h.pool.pick(&[])) else {
-            tokio::time::sleep(backoff).await;
-            continue;
+        if self.hub.strong_count() == 0 {
+            return Step::Stop;
+        }
+        Step::Continue
+    }
+
+    async fn open(
+        &mut self,
+        backend: &Arc<crate::backend::Backend>,
+        _reopened: bool,
+    ) -> Result<tonic::Streaming<LeaseKeepAliveResponse>, Status> {
+        let Some(h) = self.hub.upgrade() else {
+            return Err(ProxyError::Lost("keep-alive renewals").status());
         };
-        // Unbounded: sending never waits, so answers are always read.
         let (tx, rx) = mpsc::unbounded_channel::<LeaseKeepAliveRequest>();
-        let mut resend: Vec<i64> = h.inflight(shard);
-        if let Some(id) = pending.take() {
+        let mut resend: Vec<i64> = h.inflight(self.shard);
+        if let Some(id) = self.pending.take() {
             if !resend.contains(&id) {
                 resend.push(id);
             }
@@ -302,7 +345,6 @@ async fn upstream(
         for id in resend {
             let _ = tx.send(LeaseKeepAliveRequest { id });
         }
-        let mut client = LeaseClient::new(backend.channel.clone());
         h.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
         let request = tonic::Request::from_parts(
             h.metadata.clone(),
@@ -310,65 +352,54 @@ async fn upstream(
             UnboundedReceiverStream::new(rx),
         );
         drop(h);
-        let mut stream = match client.lease_keep_alive(request).await {
-            Ok(r) => r.into_inner(),
-            Err(status) => {
-                if let Some(h) = hub.upgrade() {
-                    on_error(&h, shard, &backend, &status);
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
+        let stream = LeaseClient::new(backend.channel.clone())
+            .lease_keep_alive(request)
+            .await?
+            .into_inner();
+        self.tx = Some(tx);
+        Ok(stream)
+    }
+
+    async fn message(&mut self, resp: LeaseKeepAliveResponse) -> Step {
+        match self.hub.upgrade() {
+            Some(h) => {
+                h.answer(resp);
+                Step::Continue
             }
+            None => Step::Stop,
+        }
+    }
+
+    async fn event(&mut self) -> Step {
+        let Some(id) = self.queue.recv().await else {
+            return Step::Stop;
         };
-        let mut health = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                id = queue.recv() => match id {
-                    Some(id) => {
-                        if tx.send(LeaseKeepAliveRequest { id }).is_err() {
-                            pending = Some(id);
-                            break;
-                        }
-                    }
-                    None => return,
-                },
-                msg = stream.message() => {
-                    let Some(h) = hub.upgrade() else { return };
-                    match msg {
-                        Ok(Some(resp)) => {
-                            backoff = Duration::from_millis(50);
-                            h.answer(resp);
-                        }
-                        Ok(None) => break,
-                        Err(status) => {
-                            on_error(&h, shard, &backend, &status);
-                            break;
-                        }
-                    }
-                }
-                _ = health.tick() => {
-                    let Some(h) = hub.upgrade() else { return };
-                    if !backend.is_healthy() && h.pool.backends().iter().any(|b| b.is_healthy()) {
-                        warn!(backend = %backend.url, "member left rotation; moving keep-alive stream");
-                        break;
-                    }
-                }
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(LeaseKeepAliveRequest { id }).is_ok());
+        if sent {
+            Step::Continue
+        } else {
+            self.pending = Some(id);
+            Step::Reopen
+        }
+    }
+
+    /// Transport trouble and "no leader" move to another member (the
+    /// loop does that); any other etcd answer reaches the waiting clients.
+    fn failed(&mut self, backend: &crate::backend::Backend, status: &Status) {
+        if let Some(h) = self.hub.upgrade() {
+            if Failure::of(status) == Failure::Answer
+                && status.metadata().get("content-type").is_some()
+            {
+                h.fail_shard(self.shard, status);
             }
         }
-        tokio::time::sleep(backoff).await;
+        debug!(backend = %backend.url, error = %status.message(), "upstream keep-alive stream failed");
     }
-}
 
-/// A failed upstream stream: transport trouble and "no leader" move to
-/// another member; any other etcd answer reaches the waiting clients.
-fn on_error(hub: &Renewals, shard: usize, backend: &crate::backend::Backend, status: &Status) {
-    let failure = Failure::of(status);
-    if failure.member_unhealthy() {
-        hub.pool.mark_unhealthy(backend, status.message());
+    fn closed(&mut self) {
+        self.tx = None;
     }
-    if failure == Failure::Answer && status.metadata().get("content-type").is_some() {
-        hub.fail_shard(shard, status);
-    }
-    debug!(backend = %backend.url, error = %status.message(), "upstream keep-alive stream failed");
 }

@@ -14,14 +14,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info_span, Instrument};
 
-use crate::backend::retry::Failure;
+use crate::backend::resilient_stream::{self, Choice, Session, Step};
 use crate::backend::Pool;
 use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
@@ -427,104 +426,11 @@ impl WatchHub {
     /// Keeps one upstream watch open for `b`, on whichever member is
     /// healthy, until its last watcher leaves or etcd cancels it.
     async fn run_broadcast(self: &Arc<Self>, b: &Arc<Broadcast>) {
-        let mut backoff = Duration::from_millis(50);
-        let mut opened_once = false;
-        loop {
-            if lock(&b.state).watchers.is_empty() {
-                return;
-            }
-            let Some(backend) = self.pool.pick(&[]) else {
-                tokio::time::sleep(backoff).await;
-                continue;
-            };
-            if opened_once {
-                self.stats.failovers.fetch_add(1, Ordering::Relaxed);
-            }
-            let start = {
-                let st = lock(&b.state);
-                if st.created {
-                    st.position + 1
-                } else {
-                    b.initial_start
-                }
-            };
-            let (req_tx, req_rx) = mpsc::channel(16);
-            let create = WatchRequest {
-                request_union: Some(watch_request::RequestUnion::CreateRequest(
-                    WatchCreateRequest {
-                        key: b.key.key.clone(),
-                        range_end: b.key.range_end.clone(),
-                        start_revision: start,
-                        progress_notify: true,
-                        prev_kv: true,
-                        ..Default::default()
-                    },
-                )),
-            };
-            let _ = req_tx.send(create).await;
-            let mut client =
-                WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
-            let mut stream = match client
-                .watch(b.fwd.request(ReceiverStream::new(req_rx)))
-                .await
-            {
-                Ok(r) => r.into_inner(),
-                Err(status) => {
-                    if Failure::of(&status).member_unhealthy() {
-                        self.pool.mark_unhealthy(&backend, status.message());
-                    }
-                    debug!(backend = %backend.url, error = %status.message(), "upstream watch failed to open");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            opened_once = true;
-            {
-                let mut st = lock(&b.state);
-                if !st.progress_waiters.is_empty() {
-                    let _ = req_tx.try_send(progress_request());
-                }
-                st.upstream = Some(req_tx.clone());
-            }
-            let mut health = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    msg = stream.message() => match msg {
-                        Ok(Some(resp)) => {
-                            backoff = Duration::from_millis(50);
-                            if self.deliver(b, resp).await == Flow::Done {
-                                return;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(status) => {
-                            if Failure::of(&status).member_unhealthy() {
-                                self.pool.mark_unhealthy(&backend, status.message());
-                            }
-                            warn!(backend = %backend.url, error = %status.message(), "upstream watch lost; re-opening on another member");
-                            break;
-                        }
-                    },
-                    _ = b.emptied.notified() => {
-                        if lock(&b.state).watchers.is_empty() {
-                            return;
-                        }
-                    }
-                    _ = health.tick() => {
-                        let gone = !backend.is_healthy()
-                            || !self.pool.backends().iter().any(|x| x.url == backend.url);
-                        if gone && self.pool.backends().iter().any(|x| x.is_healthy() && x.url != backend.url) {
-                            warn!(backend = %backend.url, "member left rotation; moving upstream watch");
-                            break;
-                        }
-                    }
-                }
-            }
-            lock(&b.state).upstream = None;
-            drop(req_tx);
-            tokio::time::sleep(backoff).await;
-        }
+        let session = BroadcastSession {
+            hub: self.clone(),
+            b: b.clone(),
+        };
+        resilient_stream::run(&self.pool, Choice::Balanced, "watch", session).await;
     }
 
     /// The events of `resp` watcher `w` receives, in a response of its own
@@ -867,4 +773,89 @@ struct Outgoing {
 enum Flow {
     More,
     Done,
+}
+
+/// A broadcast's upstream watch, as a [`resilient_stream::Session`]: each
+/// (re)open creates the watch from the broadcast's position + 1.
+struct BroadcastSession {
+    hub: Arc<WatchHub>,
+    b: Arc<Broadcast>,
+}
+
+#[tonic::async_trait]
+impl Session for BroadcastSession {
+    type Message = WatchResponse;
+
+    async fn ready(&mut self) -> Step {
+        if lock(&self.b.state).watchers.is_empty() {
+            Step::Stop
+        } else {
+            Step::Continue
+        }
+    }
+
+    async fn open(
+        &mut self,
+        backend: &Arc<crate::backend::Backend>,
+        reopened: bool,
+    ) -> Result<tonic::Streaming<WatchResponse>, Status> {
+        let b = &self.b;
+        if reopened {
+            self.hub.stats.failovers.fetch_add(1, Ordering::Relaxed);
+        }
+        let start = {
+            let st = lock(&b.state);
+            if st.created {
+                st.position + 1
+            } else {
+                b.initial_start
+            }
+        };
+        let (req_tx, req_rx) = mpsc::channel(16);
+        let create = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: b.key.key.clone(),
+                    range_end: b.key.range_end.clone(),
+                    start_revision: start,
+                    progress_notify: true,
+                    prev_kv: true,
+                    ..Default::default()
+                },
+            )),
+        };
+        let _ = req_tx.send(create).await;
+        let mut client =
+            WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
+        let stream = client
+            .watch(b.fwd.request(ReceiverStream::new(req_rx)))
+            .await?
+            .into_inner();
+        let mut st = lock(&b.state);
+        if !st.progress_waiters.is_empty() {
+            let _ = req_tx.try_send(progress_request());
+        }
+        st.upstream = Some(req_tx);
+        Ok(stream)
+    }
+
+    async fn message(&mut self, resp: WatchResponse) -> Step {
+        match self.hub.deliver(&self.b, resp).await {
+            Flow::Done => Step::Stop,
+            _ => Step::Continue,
+        }
+    }
+
+    async fn event(&mut self) -> Step {
+        self.b.emptied.notified().await;
+        if lock(&self.b.state).watchers.is_empty() {
+            Step::Stop
+        } else {
+            Step::Continue
+        }
+    }
+
+    fn closed(&mut self) {
+        lock(&self.b.state).upstream = None;
+    }
 }

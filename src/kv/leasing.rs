@@ -31,6 +31,7 @@ use futures::StreamExt;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::Kv;
+use crate::backend::resilient_stream::{Choice, Session, Step};
 use crate::backend::{Credentials, Upstream};
 use crate::backend::{Pool, RetryPolicy};
 use crate::coalesce::keepalive::KeepAliveHub;
@@ -324,70 +325,54 @@ impl Leasing {
         }
     }
 
-    /// Follows every leasing key; returns when the watch ends.
+    /// Follows every leasing key for session `lease`, moving to another
+    /// member when its member fails and resuming after the last event seen;
+    /// returns when etcd cancels the watch (compacted past it, say). While
+    /// no watch is open nothing is served, and every copy held when a watch
+    /// closes is dropped (it is acquired again on its next read).
     async fn watch(&self, lease: i64) {
-        let Some(backend) = self.pool.pick(&[]) else {
+        let session = LeasingWatch {
+            leasing: self,
+            lease,
+            position: None,
+        };
+        crate::backend::resilient_stream::run(
+            &self.pool,
+            Choice::Balanced,
+            "leasing watch",
+            session,
+        )
+        .await;
+    }
+
+    /// What one leasing watch event means for the copies of session `lease`.
+    fn apply(&self, lease: i64, ev: &crate::proto::mvccpb::Event) {
+        let Some(kv) = &ev.kv else { return };
+        let Some(key) = kv.key.strip_prefix(self.prefix.as_slice()) else {
             return;
         };
-        let end = crate::namespace::prefix_end(&self.prefix);
-        let create = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(
-                WatchCreateRequest {
-                    key: self.prefix.clone(),
-                    range_end: end,
-                    prev_kv: true,
-                    ..Default::default()
-                },
-            )),
-        };
-        let requests = futures::stream::iter(vec![create]).chain(futures::stream::pending());
-        let mut client = WatchClient::new(backend.channel.clone())
-            .max_decoding_message_size(self.upstream.max_recv());
-        let mut stream = match client.watch(self.pool.own_request(requests)).await {
-            Ok(s) => s.into_inner(),
-            Err(e) => {
-                warn!(error = %e, "leasing watch refused");
-                return;
+        if ev.r#type == EventType::Put as i32 {
+            if !kv.value.is_empty() && kv.lease == lease {
+                self.lose(key, Some(kv.create_revision));
+                self.release_later(kv.key.clone(), kv.create_revision);
             }
-        };
-        loop {
-            let resp = match stream.message().await {
-                Ok(Some(resp)) => resp,
-                Ok(None) => return,
-                Err(e) => {
-                    warn!(error = %e, "leasing watch broken");
-                    return;
-                }
-            };
-            if resp.canceled {
-                warn!(reason = %String::from_utf8_lossy(&resp.cancel_reason), "leasing watch cancelled");
-                return;
-            }
-            if resp.created {
-                lock(&self.state).watching = true;
-                debug!("leasing watch open");
-            }
-            for ev in resp.events {
-                let Some(kv) = ev.kv else { continue };
-                let Some(key) = kv.key.strip_prefix(self.prefix.as_slice()) else {
-                    continue;
-                };
-                if ev.r#type == EventType::Put as i32 {
-                    if !kv.value.is_empty() && kv.lease == lease {
-                        self.lose(key, Some(kv.create_revision));
-                        self.release_later(kv.key.clone(), kv.create_revision);
-                    }
-                } else {
-                    match &ev.prev_kv {
-                        Some(prev) if prev.lease == lease => {
-                            self.lose(key, Some(prev.create_revision))
-                        }
-                        Some(_) => {}
-                        None => self.lose(key, None),
-                    }
-                }
+        } else {
+            match &ev.prev_kv {
+                Some(prev) if prev.lease == lease => self.lose(key, Some(prev.create_revision)),
+                Some(_) => {}
+                None => self.lose(key, None),
             }
         }
+    }
+
+    /// The leasing watch closed: nothing is served until one is open
+    /// again, and no copy held now is trusted after.
+    fn stop_serving(&self) {
+        let mut st = lock(&self.state);
+        st.watching = false;
+        st.owned.clear();
+        st.lost.clear();
+        st.generation += 1;
     }
 
     /// Our `<prefix>key` (of that incarnation) is going or gone: stop serving it.
@@ -704,88 +689,70 @@ impl Leasing {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The watch on the leasing prefix, as a resilient-stream session.
+struct LeasingWatch<'a> {
+    leasing: &'a Leasing,
+    lease: i64,
+    /// The revision through which every event has been applied.
+    position: Option<i64>,
+}
 
-    #[test]
-    fn only_plain_single_key_linearizable_gets_are_served() {
-        let plain = RangeRequest {
-            key: b"k".to_vec(),
-            ..Default::default()
-        };
-        assert!(servable(&plain));
-        assert!(!servable(&RangeRequest {
-            serializable: true,
-            ..plain.clone()
-        }));
-        assert!(!servable(&RangeRequest {
-            range_end: b"l".to_vec(),
-            ..plain.clone()
-        }));
-        assert!(!servable(&RangeRequest {
-            revision: 3,
-            ..plain.clone()
-        }));
-        assert!(!servable(&RangeRequest {
-            count_only: true,
-            ..plain.clone()
-        }));
-        assert!(!servable(&RangeRequest {
-            key: Vec::new(),
-            ..plain
-        }));
-    }
+#[tonic::async_trait]
+impl Session for LeasingWatch<'_> {
+    type Message = WatchResponse;
 
-    #[test]
-    fn ranges_follow_etcd_conventions() {
-        assert!(in_range(b"k", b"k", b""));
-        assert!(!in_range(b"k1", b"k", b""));
-        assert!(in_range(b"zz", b"k", &[0]));
-        assert!(in_range(b"k1", b"k", b"l") && !in_range(b"l", b"k", b"l"));
-    }
-
-    #[test]
-    fn txn_writes_cover_every_branch_and_nested_txns() {
-        let put = |k: &str| {
-            op(request_op::Request::RequestPut(PutRequest {
-                key: k.into(),
-                ..Default::default()
-            }))
-        };
-        let inner = TxnRequest {
-            success: vec![put("c")],
-            ..Default::default()
-        };
-        let txn = TxnRequest {
-            success: vec![
-                put("a"),
-                op(request_op::Request::RequestRange(RangeRequest {
-                    key: b"r".to_vec(),
+    async fn open(
+        &mut self,
+        backend: &Arc<crate::backend::Backend>,
+        _reopened: bool,
+    ) -> Result<tonic::Streaming<WatchResponse>, tonic::Status> {
+        let l = self.leasing;
+        let create = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: l.prefix.clone(),
+                    range_end: crate::namespace::prefix_end(&l.prefix),
+                    start_revision: self.position.map_or(0, |p| p + 1),
+                    prev_kv: true,
                     ..Default::default()
-                })),
-            ],
-            failure: vec![
-                op(request_op::Request::RequestDeleteRange(
-                    DeleteRangeRequest {
-                        key: b"b".to_vec(),
-                        range_end: b"b9".to_vec(),
-                        ..Default::default()
-                    },
-                )),
-                op(request_op::Request::RequestTxn(inner)),
-            ],
-            ..Default::default()
+                },
+            )),
         };
-        let mut out = Vec::new();
-        txn_writes(&txn, &mut out);
-        assert_eq!(
-            out,
-            vec![
-                (b"a".to_vec(), vec![]),
-                (b"b".to_vec(), b"b9".to_vec()),
-                (b"c".to_vec(), vec![])
-            ]
-        );
+        let requests = futures::stream::iter(vec![create]).chain(futures::stream::pending());
+        let mut client = WatchClient::new(backend.channel.clone())
+            .max_decoding_message_size(l.upstream.max_recv());
+        Ok(client
+            .watch(l.pool.own_request(requests))
+            .await?
+            .into_inner())
+    }
+
+    async fn message(&mut self, resp: WatchResponse) -> Step {
+        if resp.canceled {
+            warn!(reason = %String::from_utf8_lossy(&resp.cancel_reason), "leasing watch cancelled");
+            return Step::Stop;
+        }
+        if resp.created {
+            if self.position.is_none() {
+                // From now: every later event is above the creation's revision.
+                self.position = resp.header.as_ref().map(|h| h.revision);
+            }
+            lock(&self.leasing.state).watching = true;
+            debug!("leasing watch open");
+        }
+        for ev in &resp.events {
+            self.leasing.apply(self.lease, ev);
+            if let Some(kv) = &ev.kv {
+                self.position = Some(self.position.unwrap_or(0).max(kv.mod_revision));
+            }
+        }
+        Step::Continue
+    }
+
+    fn closed(&mut self) {
+        self.leasing.stop_serving();
     }
 }
+
+#[cfg(test)]
+mod tests;
