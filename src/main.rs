@@ -6,11 +6,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use etcd_grpc_proxy::cli::Cli;
+use etcd_grpc_proxy::config::cli::Cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = Cli::parse_from(etcd_grpc_proxy::env::args_from_env()).start_args();
+    let args = Cli::parse_from(etcd_grpc_proxy::config::env::args_from_env()).start_args();
     let mut level = if args.debug { "debug" } else { "info" }.to_string();
     if args.grpc_logging().unwrap_or(false) {
         level.push_str(",tonic=debug,hyper=debug,h2=debug,tower=debug");

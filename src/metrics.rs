@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::backend::Pool;
-use crate::coalesce::keepalive::KeepAliveHub;
-use crate::coalesce::watch::WatchHub;
+use crate::lease::keepalive::KeepAliveHub;
+use crate::upstream::Pool;
+use crate::watch::hub::WatchHub;
 
 /// A method's gRPC call type, as go-grpc-prometheus labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,9 +203,9 @@ pub struct Sources {
     /// Keep-alive coalescing counters.
     pub keepalive_hub: Arc<KeepAliveHub>,
     /// The range cache's counters and size.
-    pub cache: Arc<crate::cache::RangeCache>,
+    pub cache: Arc<crate::kv::cache::RangeCache>,
     /// How many linearizable read barriers were sent.
-    pub read_barrier: Arc<crate::read_barrier::ReadBarrier>,
+    pub read_barrier: Arc<crate::kv::read_barrier::ReadBarrier>,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -548,43 +548,4 @@ fn process_cpu_seconds() -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn process_metrics_are_read_from_proc() {
-        let mut out = String::new();
-        render_process(&mut out, 1.0);
-        assert!(out.contains("process_start_time_seconds 1"));
-        if cfg!(target_os = "linux") {
-            assert!(out.contains("process_resident_memory_bytes "), "{out}");
-            assert!(process_cpu_seconds().is_some());
-        }
-    }
-
-    #[test]
-    fn paths_map_to_methods() {
-        let m = MethodId::from_path("/etcdserverpb.KV/Range").unwrap();
-        assert_eq!(m.grpc_type(), GrpcType::Unary);
-        assert_eq!(
-            MethodId::from_path("/v3electionpb.Election/Observe")
-                .unwrap()
-                .grpc_type(),
-            GrpcType::ServerStream
-        );
-        assert!(MethodId::from_path("/nope.Svc/X").is_none());
-    }
-
-    #[test]
-    fn handled_counts_by_code_and_out_of_range_codes_are_unknown() {
-        let metrics = Metrics::default();
-        let m = MethodId::from_path("/etcdserverpb.KV/Put").unwrap();
-        metrics.started(Some(m));
-        metrics.started(Some(m));
-        assert_eq!(metrics.in_flight(m), 2);
-        metrics.handled(m, 0);
-        metrics.handled(m, 99);
-        assert_eq!(metrics.in_flight(m), 0);
-        assert_eq!(metrics.methods[m.0].handled[2].load(Ordering::Relaxed), 1);
-    }
-}
+mod tests;

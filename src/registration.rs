@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::backend::RetryPolicy;
-use crate::backend::{Credentials, Upstream};
-use crate::coalesce::keepalive::KeepAliveHub;
 use crate::error::ProxyError;
+use crate::lease::keepalive::KeepAliveHub;
 use crate::proto::etcdserverpb::*;
+use crate::upstream::RetryPolicy;
+use crate::upstream::{Credentials, Upstream};
 
 /// What and where a proxy registers.
 #[derive(Debug, Clone, PartialEq, Eq)]

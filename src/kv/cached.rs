@@ -9,10 +9,10 @@ use std::time::Duration;
 use tonic::{Request, Response};
 
 use super::{again, revision, Kv, SharedKv};
-use crate::cache::{self, RangeCache};
 use crate::error::RpcResult;
+use crate::kv::cache::{self, RangeCache};
+use crate::kv::read_barrier::ReadBarrier;
 use crate::proto::etcdserverpb::*;
-use crate::read_barrier::ReadBarrier;
 
 /// How long a linearizable read waits for the cache's watch to reach a
 /// barrier's revision before it goes to etcd instead.

@@ -12,7 +12,7 @@ use super::leasing::{self, Leasing};
 use super::{txn_is_read_only, Kv, SharedKv};
 use crate::error::{ProxyError, RpcResult};
 use crate::proto::etcdserverpb::*;
-use crate::services::Forwarded;
+use crate::upstream::Forwarded;
 
 /// The leasing layer.
 pub struct Leased {

@@ -31,17 +31,17 @@ use futures::StreamExt;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::Kv;
-use crate::backend::resilient_stream::{Choice, Session, Step};
-use crate::backend::{Credentials, Upstream};
-use crate::backend::{Pool, RetryPolicy};
-use crate::coalesce::keepalive::KeepAliveHub;
 use crate::error::ProxyError;
+use crate::lease::keepalive::KeepAliveHub;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::*;
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::KeyValue;
-use crate::services::Forwarded;
+use crate::upstream::resilient_stream::{Choice, Session, Step};
+use crate::upstream::Forwarded;
+use crate::upstream::{Credentials, Upstream};
+use crate::upstream::{Pool, RetryPolicy};
 
 /// TTL of the session lease, in seconds; also the longest a writer waits
 /// for an owner to give a key up.
@@ -187,7 +187,7 @@ impl Leasing {
         let end = if end.is_empty() {
             Vec::new()
         } else if end == [0] {
-            crate::namespace::prefix_end(&self.prefix)
+            crate::kv::namespace::prefix_end(&self.prefix)
         } else {
             self.leasing_key(end)
         };
@@ -303,7 +303,7 @@ impl Leasing {
             match hub.keep_alive(self.pool.own_token().as_ref(), lease).await {
                 Ok(resp) if resp.ttl > 0 => {
                     let life = Duration::from_secs(resp.ttl as u64)
-                        .saturating_sub(SAFETY_MARGIN + crate::coalesce::keepalive::FRESH);
+                        .saturating_sub(SAFETY_MARGIN + crate::lease::keepalive::FRESH);
                     if let Some(s) = lock(&self.state).session.as_mut() {
                         s.1 = s.1.max(sent + life);
                     }
@@ -336,7 +336,7 @@ impl Leasing {
             lease,
             position: None,
         };
-        crate::backend::resilient_stream::run(
+        crate::upstream::resilient_stream::run(
             &self.pool,
             Choice::Balanced,
             "leasing watch",
@@ -703,7 +703,7 @@ impl Session for LeasingWatch<'_> {
 
     async fn open(
         &mut self,
-        backend: &Arc<crate::backend::Backend>,
+        backend: &Arc<crate::upstream::Backend>,
         _reopened: bool,
     ) -> Result<tonic::Streaming<WatchResponse>, tonic::Status> {
         let l = self.leasing;
@@ -711,7 +711,7 @@ impl Session for LeasingWatch<'_> {
             request_union: Some(watch_request::RequestUnion::CreateRequest(
                 WatchCreateRequest {
                     key: l.prefix.clone(),
-                    range_end: crate::namespace::prefix_end(&l.prefix),
+                    range_end: crate::kv::namespace::prefix_end(&l.prefix),
                     start_revision: self.position.map_or(0, |p| p + 1),
                     prev_kv: true,
                     ..Default::default()

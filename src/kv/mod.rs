@@ -9,22 +9,28 @@
 //! 4. [`Cached`], the range cache and its read barrier;
 //! 5. [`Upstream`], a member, with the client's credentials and the retry policy.
 //!
-//! Layers that are off are left out of the stack ([`build`]).
+//! Layers that are off are left out of the stack ([`build`]). Beside the
+//! layers live what they use: [`cache`] (the range cache, kept coherent by
+//! one watch), [`read_barrier`], [`namespace`] (key mapping, also used by
+//! Watch, Election and Lock) and [`leasing`] (the leasing state machine).
 
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use tonic::Request;
 
-use crate::backend::Upstream;
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::*;
+use crate::upstream::Upstream;
 
+pub mod cache;
 pub mod cached;
 pub mod leased;
 pub mod leasing;
+pub mod namespace;
 pub mod namespaced;
 pub mod ordered;
+pub mod read_barrier;
 mod upstream;
 
 pub use cached::Cached;
@@ -56,16 +62,16 @@ pub type SharedKv = Arc<dyn Kv>;
 /// What the stack is built from: each feature that is on adds its layer.
 pub struct Features {
     /// `--namespace`.
-    pub namespace: Option<Arc<crate::namespace::Namespace>>,
+    pub namespace: Option<Arc<crate::kv::namespace::Namespace>>,
     /// `--experimental-serializable-ordering`: the highest revision a
     /// serializable read has answered with.
     pub serializable_floor: Option<Arc<AtomicI64>>,
     /// `--experimental-leasing-prefix`.
     pub leasing: Option<Arc<leasing::Leasing>>,
     /// The range cache (always in the stack; it serves nothing while off).
-    pub cache: Arc<crate::cache::RangeCache>,
+    pub cache: Arc<crate::kv::cache::RangeCache>,
     /// Shared linearizable read barriers for the cache.
-    pub read_barrier: Arc<crate::read_barrier::ReadBarrier>,
+    pub read_barrier: Arc<crate::kv::read_barrier::ReadBarrier>,
 }
 
 /// The KV stack over `upstream`, built once from the configuration.

@@ -5,7 +5,7 @@ use tonic::Request;
 
 use super::{Kv, SharedKv};
 use crate::error::RpcResult;
-use crate::namespace::Namespace;
+use crate::kv::namespace::Namespace;
 use crate::proto::etcdserverpb::*;
 use std::sync::Arc;
 

@@ -5,9 +5,9 @@
 use tonic::Request;
 
 use super::{txn_is_read_only, Kv};
-use crate::backend::{RetryPolicy, Upstream};
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::*;
+use crate::upstream::{RetryPolicy, Upstream};
 
 #[tonic::async_trait]
 impl Kv for Upstream {

@@ -5,11 +5,11 @@
 
 use tonic::Request;
 
-use crate::backend::RetryPolicy;
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::*;
 use crate::services::Context;
+use crate::upstream::RetryPolicy;
 
 /// Serves `etcdserverpb.Auth`.
 pub struct AuthService {

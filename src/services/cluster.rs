@@ -4,12 +4,12 @@
 
 use tonic::Request;
 
-use crate::backend::RetryPolicy;
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::*;
 use crate::registration::{self, Registered, Registration};
 use crate::services::Context;
+use crate::upstream::RetryPolicy;
 
 /// Serves `etcdserverpb.Cluster`.
 pub struct ClusterService {

@@ -6,11 +6,12 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::backend::{Credentials, RetryPolicy};
 use crate::error::RpcResult;
 use crate::proto::v3electionpb::election_server::Election;
 use crate::proto::v3electionpb::*;
-use crate::services::{Context, Forwarded};
+use crate::services::Context;
+use crate::upstream::Forwarded;
+use crate::upstream::{Credentials, RetryPolicy};
 
 /// Serves `v3electionpb.Election`.
 pub struct ElectionService {

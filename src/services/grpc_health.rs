@@ -1,5 +1,5 @@
 //! `grpc.health.v1.Health`, as members serve it, answered from the proxy's
-//! own readiness (see [`crate::health::readiness`]): SERVING while it takes
+//! own readiness (see [`crate::upstream::health::readiness`]): SERVING while it takes
 //! calls, NOT_SERVING while no member is in rotation or once it drains.
 //!
 //! Like a member (grpc-go's health server), the proxy reports on one
@@ -14,7 +14,6 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::backend::Pool;
 use crate::drain::Drain;
 use crate::error::{HealthError, RpcResult};
 use crate::proto::grpc_health_v1::health_check_response::ServingStatus;
@@ -22,6 +21,7 @@ use crate::proto::grpc_health_v1::health_server::Health;
 use crate::proto::grpc_health_v1::{
     HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
 };
+use crate::upstream::Pool;
 
 /// The one service name reported on: the whole server.
 const WHOLE_SERVER: &str = "";
@@ -50,7 +50,7 @@ fn answer(status: ServingStatus) -> HealthCheckResponse {
 
 impl HealthService {
     fn status(&self) -> ServingStatus {
-        match crate::health::readiness(&self.pool, &self.drain) {
+        match crate::upstream::health::readiness(&self.pool, &self.drain) {
             Ok(()) => ServingStatus::Serving,
             Err(_) => ServingStatus::NotServing,
         }

@@ -8,12 +8,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::backend::RetryPolicy;
-use crate::coalesce::keepalive::KeepAliveHub;
 use crate::error::RpcResult;
+use crate::lease::keepalive::KeepAliveHub;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::*;
 use crate::services::Context;
+use crate::upstream::RetryPolicy;
 
 /// Serves `etcdserverpb.Lease`.
 pub struct LeaseService {
@@ -66,18 +66,18 @@ impl Lease for LeaseService {
     ) -> RpcResult<Self::LeaseKeepAliveStream> {
         // Renewed under the client's own token (etcd checks each renewal's rights).
         let token = request.metadata().get("token").cloned();
-        let required = crate::require_leader::requested(request.metadata());
+        let required = crate::upstream::require_leader::requested(request.metadata());
         let pool = self.ctx.upstream.pool().clone();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let hub = self.hub.clone();
         let task = async move {
-            let lost = crate::require_leader::lost(&pool, required);
+            let lost = crate::upstream::require_leader::lost(&pool, required);
             tokio::pin!(lost);
             loop {
                 tokio::select! {
                     () = &mut lost => {
-                        let _ = tx.send(Err(crate::require_leader::no_leader())).await;
+                        let _ = tx.send(Err(crate::upstream::require_leader::no_leader())).await;
                         break;
                     }
                     msg = inbound.message() => match msg {

@@ -4,11 +4,11 @@
 
 use tonic::Request;
 
-use crate::backend::RetryPolicy;
 use crate::error::RpcResult;
 use crate::proto::v3lockpb::lock_server::Lock;
 use crate::proto::v3lockpb::*;
 use crate::services::Context;
+use crate::upstream::RetryPolicy;
 
 /// Serves `v3lockpb.Lock`.
 pub struct LockService {

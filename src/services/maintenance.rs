@@ -6,11 +6,12 @@ use std::pin::Pin;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::backend::{Credentials, RetryPolicy};
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::*;
-use crate::services::{Context, Forwarded};
+use crate::services::Context;
+use crate::upstream::Forwarded;
+use crate::upstream::{Credentials, RetryPolicy};
 
 /// Serves `etcdserverpb.Maintenance`.
 pub struct MaintenanceService {

@@ -19,10 +19,11 @@ use std::sync::atomic::Ordering;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::backend::{Credentials, RetryPolicy};
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::{RangeRequest, RangeStreamResponse};
-use crate::services::{Context, Forwarded};
+use crate::services::Context;
+use crate::upstream::Forwarded;
+use crate::upstream::{Credentials, RetryPolicy};
 
 /// The messages of one RangeStream answer.
 pub type RangeStream =

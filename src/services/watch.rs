@@ -14,12 +14,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, Instrument};
 
-use crate::coalesce::control::{ControlStream, CreateVerdict};
-use crate::coalesce::shared_response::WatchOut;
-use crate::coalesce::watch::{WatchHub, WatchKey, WatcherId, WatcherSpec};
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::*;
-use crate::services::{Context, Forwarded};
+use crate::services::Context;
+use crate::upstream::Forwarded;
+use crate::watch::control::{ControlStream, CreateVerdict};
+use crate::watch::hub::{WatchHub, WatchKey, WatcherId, WatcherSpec};
+use crate::watch::shared_response::WatchOut;
 
 /// Permission checks of watch creates in flight at once, over all streams.
 pub const PERMISSION_CHECKS: usize = 64;
@@ -104,7 +105,7 @@ impl WatchService {
 
 /// `etcdserverpb.Watch` on the wire: tonic's streaming handler, with a
 /// codec whose responses may be shared ones, written without being encoded
-/// again for each watcher (see [`crate::coalesce::shared_response`]).
+/// again for each watcher (see [`crate::watch::shared_response`]).
 #[derive(Clone)]
 pub struct WatchGrpc {
     service: Arc<WatchService>,
@@ -251,14 +252,14 @@ pub fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
 impl ClientStream {
     async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
         let pool = self.ctx.upstream.pool().clone();
-        let required = crate::require_leader::requested(self.fwd.metadata());
-        let lost = crate::require_leader::lost(&pool, required);
+        let required = crate::upstream::require_leader::requested(self.fwd.metadata());
+        let lost = crate::upstream::require_leader::lost(&pool, required);
         tokio::pin!(lost);
         loop {
             tokio::select! {
                 () = &mut lost => {
                     debug!("require-leader watch stream ended: no leader");
-                    let _ = self.tx.send(Err(crate::require_leader::no_leader())).await;
+                    let _ = self.tx.send(Err(crate::upstream::require_leader::no_leader())).await;
                     break;
                 }
                 msg = inbound.message() => match msg {
@@ -465,56 +466,4 @@ async fn answer_progress(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::mvccpb::{Event, KeyValue};
-
-    fn big_event(i: usize) -> Event {
-        Event {
-            kv: Some(KeyValue {
-                key: format!("k{i}").into_bytes(),
-                value: vec![b'x'; 1000],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn large_responses_split_in_order_with_the_last_part_unmarked() {
-        let resp = WatchResponse {
-            watch_id: 7,
-            events: (0..10).map(big_event).collect(),
-            ..Default::default()
-        };
-        let parts = fragments(resp, 3000);
-        assert!(parts.len() > 1);
-        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
-        assert!(!parts[parts.len() - 1].fragment);
-        let keys: Vec<Vec<u8>> = parts
-            .iter()
-            .flat_map(|p| p.events.iter().map(|e| e.kv.clone().unwrap().key))
-            .collect();
-        assert_eq!(
-            keys,
-            (0..10)
-                .map(|i| format!("k{i}").into_bytes())
-                .collect::<Vec<_>>()
-        );
-        assert!(parts.iter().all(|p| p.watch_id == 7));
-    }
-
-    #[test]
-    fn small_or_single_event_responses_stay_whole() {
-        let one = WatchResponse {
-            events: vec![big_event(0)],
-            ..Default::default()
-        };
-        assert_eq!(fragments(one, 10).len(), 1);
-        let small = WatchResponse {
-            events: (0..3).map(big_event).collect(),
-            ..Default::default()
-        };
-        assert_eq!(fragments(small, 1 << 20).len(), 1);
-    }
-}
+mod tests;

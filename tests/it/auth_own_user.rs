@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, LeaseGrantOptions, PutOptions};
-use etcd_grpc_proxy::backend::OwnUser;
+use etcd_grpc_proxy::upstream::OwnUser;
 
 use crate::support::ctl::{enable_auth_with_alice_and_bob, ok};
 use crate::support::http;

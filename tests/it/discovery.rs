@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use etcd_grpc_proxy::backend::EndpointUrl;
-use etcd_grpc_proxy::discovery::SrvDiscovery;
 use etcd_grpc_proxy::tls::BackendTls;
+use etcd_grpc_proxy::upstream::discovery::SrvDiscovery;
+use etcd_grpc_proxy::upstream::EndpointUrl;
 use etcd_grpc_proxy::Config;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
@@ -260,7 +260,10 @@ async fn the_binary_discovers_through_the_dns_server_env_var() {
                 "--discovery-srv-name=edge",
                 "--insecure-discovery",
             ])
-            .env(etcd_grpc_proxy::cli::DNS_SERVER_ENV, dns.addr.to_string())
+            .env(
+                etcd_grpc_proxy::config::cli::DNS_SERVER_ENV,
+                dns.addr.to_string(),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

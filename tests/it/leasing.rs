@@ -121,7 +121,7 @@ async fn leasing_respects_the_namespace_and_range_deletes() {
     let mk = |cluster: &Cluster| {
         let mut cfg = proxy::config(&cluster.endpoints());
         cfg.leasing_prefix = Some(PREFIX.as_bytes().to_vec());
-        cfg.namespace = etcd_grpc_proxy::namespace::Namespace::new("ns/");
+        cfg.namespace = etcd_grpc_proxy::kv::namespace::Namespace::new("ns/");
         cfg
     };
     let a = TestProxy::with_config(mk(&cluster)).await;

@@ -13,7 +13,7 @@ use crate::support::{proxy, Cluster, TestProxy};
 
 async fn namespaced(endpoints: &str, prefix: &str) -> TestProxy {
     let mut config = proxy::config(endpoints);
-    config.namespace = etcd_grpc_proxy::namespace::Namespace::new(prefix);
+    config.namespace = etcd_grpc_proxy::kv::namespace::Namespace::new(prefix);
     TestProxy::with_config(config).await
 }
 

@@ -194,7 +194,7 @@ async fn range_stream_in_a_namespace() {
     let cluster = Cluster::start(1).await;
     let member = cluster.members[0].addr();
     let mut config = proxy::config(&member);
-    config.namespace = etcd_grpc_proxy::namespace::Namespace::new("ns/");
+    config.namespace = etcd_grpc_proxy::kv::namespace::Namespace::new("ns/");
     let proxy = TestProxy::with_config(config).await;
     let half = seed(&member, "ns/rs/", 60).await;
     // Neighbours outside the namespace that must not show.

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
-use etcd_grpc_proxy::backend::EndpointUrl;
 use etcd_grpc_proxy::tls::{BackendTls, ListenTls, TlsVersion};
+use etcd_grpc_proxy::upstream::EndpointUrl;
 use etcd_grpc_proxy::Config;
 use rustls::CipherSuite;
 

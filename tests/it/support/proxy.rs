@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use etcd_grpc_proxy::backend::EndpointUrl;
+use etcd_grpc_proxy::upstream::EndpointUrl;
 use etcd_grpc_proxy::Config;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

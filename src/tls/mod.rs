@@ -9,7 +9,7 @@
 //!   of handshaken connections for any server loop.
 //! - Towards members ([`BackendTls`]): `--cert`/`--key`, `--cacert` and
 //!   `--insecure-skip-tls-verify`, applied to the pool's channels through
-//!   [`crate::backend::ChannelSettings`].
+//!   [`crate::upstream::ChannelSettings`].
 //!
 //! rustls with the ring provider does it all; no OpenSSL is needed.
 //! [`reload`] re-reads the served certificate and the CRL when their files
@@ -515,27 +515,9 @@ pub fn server_acceptor(tls: Option<&ListenTls>) -> Result<Option<TlsAcceptor>, T
 /// How long a client may take over its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The acceptor for the server's own accept loop: each connection's TLS
-/// handshake runs on that connection's task, bounded by [`HANDSHAKE_TIMEOUT`].
-pub fn connection_acceptor(acceptor: TlsAcceptor) -> crate::server::Acceptor {
-    Arc::new(move |tcp: TcpStream| {
-        let acceptor = acceptor.clone();
-        Box::pin(async move {
-            let peer = tcp
-                .peer_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-            match handshake(&acceptor, tcp, peer).await {
-                Some(tls) => Ok(Box::new(tls) as Box<dyn crate::server::Io>),
-                None => Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "TLS handshake failed",
-                )),
-            }
-        }) as crate::server::AcceptFuture
-    })
-}
-
-async fn handshake(
+/// The TLS handshake of one accepted connection, bounded by
+/// [`HANDSHAKE_TIMEOUT`]; `None` when it failed (logged).
+pub async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
@@ -683,84 +665,4 @@ impl ServerCertVerifier for SkipServerVerification {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cipher_suites_by_etcd_name() {
-        let s = parse_cipher_suites(
-            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
-        )
-        .unwrap();
-        assert_eq!(s.len(), 2);
-        let err =
-            parse_cipher_suites("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_NOPE").unwrap_err();
-        assert!(err.contains("TLS_NOPE"), "{err}");
-        let err = parse_cipher_suites("TLS_RSA_WITH_AES_128_CBC_SHA").unwrap_err();
-        assert!(err.contains("not supported"), "{err}");
-        // Legacy names beside a usable one are dropped, not fatal.
-        assert_eq!(
-            parse_cipher_suites(
-                "TLS_RSA_WITH_AES_128_CBC_SHA,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
-            )
-            .unwrap()
-            .len(),
-            1
-        );
-        assert!(parse_cipher_suites("").unwrap().is_empty());
-    }
-
-    #[test]
-    fn version_checks_match_etcd() {
-        assert!(TlsVersion::parse("TLS1.1").is_err());
-        let mut t = ListenTls::from_files("c", "k");
-        t.min_version = TlsVersion::Tls13;
-        t.max_version = Some(TlsVersion::Tls12);
-        assert!(t.check().unwrap_err().contains("--tls-min-version"));
-        t.max_version = None;
-        t.cipher_suites = vec![CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256];
-        assert!(t.check().unwrap_err().contains("--listen-cipher-suites"));
-        let auto = ListenTls::auto(Path::new("/nonexistent"), "127.0.0.1:0", 0);
-        assert!(auto
-            .check()
-            .unwrap_err()
-            .contains("--self-signed-cert-validity"));
-    }
-
-    #[test]
-    fn missing_files_name_their_flag() {
-        let err = server_config(&ListenTls::from_files(
-            "/no/such/cert.pem",
-            "/no/such/key.pem",
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("--cert-file") && err.contains("/no/such/cert.pem"),
-            "{err}"
-        );
-        let b = BackendTls {
-            cacert: Some("/no/such/ca.pem".into()),
-            ..Default::default()
-        };
-        assert!(b.load().unwrap_err().to_string().contains("--cacert"));
-        let b = BackendTls {
-            cert: Some("/x".into()),
-            ..Default::default()
-        };
-        assert!(b.load().unwrap_err().to_string().contains("--key"));
-    }
-
-    #[test]
-    fn auto_tls_generates_then_reuses() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = ListenTls::auto(dir.path(), "127.0.0.1:23790", 1);
-        server_config(&t).unwrap();
-        let cert = std::fs::read(dir.path().join("fixtures/proxy/cert.pem")).unwrap();
-        server_config(&t).unwrap();
-        assert_eq!(
-            std::fs::read(dir.path().join("fixtures/proxy/cert.pem")).unwrap(),
-            cert
-        );
-    }
-}
+mod tests;

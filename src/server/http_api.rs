@@ -1,7 +1,7 @@
 //! The plain HTTP endpoints served beside gRPC on the listen address and
 //! on `--metrics-addr`: etcd's `/health`, `/metrics`, `/proxy/health`,
 //! `/proxy/metrics`, plus `/livez` and `/readyz` for orchestrators, and
-//! `/debug/pprof/` with `--enable-pprof` (see [`crate::profile`]). GET only, as in etcd.
+//! `/debug/pprof/` with `--enable-pprof` (see [`crate::server::profile`]). GET only, as in etcd.
 
 use std::sync::Arc;
 
@@ -11,8 +11,8 @@ use http_body_util::Full;
 use tonic::body::Body;
 
 use crate::drain::Drain;
-use crate::health;
 use crate::metrics::Sources;
+use crate::upstream::health;
 
 /// Prometheus' text exposition content type.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -24,7 +24,7 @@ pub struct HttpApi {
     /// Whether the proxy is draining (for `/readyz`).
     pub drain: Arc<Drain>,
     /// Where `/health` sends its linearizable Get.
-    pub upstream: crate::backend::Upstream,
+    pub upstream: crate::upstream::Upstream,
     /// `--enable-pprof`: whether `/debug/pprof/` answers.
     pub enable_pprof: bool,
 }
@@ -72,7 +72,7 @@ Go's other pprof endpoints (heap, goroutine, ...) do not exist in a Rust build.\
 For a perf profile instead: perf record -F 99 -g -p <pid> -- sleep 30\n";
 
 async fn pprof(path: &str, query: Option<&str>) -> Response<Body> {
-    use crate::profile::{cpu_flamegraph, seconds_from_query, ProfileError};
+    use crate::server::profile::{cpu_flamegraph, seconds_from_query, ProfileError};
     match path.trim_end_matches('/') {
         "/debug/pprof" => reply(StatusCode::OK, "text/plain; charset=utf-8", PPROF_INDEX),
         "/debug/pprof/profile" => {

@@ -61,7 +61,7 @@ impl GrpcService {
                 tonic::Status::from(refusal).into_http()
             )));
         };
-        if let Some(refusal) = crate::compression::unsupported(req.headers()) {
+        if let Some(refusal) = crate::server::compression::unsupported(req.headers()) {
             self.metrics
                 .handled(method, tonic::Code::Unimplemented as i32);
             return Box::pin(std::future::ready(Ok(
@@ -69,7 +69,7 @@ impl GrpcService {
             )));
         }
         let mut req = req;
-        crate::compression::answer_in_request_encoding(req.headers_mut());
+        crate::server::compression::answer_in_request_encoding(req.headers_mut());
         let span = tracing::debug_span!("grpc", method = %req.uri().path());
         let metrics = self.metrics.clone();
         let req = req.map(|b| {
@@ -117,7 +117,7 @@ impl GrpcService {
                     Err(never) => match never {},
                 };
                 // etcd's wording for oversized requests, which tonic words differently.
-                let resp = crate::size_limit::rewrite(resp);
+                let resp = crate::server::size_limit::rewrite(resp);
                 let (parts, body) = resp.into_parts();
                 let trailers_only = status_code(&parts.headers);
                 if let Some(code) = trailers_only {

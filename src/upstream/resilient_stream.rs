@@ -16,8 +16,8 @@ use std::time::Duration;
 use tonic::{Status, Streaming};
 use tracing::{debug, warn};
 
-use crate::backend::retry::Failure;
-use crate::backend::{Backend, Pool};
+use crate::upstream::retry::Failure;
+use crate::upstream::{Backend, Pool};
 
 /// First pause between attempts, and the pause after an answer.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);

@@ -20,8 +20,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::{debug, info_span, Instrument};
 
-use crate::backend::resilient_stream::{self, Choice, Session, Step};
-use crate::backend::Pool;
 use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::{
@@ -29,7 +27,9 @@ use crate::proto::etcdserverpb::{
     WatchResponse,
 };
 use crate::proto::mvccpb::event::EventType;
-use crate::services::Forwarded;
+use crate::upstream::resilient_stream::{self, Choice, Session, Step};
+use crate::upstream::Forwarded;
+use crate::upstream::Pool;
 
 use super::shared_response::{SharedView, WatchOut};
 
@@ -796,7 +796,7 @@ impl Session for BroadcastSession {
 
     async fn open(
         &mut self,
-        backend: &Arc<crate::backend::Backend>,
+        backend: &Arc<crate::upstream::Backend>,
         reopened: bool,
     ) -> Result<tonic::Streaming<WatchResponse>, Status> {
         let b = &self.b;

@@ -10,7 +10,7 @@ use std::ffi::OsString;
 
 use clap::CommandFactory;
 
-use crate::cli::Cli;
+use crate::config::cli::Cli;
 
 /// Prefix of every variable.
 pub const PREFIX: &str = "ETCD_GRPC_PROXY_";
@@ -75,7 +75,7 @@ pub fn args_from_env() -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Cli;
+    use crate::config::cli::Cli;
     use clap::Parser;
     use std::collections::HashMap;
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use crate::backend::{Credentials, Upstream};
-use crate::backend::{Pool, RetryPolicy};
 use crate::drain::Drain;
 use crate::error::ProxyError;
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
+use crate::upstream::{Credentials, Upstream};
+use crate::upstream::{Pool, RetryPolicy};
 
 /// How long the health Get may take (etcd uses 1 s).
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);

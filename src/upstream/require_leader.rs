@@ -13,7 +13,7 @@ use std::time::Duration;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-use crate::backend::Pool;
+use crate::upstream::Pool;
 
 /// How often a require-leader stream checks for a leader.
 const CHECK: Duration = Duration::from_millis(250);

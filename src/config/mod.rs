@@ -1,14 +1,22 @@
 //! The proxy's runtime configuration, built from the command line by
-//! [`crate::cli`] or directly by tests.
+//! [`crate::config::cli`] or directly by tests.
+//!
+//! - [`cli`]: the command line, flag for flag as `etcd grpc-proxy start`.
+//! - [`env`]: `ETCD_GRPC_PROXY_*` environment variables as flags.
+//! - [`duration`]: Go-style duration parsing for etcd's flags.
+
+pub mod cli;
+pub mod duration;
+pub mod env;
 
 use std::time::Duration;
 
-use crate::backend::{ChannelSettings, EndpointUrl};
-use crate::cache::CacheLimits;
-use crate::discovery::SrvDiscovery;
-use crate::namespace::Namespace;
+use crate::kv::cache::CacheLimits;
+use crate::kv::namespace::Namespace;
 use crate::registration::Registration;
 use crate::tls::{BackendTls, ListenTls};
+use crate::upstream::discovery::SrvDiscovery;
+use crate::upstream::{ChannelSettings, EndpointUrl};
 
 /// Default MemberList refresh interval. etcd's own proxy defaults to 0
 /// (never); ours refreshes by default so new members are used.

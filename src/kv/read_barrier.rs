@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tracing::debug;
 
-use crate::backend::RetryPolicy;
-use crate::backend::{Credentials, Upstream};
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
+use crate::upstream::RetryPolicy;
+use crate::upstream::{Credentials, Upstream};
 
 /// How long a barrier may take before the reads behind it go to etcd themselves.
 const BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -26,11 +26,11 @@ use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::Status;
 use tracing::{debug, info_span, Instrument};
 
-use crate::backend::resilient_stream::{self, Choice, Session, Step};
-use crate::backend::retry::Failure;
-use crate::backend::Pool;
 use crate::proto::etcdserverpb::lease_client::LeaseClient;
 use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+use crate::upstream::resilient_stream::{self, Choice, Session, Step};
+use crate::upstream::retry::Failure;
+use crate::upstream::Pool;
 
 /// An upstream answer younger than this serves other clients' keep-alives
 /// for the same lease. The lease then expires at most this much earlier
@@ -329,7 +329,7 @@ impl Session for ShardSession {
 
     async fn open(
         &mut self,
-        backend: &Arc<crate::backend::Backend>,
+        backend: &Arc<crate::upstream::Backend>,
         _reopened: bool,
     ) -> Result<tonic::Streaming<LeaseKeepAliveResponse>, Status> {
         let Some(h) = self.hub.upgrade() else {
@@ -388,7 +388,7 @@ impl Session for ShardSession {
 
     /// Transport trouble and "no leader" move to another member (the
     /// loop does that); any other etcd answer reaches the waiting clients.
-    fn failed(&mut self, backend: &crate::backend::Backend, status: &Status) {
+    fn failed(&mut self, backend: &crate::upstream::Backend, status: &Status) {
         if let Some(h) = self.hub.upgrade() {
             if Failure::of(status) == Failure::Answer
                 && status.metadata().get("content-type").is_some()

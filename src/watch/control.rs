@@ -21,16 +21,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::debug;
 
-use crate::backend::retry::Failure;
-use crate::backend::{Backend, Pool};
 use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::{
     watch_request, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
     WatchResponse,
 };
-use crate::services::Forwarded;
+use crate::upstream::retry::Failure;
+use crate::upstream::Forwarded;
+use crate::upstream::{Backend, Pool};
 
-use super::watch::ClientTx;
+use super::hub::ClientTx;
 
 /// Members tried before a check gives up.
 const ATTEMPTS: usize = 3;

@@ -16,7 +16,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
 use tracing::{info, warn};
 
-use crate::backend::EndpointUrl;
+use crate::upstream::EndpointUrl;
 
 /// What `--discovery-srv` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

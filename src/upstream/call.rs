@@ -9,10 +9,10 @@
 use http::uri::PathAndQuery;
 use tonic::{Request, Response, Status};
 
-use crate::backend::{Pool, RetryPolicy};
 use crate::codec::LeanCodec;
 use crate::error::{ProxyError, RpcResult};
-use crate::services::Forwarded;
+use crate::upstream::Forwarded;
+use crate::upstream::{Pool, RetryPolicy};
 
 /// Whose credentials an upstream call carries.
 #[derive(Clone, Copy, Debug)]
@@ -147,7 +147,7 @@ impl Upstream {
     /// etcd accepts there alone), without retry: its refusal comes back.
     pub async fn unary_on<Req, Resp>(
         &self,
-        backend: &std::sync::Arc<crate::backend::Backend>,
+        backend: &std::sync::Arc<crate::upstream::Backend>,
         method: &'static str,
         request: Request<Req>,
     ) -> Result<Resp, ProxyError>

@@ -5,6 +5,19 @@
 //! requests with a `content-type: application/grpc*` header go to the etcd
 //! services ([`GrpcService`]), everything else to [`HttpApi`]. The same
 //! HTTP endpoints are served on `--metrics-addr` when set.
+//!
+//! - [`grpc_service`]: the gRPC stack (unknown paths, spans, size-limit wording, metrics, drain cut).
+//! - [`http_api`]: `/health`, `/livez`, `/readyz`, `/metrics`, `/debug/pprof`.
+//! - [`compression`]: gzip requests and answers, as members handle them.
+//! - [`size_limit`]: etcd's wording for messages over the size limits.
+//! - [`profile`]: CPU flamegraphs for `--enable-pprof`.
+
+pub mod compression;
+pub mod grpc_service;
+pub mod http_api;
+pub mod profile;
+pub mod size_limit;
+pub mod tls_accept;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,15 +41,10 @@ use tonic::body::Body;
 use tonic::service::Routes;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::backend::membership::{self, MembershipSettings};
-use crate::backend::{Pool, Upstream};
-use crate::cache::RangeCache;
-use crate::coalesce::keepalive::KeepAliveHub;
-use crate::coalesce::watch::WatchHub;
 use crate::config::Config;
 use crate::drain::{Drain, DrainHook};
-use crate::grpc_service::GrpcService;
-use crate::http_api::HttpApi;
+use crate::kv::cache::RangeCache;
+use crate::lease::keepalive::KeepAliveHub;
 use crate::metrics::{Metrics, Sources};
 use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
@@ -46,6 +54,8 @@ use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::grpc_health_v1::health_server::HealthServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
+use crate::server::grpc_service::GrpcService;
+use crate::server::http_api::HttpApi;
 use crate::services::auth::AuthService;
 use crate::services::cluster::ClusterService;
 use crate::services::election::ElectionService;
@@ -56,6 +66,9 @@ use crate::services::lock::LockService;
 use crate::services::maintenance::MaintenanceService;
 use crate::services::watch::{WatchService, CLIENT_QUEUE};
 use crate::services::Context;
+use crate::upstream::membership::{self, MembershipSettings};
+use crate::upstream::{Pool, Upstream};
+use crate::watch::hub::WatchHub;
 
 /// Why the proxy could not run.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +92,7 @@ pub enum RunError {
     Tls(#[from] crate::tls::TlsError),
     /// `--discovery-srv` found no member.
     #[error("{0}")]
-    Discovery(#[from] crate::discovery::DiscoveryError),
+    Discovery(#[from] crate::upstream::discovery::DiscoveryError),
 }
 
 /// A background task that ends with the proxy, even when `run` itself is dropped.
@@ -266,14 +279,14 @@ pub async fn run_with(
     let acceptor = match options.acceptor {
         Some(a) => Some(a),
         None => crate::tls::server_acceptor(config.listen_tls.as_ref())?
-            .map(crate::tls::connection_acceptor),
+            .map(tls_accept::connection_acceptor),
     };
     let mut channel = config.channel.clone();
     if let Some(backend_tls) = &config.backend_tls {
         channel.tls = Some(backend_tls.load()?);
     }
     let endpoints = match &config.discovery {
-        Some(d) => crate::discovery::discover(d, config.dns_server).await?,
+        Some(d) => crate::upstream::discovery::discover(d, config.dns_server).await?,
         None => config.endpoints.clone(),
     };
     let pool = Pool::new(endpoints.clone(), channel)?;
@@ -295,7 +308,7 @@ pub async fn run_with(
     let features = crate::kv::Features {
         namespace: config.namespace.clone().map(Arc::new),
         cache: RangeCache::new(config.cache),
-        read_barrier: crate::read_barrier::ReadBarrier::new(upstream.clone()),
+        read_barrier: crate::kv::read_barrier::ReadBarrier::new(upstream.clone()),
         serializable_floor: config.serializable_ordering.then(Default::default),
         leasing: config
             .leasing_prefix
@@ -445,7 +458,7 @@ pub async fn run_with(
 }
 
 /// A generated tonic server with the proxy's wire settings: the message
-/// limits, and gzip accepted and sent as members do (see [`crate::compression`]).
+/// limits, and gzip accepted and sent as members do (see [`crate::server::compression`]).
 macro_rules! wire {
     ($server:expr, $recv:expr) => {
         $server

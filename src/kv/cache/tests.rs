@@ -1,0 +1,105 @@
+//! Unit tests of the parent module.
+
+use super::*;
+
+fn answer(rev: i64) -> RangeResponse {
+    RangeResponse {
+        header: Some(ResponseHeader {
+            revision: rev,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn active_cache(limits: CacheLimits) -> Arc<RangeCache> {
+    let c = RangeCache::new(limits);
+    c.active.store(true, Ordering::Release);
+    c
+}
+
+#[test]
+fn ranges_cover_as_etcd_reads_them() {
+    assert!(covers(b"a", b"", b"a"));
+    assert!(!covers(b"a", b"", b"ab"));
+    assert!(covers(b"a", b"b", b"ab"));
+    assert!(!covers(b"a", b"b", b"b"));
+    assert!(covers(b"a", &[0], b"zzz"));
+    assert!(overlaps(b"a", b"c", b"b", b""));
+    assert!(overlaps(b"a", &[0], b"x", b"y"));
+    assert!(!overlaps(b"a", b"b", b"b", b"c"));
+}
+
+#[test]
+fn an_event_forgets_every_entry_reading_its_key() {
+    let c = active_cache(CacheLimits::default());
+    let point = RangeRequest {
+        key: b"k".to_vec(),
+        serializable: true,
+        ..Default::default()
+    };
+    let prefix = RangeRequest {
+        key: b"a".to_vec(),
+        range_end: b"z".to_vec(),
+        serializable: true,
+        ..Default::default()
+    };
+    let other = RangeRequest {
+        key: b"zz".to_vec(),
+        serializable: true,
+        ..Default::default()
+    };
+    for r in [&point, &prefix, &other] {
+        c.put(r.encode_to_vec(), r, &answer(5));
+    }
+    c.invalidate(b"k", b"", 6);
+    assert!(c.get(&point.encode_to_vec()).is_none());
+    assert!(c.get(&prefix.encode_to_vec()).is_none());
+    assert!(c.get(&other.encode_to_vec()).is_some());
+}
+
+#[test]
+fn an_answer_older_than_what_was_seen_is_not_stored() {
+    let c = active_cache(CacheLimits::default());
+    let r = RangeRequest {
+        key: b"k".to_vec(),
+        serializable: true,
+        ..Default::default()
+    };
+    c.invalidate(b"k", b"", 10);
+    c.put(r.encode_to_vec(), &r, &answer(9));
+    assert!(c.get(&r.encode_to_vec()).is_none());
+    c.put(r.encode_to_vec(), &r, &answer(10));
+    assert!(c.get(&r.encode_to_vec()).is_some());
+}
+
+#[test]
+fn nothing_is_stored_once_the_watch_is_lost() {
+    let c = active_cache(CacheLimits::default());
+    let r = RangeRequest {
+        key: b"k".to_vec(),
+        serializable: true,
+        ..Default::default()
+    };
+    c.set_active(false);
+    // An answer that was in flight when the watch was lost.
+    c.put(r.encode_to_vec(), &r, &answer(5));
+    assert!(c.is_empty());
+}
+
+#[test]
+fn stays_within_its_entry_limit() {
+    let c = active_cache(CacheLimits {
+        max_entries: 16,
+        max_bytes: 1 << 20,
+    });
+    for i in 0..100 {
+        let r = RangeRequest {
+            key: format!("k{i}").into_bytes(),
+            serializable: true,
+            ..Default::default()
+        };
+        c.put(r.encode_to_vec(), &r, &answer(1));
+    }
+    assert!(c.len() <= 16);
+}

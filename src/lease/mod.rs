@@ -1,0 +1,5 @@
+//! Lease keep-alive coalescing.
+//!
+//! - [`keepalive`]: keep-alives of one lease share one upstream request.
+
+pub mod keepalive;

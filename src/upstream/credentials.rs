@@ -1,0 +1,43 @@
+//! [`Forwarded`]: what of a client's call travels to the member with it.
+
+use tonic::metadata::MetadataMap;
+use tonic::{Extensions, Request};
+
+/// The client's metadata, cleaned of what belongs to its own connection,
+/// ready to be attached to each upstream attempt.
+#[derive(Clone, Debug)]
+pub struct Forwarded(MetadataMap);
+
+/// Headers that describe the client's connection or encoding, not the call.
+const HOP_BY_HOP: &[&str] = &[
+    "te",
+    "content-type",
+    "content-length",
+    "user-agent",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+    "grpc-message-type",
+    "accept-encoding",
+    "connection",
+];
+
+impl Forwarded {
+    /// Splits a client request into forwardable metadata and its message.
+    pub fn split<T>(req: Request<T>) -> (Forwarded, T) {
+        let (mut metadata, _ext, msg) = req.into_parts();
+        for h in HOP_BY_HOP {
+            metadata.remove(*h);
+        }
+        (Forwarded(metadata), msg)
+    }
+
+    /// An upstream request carrying the client's metadata.
+    pub fn request<T>(&self, msg: T) -> Request<T> {
+        Request::from_parts(self.0.clone(), Extensions::default(), msg)
+    }
+
+    /// The client's metadata as received (auth token among it).
+    pub fn metadata(&self) -> &MetadataMap {
+        &self.0
+    }
+}
