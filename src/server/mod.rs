@@ -70,6 +70,13 @@ use crate::upstream::membership::{self, MembershipSettings};
 use crate::upstream::{Pool, Upstream};
 use crate::watch::hub::WatchHub;
 
+mod listener;
+pub use listener::{AcceptFuture, Acceptor, Io};
+
+mod connection;
+use connection::{accept_loop, connection_builder};
+pub use connection::{serve_connection, App};
+
 /// Why the proxy could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -104,17 +111,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A connection's byte stream once accepted (plain TCP, or TLS around it).
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
-
-/// The future of an [`Acceptor`]: the stream to serve HTTP on.
-pub type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn Io>>> + Send>>;
-
-/// Turns an accepted TCP stream into the stream HTTP is served on, e.g. a
-/// TLS handshake. Runs on the connection's own task, never in the accept loop.
-pub type Acceptor = Arc<dyn Fn(TcpStream) -> AcceptFuture + Send + Sync>;
-
 /// Extras for [`run_with`]; `Default` gives what [`run`] does.
 #[derive(Default)]
 pub struct RunOptions {
@@ -133,119 +129,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     run_with(config, listener, shutdown, RunOptions::default()).await
-}
-
-/// What every connection serves: gRPC or HTTP, by content type.
-#[derive(Clone)]
-pub struct App {
-    grpc: GrpcService,
-    http: Arc<HttpApi>,
-    /// Whether gRPC is served (false on `--metrics-addr`).
-    grpc_enabled: bool,
-}
-
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-impl tower::Service<Request<Incoming>> for App {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        if self.grpc_enabled && is_grpc(&req) {
-            self.grpc.call(req)
-        } else {
-            let http = self.http.clone();
-            Box::pin(async move { Ok(http.handle(req).await) })
-        }
-    }
-}
-
-/// hyper's connection settings, as tonic's server would set them.
-fn connection_builder(config: &Config) -> Builder<TokioExecutor> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(config.max_concurrent_streams)
-        // Room for many small frames not yet read (watch and keep-alive
-        // requests): h2 closes the connection once they exceed half of it.
-        .initial_connection_window_size(4 * 1024 * 1024)
-        .keep_alive_interval(Some(config.grpc_keepalive_interval))
-        .keep_alive_timeout(config.grpc_keepalive_timeout);
-    builder.http1().timer(TokioTimer::new());
-    builder
-}
-
-/// Serves HTTP/1.1 and HTTP/2 on one accepted connection until it closes,
-/// or until the graceful shutdown `watcher` belongs to is signalled.
-pub async fn serve_connection<I: Io>(
-    io: I,
-    app: App,
-    builder: Arc<Builder<TokioExecutor>>,
-    watcher: Watcher,
-) {
-    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
-    if let Err(e) = watcher.watch(conn).await {
-        debug!(error = %e, "connection ended with an error");
-    }
-}
-
-/// Accepts connections on `listener` until `stop` turns true, then closes
-/// it; returns the connections still being served, to abort at the hard limit.
-async fn accept_loop(
-    listener: TcpListener,
-    app: App,
-    builder: Arc<Builder<TokioExecutor>>,
-    acceptor: Option<Acceptor>,
-    graceful: &GracefulShutdown,
-    mut stop: watch::Receiver<bool>,
-) -> JoinSet<()> {
-    let mut conns = JoinSet::new();
-    loop {
-        while conns.try_join_next().is_some() {}
-        let (tcp, peer) = tokio::select! {
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (app, builder, watcher, acceptor) = (
-            app.clone(),
-            builder.clone(),
-            graceful.watcher(),
-            acceptor.clone(),
-        );
-        let span = tracing::debug_span!("conn", %peer);
-        conns.spawn(
-            async move {
-                match acceptor {
-                    None => serve_connection(tcp, app, builder, watcher).await,
-                    Some(accept) => match accept(tcp).await {
-                        Ok(io) => serve_connection(io, app, builder, watcher).await,
-                        Err(e) => debug!(error = %e, "connection setup failed"),
-                    },
-                }
-            }
-            .instrument(span),
-        );
-    }
-    conns
 }
 
 /// Like [`run`], with a TLS acceptor, a ready metrics listener or drain hooks.

@@ -39,6 +39,12 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tracing::{debug, info, warn};
 
+mod client;
+pub use client::{BackendTls, ClientTls};
+
+mod suites;
+pub use suites::parse_cipher_suites;
+
 /// A TLS setup the proxy cannot use; the message names the flag at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -77,110 +83,6 @@ impl TlsVersion {
             )),
         }
     }
-}
-
-/// The Go (etcd) names of the TLS 1.2 cipher suites rustls implements, and
-/// the rustls suite each one is.
-const SUPPORTED_SUITES: &[(&str, CipherSuite)] = &[
-    (
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    ),
-    (
-        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    ),
-    (
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-    ),
-    (
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-    ),
-    (
-        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    ),
-    (
-        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-    ),
-    (
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
-        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    ),
-    (
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    ),
-];
-
-/// TLS 1.3 suites: etcd accepts their names, Go (and rustls) always enables them.
-const TLS13_SUITES: &[&str] = &[
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_CHACHA20_POLY1305_SHA256",
-];
-
-/// Suites etcd (Go) knows but rustls deliberately does not implement
-/// (CBC, RC4, 3DES, static RSA key exchange).
-const LEGACY_SUITES: &[&str] = &[
-    "TLS_RSA_WITH_RC4_128_SHA",
-    "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
-    "TLS_RSA_WITH_AES_128_CBC_SHA",
-    "TLS_RSA_WITH_AES_256_CBC_SHA",
-    "TLS_RSA_WITH_AES_128_CBC_SHA256",
-    "TLS_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
-    "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
-    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
-    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
-    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
-];
-
-/// Parses `--listen-cipher-suites` (etcd's Go names, comma separated) into
-/// the TLS 1.2 suites to enable. An unknown name is an error naming it.
-/// Names Go knows but rustls does not implement are dropped with a warning,
-/// unless nothing usable remains; TLS 1.3 names are accepted and change
-/// nothing (TLS 1.3 suites are always on, as in Go).
-pub fn parse_cipher_suites(list: &str) -> Result<Vec<CipherSuite>, String> {
-    let mut suites = Vec::new();
-    let mut legacy = Vec::new();
-    let mut any = false;
-    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        any = true;
-        if let Some((_, s)) = SUPPORTED_SUITES.iter().find(|(n, _)| *n == name) {
-            if !suites.contains(s) {
-                suites.push(*s);
-            }
-        } else if TLS13_SUITES.contains(&name) {
-            continue;
-        } else if LEGACY_SUITES.contains(&name) {
-            legacy.push(name.to_string());
-        } else {
-            return Err(format!("unknown cipher suite {name:?}"));
-        }
-    }
-    if !legacy.is_empty() {
-        if suites.is_empty() {
-            return Err(format!(
-                "cipher suites {} are not supported (no CBC, RC4, 3DES or static-RSA suites); supported: {}",
-                legacy.join(", "),
-                SUPPORTED_SUITES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-            ));
-        }
-        warn!(ignored = %legacy.join(","), "--listen-cipher-suites: insecure legacy suites not supported, ignored");
-    }
-    if !any {
-        return Ok(Vec::new());
-    }
-    Ok(suites)
 }
 
 /// Where the certificate served to clients comes from.
@@ -535,132 +437,6 @@ pub async fn handshake(
             warn!(%peer, "rejected connection: TLS handshake timed out");
             None
         }
-    }
-}
-
-/// TLS towards etcd members (`--cert`, `--key`, `--cacert`,
-/// `--insecure-skip-tls-verify`). Any of them set makes endpoints given
-/// without a scheme use `https`, as etcd's client does.
-#[derive(Debug, Clone, Default)]
-pub struct BackendTls {
-    /// Client certificate presented to members.
-    pub cert: Option<PathBuf>,
-    /// Its private key.
-    pub key: Option<PathBuf>,
-    /// CA bundle members' certificates are verified against; without it,
-    /// the system's roots.
-    pub cacert: Option<PathBuf>,
-    /// Accept any member certificate (testing only, as etcd warns).
-    pub insecure_skip_verify: bool,
-}
-
-/// The loaded form of [`BackendTls`], as channels use it.
-#[derive(Debug, Clone)]
-pub struct ClientTls {
-    /// CA and identity for tonic's connector.
-    pub config: ClientTlsConfig,
-    /// A replacement verifier (`--insecure-skip-tls-verify`).
-    pub verifier: Option<Arc<dyn ServerCertVerifier>>,
-}
-
-impl ClientTls {
-    /// TLS for `https` members when no backend TLS flag is given: the
-    /// system's roots, as etcd's client does.
-    pub fn system_roots() -> ClientTls {
-        ClientTls {
-            config: ClientTlsConfig::new()
-                .with_native_roots()
-                .assume_http2(true),
-            verifier: None,
-        }
-    }
-}
-
-impl BackendTls {
-    /// Reads the files; errors name the flag.
-    pub fn load(&self) -> Result<ClientTls, TlsError> {
-        let mut config = ClientTlsConfig::new().assume_http2(true);
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                let cert_pem = read_file("cert", cert)?;
-                load_certs("cert", cert)?;
-                let key_pem = read_file("key", key)?;
-                load_key("key", key)?;
-                config = config.identity(Identity::from_pem(cert_pem, key_pem));
-            }
-            (None, None) => {}
-            (Some(_), None) => return Err(TlsError::Setup("--cert needs --key".into())),
-            (None, Some(_)) => return Err(TlsError::Setup("--key needs --cert".into())),
-        }
-        if self.insecure_skip_verify {
-            warn!("--insecure-skip-tls-verify was given: etcd members' TLS certificates are not verified; use only for testing");
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            return Ok(ClientTls {
-                config,
-                verifier: Some(Arc::new(SkipServerVerification(provider))),
-            });
-        }
-        match &self.cacert {
-            Some(ca) => {
-                load_certs("cacert", ca)?;
-                config = config.ca_certificate(Certificate::from_pem(read_file("cacert", ca)?));
-            }
-            None => config = config.with_native_roots(),
-        }
-        Ok(ClientTls {
-            config,
-            verifier: None,
-        })
-    }
-}
-
-/// Accepts any server certificate but still checks the handshake
-/// signatures, for `--insecure-skip-tls-verify`.
-#[derive(Debug)]
-struct SkipServerVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for SkipServerVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -1,0 +1,299 @@
+//! From the flags to a [`Config`]: each value checked, each default etcd's.
+
+use super::*;
+
+impl StartArgs {
+    /// `--user` and `--password-file`: the etcd user of the proxy's own calls.
+    fn own_user(&self) -> Result<Option<crate::upstream::OwnUser>, ConfigError> {
+        let Some(user) = self.user.as_deref().filter(|u| !u.is_empty()) else {
+            if self.password_file.is_some() {
+                return Err(ConfigError::Conflict("--password-file needs --user".into()));
+            }
+            return Ok(None);
+        };
+        let (name, inline) = match user.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (user, None),
+        };
+        let password = match (&self.password_file, inline) {
+            (Some(_), Some(_)) => return Err(ConfigError::Conflict(
+                "give the password either in --user=name:password or in --password-file, not both"
+                    .into(),
+            )),
+            (Some(path), None) => {
+                let text = std::fs::read(path).map_err(|e| ConfigError::InvalidValue {
+                    flag: "password-file",
+                    value: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
+                line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+            }
+            (None, Some(p)) => p.as_bytes().to_vec(),
+            (None, None) => {
+                return Err(ConfigError::Conflict(
+                    "--user needs a password: --password-file, or --user=name:password".into(),
+                ))
+            }
+        };
+        if name.is_empty() {
+            return Err(ConfigError::InvalidValue {
+                flag: "user",
+                value: user.into(),
+                reason: "the user name is empty".into(),
+            });
+        }
+        Ok(Some(crate::upstream::OwnUser {
+            name: name.as_bytes().to_vec(),
+            password,
+        }))
+    }
+
+    /// `--resolver-prefix`, `--resolver-ttl` and `--advertise-client-url`,
+    /// checked together as etcd checks them.
+    fn registration(&self) -> Result<Option<Registration>, ConfigError> {
+        let prefix = self.resolver_prefix.clone().unwrap_or_default();
+        let raw_ttl = self.resolver_ttl.clone().unwrap_or_else(|| "0".into());
+        let ttl: i64 = raw_ttl
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::InvalidValue {
+                flag: "resolver-ttl",
+                value: raw_ttl.clone(),
+                reason: "expected a whole number of seconds".into(),
+            })?;
+        match (prefix.is_empty(), ttl) {
+            (true, t) if t > 0 => Err(ConfigError::Conflict(format!(
+                "invalid resolver-prefix \"\": --resolver-ttl={t} needs --resolver-prefix"
+            ))),
+            (true, _) => Ok(None),
+            (false, t) if t < 1 => Err(ConfigError::Conflict(format!(
+                "invalid resolver-ttl {t}: --resolver-prefix needs --resolver-ttl of at least 1 second"
+            ))),
+            (false, t) if self.advertise_client_url.trim().is_empty() => Err(ConfigError::Conflict(format!(
+                "invalid advertise-client-url \"\": --resolver-prefix with --resolver-ttl={t} needs the address to register"
+            ))),
+            (false, t) => Ok(Some(Registration {
+                prefix: prefix.trim_end_matches('/').to_string(),
+                ttl_secs: t,
+                advertise: self.advertise_client_url.trim().to_string(),
+                hostname: crate::registration::hostname(),
+            })),
+        }
+    }
+
+    /// `--experimental-enable-grpc-logging`: the gRPC/HTTP2 stack's own logs
+    /// (tonic, hyper, h2) at debug level.
+    pub fn grpc_logging(&self) -> Result<bool, ConfigError> {
+        flag_bool(
+            "experimental-enable-grpc-logging",
+            &self.experimental_enable_grpc_logging,
+        )
+    }
+
+    /// Checks every flag and builds the runtime configuration.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        self.grpc_logging()?;
+        if let Some(raw) = &self.grpc_keepalive_min_time {
+            let min = duration("grpc-keepalive-min-time", raw)?;
+            if min != Duration::from_secs(5) {
+                // Validated, and said out loud: hyper's HTTP/2 server has no
+                // ping policing, so no client is ever cut off for pinging
+                // more often than this (more lenient than etcd, never stricter).
+                tracing::warn!(
+                    value = %raw,
+                    "--grpc-keepalive-min-time accepted, but clients pinging more often are not disconnected"
+                );
+            }
+        }
+
+        let backend_tls = self.backend_tls()?;
+        let mut endpoints = Vec::new();
+        for raw in self.endpoints.iter().filter(|e| !e.trim().is_empty()) {
+            let url = EndpointUrl::parse(raw, backend_tls.is_some()).map_err(|e| {
+                ConfigError::InvalidValue {
+                    flag: "endpoints",
+                    value: raw.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            if !endpoints.contains(&url) {
+                endpoints.push(url);
+            }
+        }
+        if endpoints.is_empty() {
+            return Err(ConfigError::InvalidValue {
+                flag: "endpoints",
+                value: self.endpoints.join(","),
+                reason: "at least one endpoint is required".into(),
+            });
+        }
+        if self.max_send_bytes == 0 || self.max_recv_bytes == 0 {
+            return Err(ConfigError::Conflict(
+                "--max-send-bytes and --max-recv-bytes must be positive".into(),
+            ));
+        }
+
+        let mut config = Config::new(endpoints);
+        let sync = duration(
+            "endpoints-auto-sync-interval",
+            &self.endpoints_auto_sync_interval,
+        )?;
+        config.auto_sync_interval = (!sync.is_zero()).then_some(sync);
+        let keepalive = duration("dial-keepalive-time", &self.dial_keepalive_time)?;
+        config.channel.keepalive_time = (!keepalive.is_zero()).then_some(keepalive);
+        config.channel.keepalive_timeout =
+            duration("dial-keepalive-timeout", &self.dial_keepalive_timeout)?;
+        config.channel.permit_without_stream = self.permit_without_stream;
+        config.max_send_bytes = self.max_send_bytes;
+        config.max_recv_bytes = self.max_recv_bytes;
+        config.max_concurrent_streams = self.max_concurrent_streams;
+        config.grpc_keepalive_interval =
+            duration("grpc-keepalive-interval", &self.grpc_keepalive_interval)?;
+        config.grpc_keepalive_timeout =
+            duration("grpc-keepalive-timeout", &self.grpc_keepalive_timeout)?;
+        config.namespace = Namespace::new(self.namespace.as_deref().unwrap_or(""));
+        config.registration = self.registration()?;
+        config.serializable_ordering = flag_bool(
+            "experimental-serializable-ordering",
+            &self.experimental_serializable_ordering,
+        )?;
+        config.leasing_prefix = self
+            .experimental_leasing_prefix
+            .clone()
+            .filter(|p| !p.is_empty())
+            .map(String::into_bytes);
+        config.cache = CacheLimits {
+            max_entries: self.cache_max_entries,
+            max_bytes: self.cache_max_bytes,
+        };
+        config.listen_tls = self.listen_tls()?;
+        config.backend_tls = backend_tls;
+        config.discovery = self.discovery()?;
+        config.dns_server = dns_server_from_env()?;
+        config.metrics_addr = metrics_addr(&self.metrics_addr)?;
+        config.enable_pprof = self.enable_pprof;
+        config.drain_grace_period = duration("drain-grace-period", &self.drain_grace_period)?;
+        config.drain_timeout = duration("drain-timeout", &self.drain_timeout)?;
+        config.channel.own_user = self.own_user()?;
+        Ok(config)
+    }
+
+    /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--auto-tls` and the
+    /// flags that shape them; `None` when the listener serves plain TCP.
+    fn listen_tls(&self) -> Result<Option<ListenTls>, ConfigError> {
+        let cert = non_empty(&self.cert_file);
+        let key = non_empty(&self.key_file);
+        let ca = non_empty(&self.trusted_ca_file);
+        let auto = flag_bool("auto-tls", &self.auto_tls)?;
+        let validity = match non_empty(&self.self_signed_cert_validity) {
+            None => 1,
+            Some(v) => v.parse::<u32>().map_err(|e| ConfigError::InvalidValue {
+                flag: "self-signed-cert-validity",
+                value: v.into(),
+                reason: e.to_string(),
+            })?,
+        };
+        let min = match non_empty(&self.tls_min_version) {
+            None => TlsVersion::Tls12,
+            Some(v) => TlsVersion::parse(v).map_err(|reason| ConfigError::InvalidValue {
+                flag: "tls-min-version",
+                value: v.into(),
+                reason,
+            })?,
+        };
+        let max = match non_empty(&self.tls_max_version) {
+            None => None,
+            Some(v) => Some(
+                TlsVersion::parse(v).map_err(|reason| ConfigError::InvalidValue {
+                    flag: "tls-max-version",
+                    value: v.into(),
+                    reason,
+                })?,
+            ),
+        };
+        let suites = match non_empty(&self.listen_cipher_suites) {
+            None => Vec::new(),
+            Some(v) => parse_cipher_suites(v).map_err(|reason| ConfigError::InvalidValue {
+                flag: "listen-cipher-suites",
+                value: v.into(),
+                reason,
+            })?,
+        };
+        if auto && validity == 0 {
+            return Err(ConfigError::Conflict(
+                "--self-signed-cert-validity is invalid: it must be greater than 0 with --auto-tls"
+                    .into(),
+            ));
+        }
+        let mut tls = match (cert, key, ca) {
+            (Some(cert), Some(key), _) => ListenTls::from_files(cert, key),
+            (None, None, None) if auto => ListenTls::auto(Path::new(&self.data_dir), &self.listen_addr, validity),
+            (None, None, None) => {
+                for (flag, value) in [
+                    ("client-crl-file", &self.client_crl_file),
+                    ("listen-cipher-suites", &self.listen_cipher_suites),
+                    ("tls-max-version", &self.tls_max_version),
+                ] {
+                    if non_empty(value).is_some() {
+                        tracing::warn!(flag, "flag has no effect: the proxy serves plain TCP (no --cert-file or --auto-tls)");
+                    }
+                }
+                return Ok(None);
+            }
+            (None, _, _) => {
+                return Err(ConfigError::Conflict(
+                    "--cert-file is required with --key-file or --trusted-ca-file (or use --auto-tls without them)".into(),
+                ))
+            }
+            (Some(_), None, _) => return Err(ConfigError::Conflict("--key-file is required with --cert-file".into())),
+        };
+        if let Some(ca) = ca {
+            tls.trusted_ca = Some(ca.into());
+        }
+        tls.client_crl = non_empty(&self.client_crl_file).map(Into::into);
+        tls.cipher_suites = suites;
+        tls.min_version = min;
+        tls.max_version = max;
+        tls.check().map_err(ConfigError::Conflict)?;
+        Ok(Some(tls))
+    }
+
+    /// `--cert`, `--key`, `--cacert`, `--insecure-skip-tls-verify`; `None` when none is set.
+    fn backend_tls(&self) -> Result<Option<BackendTls>, ConfigError> {
+        let tls = BackendTls {
+            cert: non_empty(&self.cert).map(Into::into),
+            key: non_empty(&self.key).map(Into::into),
+            cacert: non_empty(&self.cacert).map(Into::into),
+            insecure_skip_verify: flag_bool(
+                "insecure-skip-tls-verify",
+                &self.insecure_skip_tls_verify,
+            )?,
+        };
+        match (&tls.cert, &tls.key) {
+            (Some(_), None) => return Err(ConfigError::Conflict("--cert needs --key".into())),
+            (None, Some(_)) => return Err(ConfigError::Conflict("--key needs --cert".into())),
+            _ => {}
+        }
+        let any = tls.cert.is_some() || tls.cacert.is_some() || tls.insecure_skip_verify;
+        Ok(any.then_some(tls))
+    }
+
+    /// `--discovery-srv`, `--discovery-srv-name`, `--insecure-discovery`.
+    fn discovery(&self) -> Result<Option<SrvDiscovery>, ConfigError> {
+        let insecure = flag_bool("insecure-discovery", &self.insecure_discovery)?;
+        let Some(domain) = non_empty(&self.discovery_srv) else {
+            if non_empty(&self.discovery_srv_name).is_some() {
+                return Err(ConfigError::Conflict(
+                    "--discovery-srv-name needs --discovery-srv".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        Ok(Some(SrvDiscovery {
+            domain: domain.to_string(),
+            service_name: non_empty(&self.discovery_srv_name).map(str::to_string),
+            insecure,
+        }))
+    }
+}

@@ -1,0 +1,14 @@
+//! The shared listener: the accept loop, each connection served by hyper (HTTP/1.1 and HTTP/2), gRPC and HTTP told apart by content type.
+
+use super::*;
+
+/// A connection's byte stream once accepted (plain TCP, or TLS around it).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The future of an [`Acceptor`]: the stream to serve HTTP on.
+pub type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn Io>>> + Send>>;
+
+/// Turns an accepted TCP stream into the stream HTTP is served on, e.g. a
+/// TLS handshake. Runs on the connection's own task, never in the accept loop.
+pub type Acceptor = Arc<dyn Fn(TcpStream) -> AcceptFuture + Send + Sync>;
