@@ -170,16 +170,15 @@ func (c *Cluster) RemoveMember(ctx context.Context, m *Member) error {
 		return err
 	}
 	defer cli.Close()
-	list, err := cli.MemberList(ctx)
-	if err != nil {
-		return err
-	}
-	for _, x := range list.Members {
-		if x.Name == m.Name {
-			if _, err := cli.MemberRemove(ctx, x.ID); err != nil {
-				return err
-			}
+	for {
+		err = removeByName(ctx, cli, m.Name)
+		if err == nil {
+			break
 		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("member remove: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	c.KillMember(m)
 	delNetns(m.Index)
@@ -192,6 +191,22 @@ func (c *Cluster) RemoveMember(ctx context.Context, m *Member) error {
 	}
 	c.mu.Unlock()
 	_ = os.RemoveAll(filepath.Join(c.Dir, m.Name))
+	return nil
+}
+
+func removeByName(ctx context.Context, cli *clientv3.Client, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return err
+	}
+	for _, x := range list.Members {
+		if x.Name == name {
+			_, err = cli.MemberRemove(ctx, x.ID)
+			return err
+		}
+	}
 	return nil
 }
 
@@ -210,13 +225,17 @@ func (c *Cluster) AddMember(ctx context.Context) (*Member, error) {
 	}
 	defer cli.Close()
 	for {
-		if _, err = cli.MemberAdd(ctx, []string{m.Peer()}); err == nil {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = cli.MemberAdd(actx, []string{m.Peer()})
+		cancel()
+		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
+			delNetns(m.Index)
 			return nil, fmt.Errorf("member add: %v", err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
 	}
 	c.mu.Lock()
 	c.members = append(c.members, m)

@@ -87,19 +87,27 @@ func (in *Injector) inject(ctx context.Context, name string) (string, error) {
 		in.hold(ctx, time.Duration(500+in.Rnd.Intn(1500))*time.Millisecond)
 		return m.Name, in.C.RestartMember(m)
 	case "rescale":
-		m := in.member()
-		rctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		// Scale out by one, then back in: a fresh member joins, an old one leaves.
+		rctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		if err := in.C.RemoveMember(rctx, m); err != nil {
-			return m.Name, fmt.Errorf("remove: %v", err)
-		}
-		in.OnRescale()
 		added, err := in.C.AddMember(rctx)
 		in.OnRescale()
 		if err != nil {
-			return m.Name, fmt.Errorf("add: %v", err)
+			return "add", fmt.Errorf("add: %v", err)
 		}
-		return m.Name + " -> " + added.Name, nil
+		var old []*cluster.Member
+		for _, m := range in.C.Members() {
+			if m != added {
+				old = append(old, m)
+			}
+		}
+		m := old[in.Rnd.Intn(len(old))]
+		err = in.C.RemoveMember(rctx, m)
+		in.OnRescale()
+		if err != nil {
+			return "+" + added.Name + " -" + m.Name, fmt.Errorf("remove: %v", err)
+		}
+		return "+" + added.Name + " -" + m.Name, nil
 	case "blackhole":
 		m := in.member()
 		if err := cluster.Blackhole(m.Index); err != nil {
