@@ -38,6 +38,7 @@ func Serializable(ops []history.Op, truth []history.Event, v Violations) (header
 	}
 	sort.Slice(reads, func(i, j int) bool { return reads[i].Call < reads[j].Call })
 	proxyMax := map[proxyKey]int64{}
+	proxyWhy := map[proxyKey]string{}
 	ownMax := map[own]int64{}
 	var checks []revCheck
 	j := 0
@@ -50,6 +51,7 @@ func Serializable(ops []history.Op, truth []history.Event, v Violations) (header
 			k := proxyKey{o.Proxy, o.Epoch}
 			if o.Resp.Rev > proxyMax[k] {
 				proxyMax[k] = o.Resp.Rev
+				proxyWhy[k] = fmt.Sprintf("%s %q by client %d at %.3fs", o.Req.Kind, o.Req.Key, o.Client, float64(o.Return)/1e9)
 			}
 			if ok := (own{o.Client, k}); !isRead(o.Req) && o.Resp.Rev > ownMax[ok] {
 				ownMax[ok] = o.Resp.Rev
@@ -60,7 +62,7 @@ func Serializable(ops []history.Op, truth []history.Event, v Violations) (header
 		k := proxyKey{r.Proxy, r.Epoch}
 		if m := proxyMax[k]; r.Proxy != "" && r.Resp.Rev < m {
 			headerBehind++
-			checks = append(checks, revCheck{r, m, SerialMonotonic, desc + fmt.Sprintf(" after the proxy answered rev %d", m)})
+			checks = append(checks, revCheck{r, m, SerialMonotonic, desc + fmt.Sprintf(" after the proxy answered rev %d (%s)", m, proxyWhy[k])})
 		}
 		if m := ownMax[own{r.Client, k}]; r.Resp.Rev < m {
 			checks = append(checks, revCheck{r, m, SerialOwnWrites, desc + fmt.Sprintf(" after its own write there at rev %d", m)})

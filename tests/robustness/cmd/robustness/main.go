@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"math/rand"
@@ -241,7 +242,12 @@ func run(secs int, seed int64, target, proxyBin, etcdBin, out string, keep bool)
 		r.Write(f)
 		f.Close()
 	}
+	if r.Total() > 0 {
+		keep = true // the evidence stays: logs, history, violations
+		fmt.Printf("robustness: violations; history and logs kept in %s\n", dir)
+	}
 	if keep {
+		_ = writeJSON(filepath.Join(dir, "history.json"), rec)
 		_ = writeFaultLog(filepath.Join(dir, "faults.log"), r)
 		_ = writeViolations(filepath.Join(dir, "violations.log"), v)
 	}
@@ -249,6 +255,14 @@ func run(secs int, seed int64, target, proxyBin, etcdBin, out string, keep bool)
 		return 1, nil
 	}
 	return 0, nil
+}
+
+func writeJSON(path string, x interface{}) error {
+	b, err := json.MarshalIndent(x, "", " ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 func writeFaultLog(path string, r *report.Run) error {
