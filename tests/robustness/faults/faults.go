@@ -33,8 +33,10 @@ type Injector struct {
 // Fault names.
 var names = []string{"kill-member", "rescale", "blackhole", "delay", "compact-while-replaying", "proxy-restart"}
 
-// Run injects a fault every gap (±50%) until ctx ends.
+// Run injects a fault every gap (±50%) until ctx ends, going through every
+// kind of fault in a random order before any repeats.
 func (in *Injector) Run(ctx context.Context, gap time.Duration) {
+	var order []string
 	for {
 		select {
 		case <-ctx.Done():
@@ -44,7 +46,12 @@ func (in *Injector) Run(ctx context.Context, gap time.Duration) {
 		if ctx.Err() != nil {
 			return
 		}
-		name := names[in.Rnd.Intn(len(names))]
+		if len(order) == 0 {
+			order = append([]string(nil), names...)
+			in.Rnd.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		}
+		name := order[0]
+		order = order[1:]
 		f := history.Fault{Name: name, Start: in.Env.Now()}
 		var err error
 		f.Target, err = in.inject(ctx, name)

@@ -64,17 +64,23 @@ func (r *Run) Write(w io.Writer) {
 	for _, k := range kinds {
 		parts = append(parts, fmt.Sprintf("%s %d/%d", k, ok[history.Kind(k)], failed[history.Kind(k)]))
 	}
-	events, kas := 0, 0
+	events, kas, progress, compacted := 0, 0, 0, 0
 	for _, wt := range r.Rec.Watch {
 		for _, resp := range wt.Resps {
 			events += len(resp.Events)
+			if resp.Progress {
+				progress++
+			}
+			if resp.CompactRev != 0 {
+				compacted++
+			}
 		}
 	}
 	for _, l := range r.Rec.Leases {
 		kas += len(l.KeepAlives)
 	}
 	fmt.Fprintf(w, "- operations (ok/failed): %d ops: %s\n", len(r.Rec.Ops), strings.Join(parts, ", "))
-	fmt.Fprintf(w, "- watches: %d streams, %d events received; members' log: %d events\n", len(r.Rec.Watch), events, r.Truth)
+	fmt.Fprintf(w, "- watches: %d streams, %d events and %d progress notifications received, %d ended by compaction; members' log: %d events\n", len(r.Rec.Watch), events, progress, compacted, r.Truth)
 	fmt.Fprintf(w, "- leases: %d, keep-alives: %d\n", len(r.Rec.Leases), kas)
 	count, errs := map[string]int{}, map[string]int{}
 	for _, f := range r.Rec.Faults {

@@ -196,7 +196,7 @@ func run(secs int, seed int64, target, proxyBin, etcdBin, out string, keep bool)
 	inj := &faults.Injector{C: c, Proxies: proxies, Env: env, Rnd: rand.New(rand.NewSource(rnd.Int63())), Client: faultCli,
 		Truth: truth, OnRescale: func() { direct.SetEndpoints(c.Endpoints()...) }}
 	wg.Add(1)
-	go func() { defer wg.Done(); inj.Run(ctx, 4*time.Second) }()
+	go func() { defer wg.Done(); inj.Run(ctx, 2*time.Second) }()
 	wg.Wait()
 
 	// Settle: every member healthy, the members' log read to the end.
