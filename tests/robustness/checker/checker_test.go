@@ -217,7 +217,7 @@ func noPrev(e []h.Event) []h.Event {
 
 func checkOne(w *h.Watch) Violations {
 	v := Violations{}
-	Watches([]*h.Watch{w}, truth(), v)
+	Watches([]*h.Watch{w}, truth(), nil, v)
 	return v
 }
 
@@ -239,7 +239,7 @@ func TestWatchAtomic(t *testing.T) {
 	two := []h.Event{{KV: kv("a", "1", 7, 7, 1)}, {KV: kv("b", "1", 7, 7, 1)}}
 	tr := append(truth(), two...)
 	v := Violations{}
-	Watches([]*h.Watch{watch(7, true, h.WatchResp{Events: two[:1]}, h.WatchResp{Events: two[1:]})}, tr, v)
+	Watches([]*h.Watch{watch(7, true, h.WatchResp{Events: two[:1]}, h.WatchResp{Events: two[1:]})}, tr, nil, v)
 	only(t, v, WatchAtomic)
 }
 
@@ -259,6 +259,16 @@ func TestWatchResumable(t *testing.T) {
 func TestWatchPrevKVAsAsked(t *testing.T) {
 	only(t, checkOne(watch(2, true, h.WatchResp{Events: noPrev(evs(0, 1))})), WatchPrevKV)
 	only(t, checkOne(watch(3, false, h.WatchResp{Events: evs(1)})), WatchPrevKV)
+}
+
+func TestWatchPrevKVMayBeCompactedAway(t *testing.T) {
+	w := watch(3, true, h.WatchResp{Time: 100, Events: noPrev(evs(1))})
+	v := Violations{}
+	Watches([]*h.Watch{w}, truth(), []h.Compaction{{Rev: 3, Call: 90}}, v)
+	clean(t, v)
+	v = Violations{}
+	Watches([]*h.Watch{w}, truth(), []h.Compaction{{Rev: 3, Call: 110}}, v)
+	only(t, v, WatchPrevKV)
 }
 
 func TestWatchFilterAsAsked(t *testing.T) {

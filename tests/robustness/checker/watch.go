@@ -8,13 +8,15 @@ import (
 
 // Watches checks every watch stream against the members' own event log
 // (truth, in revision order, with prev_kv): ordered, unique, atomic,
-// bookmarkable, reliable, resumable, and prev_kv/filters as asked.
-func Watches(watches []*history.Watch, truth []history.Event, v Violations) {
+// bookmarkable, reliable, resumable, and prev_kv/filters as asked. An event
+// may lack its prev_kv when a compaction that removed the previous revision
+// was sent before the event arrived: etcd itself then sends none.
+func Watches(watches []*history.Watch, truth []history.Event, compactions []history.Compaction, v Violations) {
 	for _, g := range []string{WatchOrdered, WatchUnique, WatchAtomic, WatchBookmark, WatchReliable, WatchResumable, WatchPrevKV} {
 		v.Touch(g)
 	}
 	for i, w := range watches {
-		checkWatch(fmt.Sprintf("watch %d (client %d, %q from rev %d)", i, w.Client, w.Key, w.StartRev), w, truth, v)
+		checkWatch(fmt.Sprintf("watch %d (client %d, %q from rev %d)", i, w.Client, w.Key, w.StartRev), w, truth, compactions, v)
 	}
 }
 
@@ -23,7 +25,17 @@ type evKey struct {
 	key string
 }
 
-func checkWatch(name string, w *history.Watch, truth []history.Event, v Violations) {
+func checkWatch(name string, w *history.Watch, truth []history.Event, compactions []history.Compaction, v Violations) {
+	// compactedBy: whether the revision before rev could have been compacted by time t.
+	compactedBy := func(rev, t int64) bool {
+		for _, c := range compactions {
+			if c.Call <= t && c.Rev >= rev {
+				return true
+			}
+		}
+		return false
+	}
+	arrived := map[evKey]int64{}
 	var got []history.Event
 	var lastRev, progressRev int64
 	seen := map[evKey]bool{}
@@ -52,6 +64,7 @@ func checkWatch(name string, w *history.Watch, truth []history.Event, v Violatio
 				v.Add(WatchAtomic, fmt.Sprintf("%s: events of rev %d split over responses %d and %d", name, rev, at, ri))
 			}
 			respOf[rev] = ri
+			arrived[k] = r.Time
 			if rev > lastRev {
 				lastRev = rev
 			}
@@ -102,6 +115,7 @@ func checkWatch(name string, w *history.Watch, truth []history.Event, v Violatio
 			v.Add(WatchReliable, fmt.Sprintf("%s: event %q at rev %d is %+v, the members' is %+v", name, ev.KV.Key, ev.KV.ModRev, g, ev))
 		}
 		switch {
+		case w.PrevKV && g.Prev == nil && ev.Prev != nil && compactedBy(ev.KV.ModRev, arrived[evKey{ev.KV.ModRev, ev.KV.Key}]):
 		case w.PrevKV && !samePrev(g.Prev, ev.Prev):
 			v.Add(WatchPrevKV, fmt.Sprintf("%s: event %q at rev %d prev_kv %+v, the members' %+v", name, ev.KV.Key, ev.KV.ModRev, g.Prev, ev.Prev))
 		case !w.PrevKV && g.Prev != nil:

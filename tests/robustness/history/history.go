@@ -119,13 +119,19 @@ type Fault struct {
 	Err          string
 }
 
+// Compaction is one compaction request (it may have happened even if it failed).
+type Compaction struct {
+	Rev, Call int64
+}
+
 // Recorder collects a run's history from many goroutines.
 type Recorder struct {
-	mu     sync.Mutex
-	Ops    []Op
-	Watch  []*Watch
-	Leases []*Lease
-	Faults []Fault
+	mu          sync.Mutex
+	Ops         []Op
+	Watch       []*Watch
+	Leases      []*Lease
+	Faults      []Fault
+	Compactions []Compaction
 }
 
 // AddOp records a finished request.
@@ -136,6 +142,13 @@ func (r *Recorder) AddWatch(w *Watch) { r.mu.Lock(); r.Watch = append(r.Watch, w
 
 // AddLease registers a lease (filled in by its owner only).
 func (r *Recorder) AddLease(l *Lease) { r.mu.Lock(); r.Leases = append(r.Leases, l); r.mu.Unlock() }
+
+// AddCompaction logs a compaction request.
+func (r *Recorder) AddCompaction(c Compaction) {
+	r.mu.Lock()
+	r.Compactions = append(r.Compactions, c)
+	r.mu.Unlock()
+}
 
 // AddFault logs a fault.
 func (r *Recorder) AddFault(f Fault) { r.mu.Lock(); r.Faults = append(r.Faults, f); r.mu.Unlock() }

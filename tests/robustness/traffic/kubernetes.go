@@ -181,6 +181,7 @@ func RunCompactor(ctx context.Context, env *Env, id int, cli *clientv3.Client, r
 func Compact(ctx context.Context, env *Env, cli *clientv3.Client, rev int64) error {
 	ctx, cancel := context.WithTimeout(ctx, env.OpTimeout)
 	defer cancel()
+	env.Rec.AddCompaction(history.Compaction{Rev: rev, Call: env.Now()})
 	_, err := pb.NewKVClient(cli.ActiveConnection()).Compact(ctx, &pb.CompactionRequest{Revision: rev})
 	return err
 }
