@@ -46,20 +46,23 @@ fi
 export GOCACHE="$root/target/go/cache" GOMODCACHE="$root/target/go/mod" GOFLAGS="-modcacherw -buildvcs=false"
 mkdir -p "$root/target/robustness" "$(dirname "$report")"
 harness="$root/target/robustness/robustness"
+tmp="$root/target/robustness/report.tmp"
+summary="$root/target/robustness/summary.jsonl"
+rm -f "$summary"
 (cd tests/robustness && go test -count=1 ./checker/ && go build -o "$harness" ./cmd/robustness)
 
 {
   echo "## Robustness report"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), etcd $("$bin/etcd" --version | awk '/etcd Version/ {print $3}'), ${secs}s of traffic per run, seeds: $seeds."
-  echo "Three members, each in a network namespace of its own; two proxies; clients given both proxies."
+  echo "Three members, each in a network namespace of its own; two proxies; clients given both proxies. Our proxy: $PROXY_BIN."
   echo
-} >"$report.tmp"
+} >"$tmp"
 
 failed=0
 for seed in $seeds; do
   rc=0
-  "${as_root[@]}" "$harness" -target ours -secs "$secs" -seed "$seed" -proxy-bin "$PROXY_BIN" -etcd-bin "$bin/etcd" -report "$report.tmp" \
+  "${as_root[@]}" "$harness" -target ours -secs "$secs" -seed "$seed" -proxy-bin "$PROXY_BIN" -etcd-bin "$bin/etcd" -report "$tmp" -summary "$summary" \
     -known "$root/tests/robustness/known-findings.txt" || rc=$?
   case $rc in
     0) ;;
@@ -69,10 +72,19 @@ for seed in $seeds; do
 done
 if [ "$compare" = 1 ]; then
   for seed in $seeds; do
-    "${as_root[@]}" "$harness" -target etcd -secs "$secs" -seed "$seed" -etcd-bin "$bin/etcd" -report "$report.tmp" || \
+    "${as_root[@]}" "$harness" -target etcd -secs "$secs" -seed "$seed" -etcd-bin "$bin/etcd" -report "$tmp" -summary "$summary" || \
       echo "robustness: etcd's grpc-proxy at seed $seed: exit $? (comparison only)" >&2
   done
 fi
-mv "$report.tmp" "$report"
+{
+  sed '/^### /,$d' "$tmp"
+  echo "Violations per guarantee (\"known\": a known finding, tests/robustness/known-findings.txt; etcd's grpc-proxy is measured, not judged):"
+  echo
+  "$harness" -summarize "$summary"
+  echo "Faults that could not be injected as asked: see the notes under each run and the README (Robustness)."
+  echo
+  sed -n '/^### /,$p' "$tmp"
+} >"$report"
+rm -f "$tmp"
 echo "robustness: report in $report"
 exit "$failed"

@@ -39,7 +39,16 @@ func main() {
 	out := flag.String("report", "", "append the run's markdown section to this file")
 	keep := flag.Bool("keep", false, "keep the run's directory (logs, data) instead of removing it")
 	knownFile := flag.String("known", "", "known findings (guarantee | note lines): reported, not failing the run")
+	summary := flag.String("summary", "", "append the run's figures as a JSON line to this file")
+	summarize := flag.String("summarize", "", "only print the table of a summary file (ours against etcd's grpc-proxy)")
 	flag.Parse()
+	if *summarize != "" {
+		if err := report.Summarize(*summarize, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "robustness:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	known, err := report.ReadKnown(*knownFile)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "robustness:", err)
@@ -48,7 +57,7 @@ func main() {
 	if *target != "ours" {
 		known = nil // findings are about our proxy; etcd's is only measured
 	}
-	code, err := run(*secs, *seed, *target, *proxyBin, *etcdBin, *out, *keep, known)
+	code, err := run(*secs, *seed, *target, *proxyBin, *etcdBin, *out, *summary, *keep, known)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "robustness:", err)
 		os.Exit(2)
@@ -66,7 +75,7 @@ func need(path, what, hint string) error {
 	return nil
 }
 
-func run(secs int, seed int64, target, proxyBin, etcdBin, out string, keep bool, known map[string]string) (int, error) {
+func run(secs int, seed int64, target, proxyBin, etcdBin, out, summary string, keep bool, known map[string]string) (int, error) {
 	if err := need(etcdBin, "etcd binary (-etcd-bin / ETCD_BIN)", "build it with scripts/etcd-bin.sh 3.6"); err != nil {
 		return 2, err
 	}
@@ -251,7 +260,12 @@ func run(secs int, seed int64, target, proxyBin, etcdBin, out string, keep bool,
 		r.Write(f)
 		f.Close()
 	}
-	if r.Total() > 0 {
+	if summary != "" {
+		if err := report.AppendLine(summary, r.Line(ours)); err != nil {
+			return 2, err
+		}
+	}
+	if r.Total() > 0 && ours {
 		keep = true // the evidence stays: logs, history, violations
 		fmt.Printf("robustness: violations; history and logs kept in %s\n", dir)
 	}
