@@ -53,7 +53,7 @@ func NewProxy(name, bin string, ours bool) *Proxy {
 	return &Proxy{Name: name, Addr: FreeAddr(), Metrics: FreeAddr(), Ours: ours, Bin: bin}
 }
 
-// Start starts the proxy towards endpoints (ours is given only the first)
+// StartProxy starts the proxy towards endpoints (ours is given only the first)
 // and waits until it is ready.
 func (c *Cluster) StartProxy(p *Proxy, endpoints []string) error {
 	var args []string

@@ -96,6 +96,7 @@ func run(secs int, seed int64, target, proxyBin, etcdBin, out, summary string, k
 	}
 	var c *cluster.Cluster
 	var stopOnce sync.Once
+	pruneData := false // kept as evidence: logs and history stay, members' data goes
 	stop := func() {
 		stopOnce.Do(func() {
 			if c != nil {
@@ -105,6 +106,13 @@ func run(secs int, seed int64, target, proxyBin, etcdBin, out, summary string, k
 			}
 			if !keep {
 				_ = os.RemoveAll(dir)
+			} else if pruneData {
+				entries, _ := os.ReadDir(dir)
+				for _, e := range entries {
+					if e.IsDir() {
+						_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+					}
+				}
 			}
 		})
 	}
@@ -265,8 +273,8 @@ func run(secs int, seed int64, target, proxyBin, etcdBin, out, summary string, k
 			return 2, err
 		}
 	}
-	if r.Total() > 0 && ours {
-		keep = true // the evidence stays: logs, history, violations
+	if r.Total() > 0 && ours && !keep {
+		keep, pruneData = true, true // the evidence stays: logs, history, violations
 		fmt.Printf("robustness: violations; history and logs kept in %s\n", dir)
 	}
 	if keep {
