@@ -276,3 +276,11 @@ func TestWatchFilterAsAsked(t *testing.T) {
 	w.NoDelete = true
 	only(t, checkOne(w), WatchPrevKV)
 }
+
+func TestHashKVDiffers(t *testing.T) {
+	v := Violations{}
+	HashKV(9, map[string]uint32{"m1": 1, "m2": 1, "m3": 1}, nil, v)
+	clean(t, v)
+	HashKV(9, map[string]uint32{"m1": 1, "m2": 2, "m3": 1}, nil, v)
+	only(t, v, HashKVEqual)
+}

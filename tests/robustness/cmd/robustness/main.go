@@ -337,9 +337,7 @@ func settle(c *cluster.Cluster, direct *clientv3.Client, truth *traffic.Truth) (
 
 // checkHashKV asks every member for its HashKV at rev; all must agree.
 func checkHashKV(c *cluster.Cluster, direct *clientv3.Client, rev int64, v checker.Violations) {
-	v.Touch(checker.HashKVEqual)
-	var firstHash uint32
-	var firstName string
+	hashes, errs := map[string]uint32{}, map[string]error{}
 	for _, m := range c.Members() {
 		var resp *clientv3.HashKVResponse
 		var err error
@@ -353,13 +351,10 @@ func checkHashKV(c *cluster.Cluster, direct *clientv3.Client, rev int64, v check
 			time.Sleep(200 * time.Millisecond)
 		}
 		if err != nil {
-			v.Add(checker.HashKVEqual, fmt.Sprintf("%s: HashKV at %d: %v", m.Name, rev, err))
-			continue
-		}
-		if firstName == "" {
-			firstHash, firstName = resp.Hash, m.Name
-		} else if resp.Hash != firstHash {
-			v.Add(checker.HashKVEqual, fmt.Sprintf("HashKV at %d: %s %x, %s %x", rev, firstName, firstHash, m.Name, resp.Hash))
+			errs[m.Name] = err
+		} else {
+			hashes[m.Name] = resp.Hash
 		}
 	}
+	checker.HashKV(rev, hashes, errs, v)
 }
