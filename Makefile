@@ -4,7 +4,7 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := etcd-server etcd-client protobuf-compiler
 
-.PHONY: all build deps demo test test-fast test-kubernetes etcd-versions bench clean
+.PHONY: all build deps demo test test-fast test-kubernetes robustness etcd-versions bench clean
 
 all: build
 
@@ -15,6 +15,7 @@ deps:
 	command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	command -v tc >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v go >/dev/null 2>&1 || missing="$$missing golang-go"; \
 	command -v python3 >/dev/null 2>&1 || missing="$$missing python3-pip"; \
 	if [ -n "$$missing" ]; then \
@@ -36,6 +37,14 @@ demo: deps build
 test: deps
 	CARGO=$(CARGO) bash scripts/test-matrix.sh
 	CARGO=$(CARGO) bash scripts/test-kubernetes.sh
+	CARGO=$(CARGO) ROBUSTNESS_COMPARE=0 ROBUSTNESS_SEEDS="$${ROBUSTNESS_SEEDS:-1}" bash scripts/robustness.sh
+
+## robustness: traffic through the proxy under injected faults (member kill, rescale, blackhole,
+## delay, compaction, proxy restart), checked for linearizability, watch and lease guarantees;
+## also runs etcd's grpc-proxy for comparison; report in bench/results/robustness/latest.md
+## (ROBUSTNESS_SECS, ROBUSTNESS_SEEDS, ROBUSTNESS_COMPARE: see scripts/robustness.sh)
+robustness: deps
+	CARGO=$(CARGO) ROBUSTNESS_SECS="$${ROBUSTNESS_SECS:-60}" ROBUSTNESS_SEEDS="$${ROBUSTNESS_SEEDS:-1 2 3}" bash scripts/robustness.sh
 
 ## test-kubernetes: Kubernetes' storage suites through the proxy and directly (tests/kubernetes)
 test-kubernetes: deps
