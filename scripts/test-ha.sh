@@ -15,6 +15,8 @@
 #
 # Needs root (ip netns), keepalived, haproxy, curl. PROXY_BIN and HA_LOAD_BIN
 # skip the cargo builds. HA_TIMEOUT (s, default 420) bounds the whole run.
+# HA_SCENARIOS picks scenarios (default: all, in order); HA_KEEP=1 keeps the
+# logs in target/ha-logs/ even when the run passes.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -55,10 +57,10 @@ cleanup() {
   [ -n "${watchdog:-}" ] && kill "$watchdog" 2>/dev/null
   for f in "$HA_WORK"/*.pid; do [ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
   ha_net_down
-  if [ "$rc" != 0 ]; then
+  if [ "$rc" != 0 ] || [ -n "${HA_KEEP:-}" ]; then
     rm -rf "$root/target/ha-logs"; mkdir -p "$root/target/ha-logs"
     cp "$HA_WORK"/*.log "$HA_WORK"/*.cfg "$root/target/ha-logs/" 2>/dev/null || true
-    echo "test-ha: FAILED (rc $rc); logs in target/ha-logs/" >&2
+    [ "$rc" != 0 ] && echo "test-ha: FAILED (rc $rc); logs in target/ha-logs/" >&2
   fi
   rm -rf "$HA_WORK"
   exit "$rc"
@@ -90,13 +92,9 @@ ha_wait "etcdctl through the VIP" 20 spot_quiet "$HA_VIP"
 ha_wait "etcdctl through HAProxy" 20 spot_quiet "$HA_LB"
 
 : >"$HA_WORK/rows.md"
-scenario_vip_drain
-scenario_vip_kill
-scenario_vip_rolling
-scenario_lb_drain
-scenario_lb_kill
-scenario_lb_rolling
-scenario_member_change
+for s in ${HA_SCENARIOS:-vip_drain vip_kill vip_rolling lb_drain lb_kill lb_rolling member_change}; do
+  "scenario_$s"
+done
 
 wall=$((SECONDS - started))
 mkdir -p "$(dirname "$HA_RESULTS")"

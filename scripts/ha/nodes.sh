@@ -12,7 +12,7 @@ ha_addresses() { sed 's/\b10\.0\.0\./10.78.0./g'; }
 # ha_bg NAME NODE CMD...: starts CMD in NODE's namespace in the background.
 ha_bg() {
   local name=$1 node=$2; shift 2
-  ip netns exec "egpha-$node" "$@" >"$HA_WORK/$name.log" 2>&1 &
+  ip netns exec "egpha-$node" "$@" >>"$HA_WORK/$name.log" 2>&1 &
   echo $! >"$HA_WORK/$name.pid"
 }
 
