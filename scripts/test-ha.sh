@@ -25,7 +25,7 @@ HA_RESULTS="${HA_RESULTS:-$root/bench/results/ha/latest.md}"
 HA_TIMEOUT="${HA_TIMEOUT:-420}"
 
 [ "$(id -u)" = 0 ] || { echo "test-ha: needs root (it creates network namespaces): run it as root or with sudo" >&2; exit 1; }
-for t in ip:iproute2 keepalived:keepalived haproxy:haproxy curl:curl; do
+for t in ip:iproute2 keepalived:keepalived haproxy:haproxy curl:curl promtool:prometheus python3:python3; do
   command -v "${t%%:*}" >/dev/null 2>&1 ||
     { echo "test-ha: ${t%%:*} not found: apt-get install -y ${t#*:} (or make deps-ha)" >&2; exit 1; }
 done
@@ -57,6 +57,7 @@ cleanup() {
   [ -n "${watchdog:-}" ] && kill "$watchdog" 2>/dev/null
   for f in "$HA_WORK"/*.pid; do [ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
   ha_net_down
+  { wait; } 2>/dev/null
   if [ "$rc" != 0 ] || [ -n "${HA_KEEP:-}" ]; then
     rm -rf "$root/target/ha-logs"; mkdir -p "$root/target/ha-logs"
     cp "$HA_WORK"/*.log "$HA_WORK"/*.cfg "$root/target/ha-logs/" 2>/dev/null || true
@@ -90,11 +91,16 @@ ha_wait "a VIP holder" 30 ha_vip_holder
 echo "VIP on proxy $(ha_vip_holder)"
 ha_wait "etcdctl through the VIP" 20 spot_quiet "$HA_VIP"
 ha_wait "etcdctl through HAProxy" 20 spot_quiet "$HA_LB"
+check 'docker_healthcheck 1' "the Dockerfile's HEALTHCHECK fails on a ready proxy"
 
 : >"$HA_WORK/rows.md"
 for s in ${HA_SCENARIOS:-vip_drain vip_kill vip_rolling lb_drain lb_kill lb_rolling member_change}; do
   "scenario_$s"
 done
+
+say "observability: deploy/grafana and deploy/prometheus against a proxy's /metrics"
+ha_in p2 curl -fsS -m 2 http://127.0.0.1:9379/metrics >"$HA_WORK/metrics.txt"
+check 'scripts/check-observability.sh "$HA_WORK/metrics.txt"' "dashboard or alert rules"
 
 wall=$((SECONDS - started))
 mkdir -p "$(dirname "$HA_RESULTS")"

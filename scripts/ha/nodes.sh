@@ -102,3 +102,16 @@ ha_haproxy() {
 # hap_up_after N LINE: HAProxy logged proxyN UP after log line LINE.
 hap_lines() { wc -l <"$HA_WORK/haproxy.log"; }
 hap_state_after() { tail -n +"$(($2 + 1))" "$HA_WORK/haproxy.log" | grep "proxies/proxy$1 is $3"; }
+
+# --- the Dockerfile's HEALTHCHECK -------------------------------------------
+
+# docker_healthcheck N: runs the Dockerfile's HEALTHCHECK command against proxy N.
+docker_healthcheck() {
+  local -a cmd
+  mapfile -t cmd < <(python3 -c '
+import json, re, sys
+text = open(sys.argv[1]).read().replace("\\\n", " ")
+line = next(l for l in text.splitlines() if l.startswith("HEALTHCHECK"))
+print("\n".join(json.loads(line[line.index("CMD") + 3:])))' "$HA_DEPLOY/Dockerfile")
+  ha_in "p$1" env ETCD_GRPC_PROXY_LISTEN_ADDR=0.0.0.0:23790 "${cmd[@]}"
+}

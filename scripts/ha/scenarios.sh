@@ -83,6 +83,7 @@ scenario_vip_drain() {
   echo "VIP on proxy $h; SIGTERM"
   kill -TERM "$(ha_pid "p$h")"
   ha_wait "VIP to move" 20 vip_moved_from "$h"; moved=$(($(now_ms) - t0))
+  check '! docker_healthcheck "$h"' "the Dockerfile's HEALTHCHECK passes on a draining proxy"
   local rc=0; wait "$(ha_pid "p$h")" || rc=$?; ms=$(($(now_ms) - t0))
   check "[ $rc = 0 ]" "proxy $h exited $rc after SIGTERM"
   echo "VIP moved to proxy $(ha_vip_holder) after ${moved} ms; proxy $h exited $rc after ${ms} ms"
