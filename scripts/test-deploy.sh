@@ -22,7 +22,7 @@ for t in systemd-analyze:systemd keepalived:keepalived haproxy:haproxy go:golang
 done
 if [ -z "${PROXY_BIN:-}" ]; then
   $CARGO build --bin etcd-grpc-proxy
-  PROXY_BIN="$root/target/debug/etcd-grpc-proxy"
+  PROXY_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/etcd-grpc-proxy"
 fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail=0

@@ -39,11 +39,11 @@ bin="$(scripts/etcd-bin.sh 3.6)"
 ETCD_BIN="$bin/etcd" ETCDCTL_BIN="$bin/etcdctl"
 if [ -z "${PROXY_BIN:-}" ]; then
   $CARGO build --bin etcd-grpc-proxy
-  PROXY_BIN="$root/target/debug/etcd-grpc-proxy"
+  PROXY_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/etcd-grpc-proxy"
 fi
 if [ -z "${HA_LOAD_BIN:-}" ]; then
   $CARGO build --example ha_load
-  HA_LOAD_BIN="$root/target/debug/examples/ha_load"
+  HA_LOAD_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/examples/ha_load"
 fi
 
 HA_WORK=$(mktemp -d /tmp/egpha.XXXXXX)
@@ -54,7 +54,7 @@ cleanup() {
   local rc=$?
   set +e
   trap - EXIT TERM INT
-  [ -n "${watchdog:-}" ] && kill "$watchdog" 2>/dev/null
+  [ -n "${watchdog:-}" ] && { pkill -P "$watchdog" 2>/dev/null; kill "$watchdog" 2>/dev/null; }
   for f in "$HA_WORK"/*.pid; do [ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
   ha_net_down
   { wait; } 2>/dev/null
