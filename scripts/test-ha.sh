@@ -54,6 +54,7 @@ cleanup() {
   local rc=$?
   set +e
   trap - EXIT TERM INT
+  exec 3>&2 2>/dev/null # no "Killed" job notices for the processes ended below
   [ -n "${watchdog:-}" ] && { pkill -P "$watchdog" 2>/dev/null; kill "$watchdog" 2>/dev/null; }
   for f in "$HA_WORK"/*.pid; do [ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
   ha_net_down
@@ -61,14 +62,14 @@ cleanup() {
   if [ "$rc" != 0 ] || [ -n "${HA_KEEP:-}" ]; then
     rm -rf "$root/target/ha-logs"; mkdir -p "$root/target/ha-logs"
     cp "$HA_WORK"/*.log "$HA_WORK"/*.cfg "$root/target/ha-logs/" 2>/dev/null || true
-    [ "$rc" != 0 ] && echo "test-ha: FAILED (rc $rc); logs in target/ha-logs/" >&2
+    [ "$rc" != 0 ] && echo "test-ha: FAILED (rc $rc); logs in target/ha-logs/" >&3
   fi
   rm -rf "$HA_WORK"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'echo "test-ha: interrupted" >&2; exit 1' TERM INT
-( sleep "$HA_TIMEOUT"; echo "test-ha: global timeout (${HA_TIMEOUT}s) reached" >&2; kill -TERM $$ ) &
+( exec 4>&2 2>/dev/null; sleep "$HA_TIMEOUT"; echo "test-ha: global timeout (${HA_TIMEOUT}s) reached" >&4; kill -TERM $$ ) &
 watchdog=$!
 
 say "network: bridge $HA_BRIDGE, namespaces egpha-{e1..e4,p1..p3,lb,c} on 10.78.0.0/24"

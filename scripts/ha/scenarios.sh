@@ -17,15 +17,16 @@ check() {
 # row NAME TARGET NOTE: reports the driver's figures and checks them.
 row() {
   local name=$1 note=$3
-  printf '| %s | %s | %s | %s ms | %s gaps, %s dups, %s re-opens, longest pause %s ms | longest %s ms, %s re-opens, lease kept: %s | %s |\n' \
+  printf '| %s | %s | %s | %s ms | %s gaps, %s dups, %s re-opens, longest pause %s ms; etcdctl watch %s | longest %s ms, %s re-opens, lease kept: %s | %s |\n' \
     "$name" "${R[calls_ok]}" "${R[calls_failed]}" "${R[max_gap_ms]}" \
-    "${R[watch_gaps]}" "${R[watch_dups]}" "${R[watch_restarts]}" "${R[watch_max_gap_ms]}" \
+    "${R[watch_gaps]}" "${R[watch_dups]}" "${R[watch_restarts]}" "${R[watch_max_gap_ms]}" "${R[etcdctl_watch]}" \
     "${R[ka_max_gap_ms]}" "${R[ka_restarts]}" "${R[lease_key_kept]}" "$note" | tee -a "$HA_WORK/rows.md"
   check '[ "${R[watch_gaps]}" = 0 ] && [ "${R[watch_dups]}" = 0 ]' "$name: watch gap or duplicate"
   check '[ "${R[watch_caught_up]}" = true ]' "$name: watch did not catch up with the last Put"
   check '[ "${R[lease_lost]}" = false ] && [ "${R[lease_key_kept]}" = true ] && [ "${R[lease_ttl_left]}" -gt 0 ]' \
     "$name: the lease or its key was lost"
   check '[ "${R[calls_ok]}" -gt 0 ]' "$name: no successful call"
+  check '[ "${R[etcdctl_watch]}" = ok ]' "$name: etcdctl watch ${R[etcdctl_watch]}"
 }
 
 # spot TARGET NAME: etcdctl, from the client namespace, writes and reads back through TARGET.
