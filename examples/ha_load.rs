@@ -34,7 +34,10 @@ const MAX_RUN: Duration = Duration::from_secs(600);
 
 /// Milliseconds since the Unix epoch, to line events up with the harness's clock.
 fn epoch_ms() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }
 
 /// Longest interval between successive successes of one activity.
@@ -91,7 +94,7 @@ async fn unary(mut c: Client, s: Arc<Stats>, interval: Duration, prefix: String)
     while !s.stop.load(SeqCst) {
         n += 1;
         let key = format!("{prefix}k{}", n % 16);
-        let res = if n % 2 == 0 {
+        let res = if n.is_multiple_of(2) {
             timeout(CALL_TIMEOUT, c.put(key, n.to_string(), None))
                 .await
                 .map(|r| {
@@ -158,7 +161,10 @@ async fn watch(mut c: Client, s: Arc<Stats>) {
                         let next = s.watch_next_rev.load(SeqCst);
                         if rev < next {
                             s.watch_dups.fetch_add(1, SeqCst);
-                            log_err("watch", format!("duplicate revision {rev} (expected {next})"));
+                            log_err(
+                                "watch",
+                                format!("duplicate revision {rev} (expected {next})"),
+                            );
                             continue;
                         }
                         if rev > next {
@@ -191,7 +197,10 @@ async fn keep_alive(mut c: Client, s: Arc<Stats>, lease: i64) {
         {
             Ok(Ok(p)) => p,
             other => {
-                log_err("keep-alive open", format!("{other:?}").chars().take(200).collect::<String>());
+                log_err(
+                    "keep-alive open",
+                    format!("{other:?}").chars().take(200).collect::<String>(),
+                );
                 s.ka_restarts.fetch_add(1, SeqCst);
                 sleep(Duration::from_millis(100)).await;
                 continue;
@@ -213,13 +222,18 @@ async fn keep_alive(mut c: Client, s: Arc<Stats>, lease: i64) {
                     return;
                 }
                 other => {
-                    log_err("keep-alive", format!("{other:?}").chars().take(200).collect::<String>());
+                    log_err(
+                        "keep-alive",
+                        format!("{other:?}").chars().take(200).collect::<String>(),
+                    );
                     break;
                 }
             }
             sleep(Duration::from_secs(1)).await;
         }
-        s.ka_restarts.fetch_add(1, SeqCst);
+        if !s.stop.load(SeqCst) {
+            s.ka_restarts.fetch_add(1, SeqCst);
+        }
     }
 }
 
@@ -244,10 +258,18 @@ async fn main() {
     let s = Arc::new(Stats::default());
 
     // The lease and its key, then the watch's starting revision.
-    let lease = c.lease_grant(LEASE_TTL, None).await.expect("lease grant").id();
+    let lease = c
+        .lease_grant(LEASE_TTL, None)
+        .await
+        .expect("lease grant")
+        .id();
     let lease_key = format!("{prefix}lease");
     let put = c
-        .put(lease_key.clone(), "held", Some(PutOptions::new().with_lease(lease)))
+        .put(
+            lease_key.clone(),
+            "held",
+            Some(PutOptions::new().with_lease(lease)),
+        )
         .await
         .expect("put lease key");
     s.watch_next_rev
@@ -294,7 +316,11 @@ async fn main() {
         .is_some_and(|r| r.count() == 1);
     let _ = c.lease_revoke(lease).await;
 
-    let (ug, wg, kg) = (s.unary.lock().unwrap(), s.watch.lock().unwrap(), s.ka.lock().unwrap());
+    let (ug, wg, kg) = (
+        s.unary.lock().unwrap(),
+        s.watch.lock().unwrap(),
+        s.ka.lock().unwrap(),
+    );
     println!(
         "RESULT calls_ok={} calls_failed={} max_gap_ms={} max_gap_end_ms={} \
          watch_events={} watch_gaps={} watch_dups={} watch_restarts={} watch_caught_up={} watch_max_gap_ms={} \
