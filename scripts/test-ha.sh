@@ -33,7 +33,10 @@ done
 source scripts/ha/net.sh
 source scripts/ha/nodes.sh
 source scripts/ha/load.sh
-source scripts/ha/scenarios.sh
+source scripts/ha/scenarios-common.sh
+source scripts/ha/scenarios-vip.sh
+source scripts/ha/scenarios-lb.sh
+source scripts/ha/scenarios-members.sh
 
 bin="$(scripts/etcd-bin.sh 3.6)"
 ETCD_BIN="$bin/etcd" ETCDCTL_BIN="$bin/etcdctl"
