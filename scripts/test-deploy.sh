@@ -73,7 +73,7 @@ flags=$( { grep -ho -- '--[a-z][a-z0-9-]*=' "$unit" deploy/kubernetes/*.yaml | t
            grep -ho 'ETCD_GRPC_PROXY_[A-Z_]*[A-Z]' "$unit" deploy/Dockerfile deploy/kubernetes/*.yaml |
              sed 's/^ETCD_GRPC_PROXY_//; s/_/-/g; s/.*/--\L&/'; } | sort -u)
 for f in $flags; do
-  grep -q -- "^ *\(-[a-z], \)\?$f[ =<\[]" "$tmp/help" || bad "unknown flag or variable: $f"
+  grep -q -- "^ *\(-[a-z], \)\?${f}[ =<\[]" "$tmp/help" || bad "unknown flag or variable: $f"
 done
 ok "$(echo "$flags" | wc -w) flags/variables used in deploy/ are the proxy's"
 

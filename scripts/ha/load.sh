@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The steady client load (examples/ha_load.rs) in the client namespace (sourced).
 # Needs HA_LOAD_BIN. Results land in the associative array R.
 # Beside it, an `etcdctl watch` (Go clientv3, which resumes watches itself)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Network plumbing for the HA test (sourced): one bridge in the root
 # namespace and one network namespace per node, each with an `eth0` veth on
 # the bridge. Every name starts with `egpha`, every address is in 10.78.0.0/24.

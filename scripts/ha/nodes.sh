@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Starting and stopping the HA test's processes (sourced after net.sh).
 # Needs HA_WORK (a scratch directory), ETCD_BIN, ETCDCTL_BIN, PROXY_BIN.
 # Each process's pid is in $HA_WORK/NAME.pid, its output in $HA_WORK/NAME.log.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # What every HA scenario shares (sourced after net.sh, nodes.sh, load.sh):
 # correctness checks, the report row, etcdctl spot checks, drain and restart
 # of a proxy. Each scenario (scenarios-vip.sh, scenarios-lb.sh,

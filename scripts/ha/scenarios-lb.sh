@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Scenarios behind HAProxy (sourced after scenarios-common.sh).
 
 # lb_backend: the proxy carrying the etcd-client driver behind HAProxy: the

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The seed's story behind the HA pair: member add, then the first member dies
 # (sourced after scenarios-common.sh).
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Scenarios with keepalived's VIP on the proxies (sourced after scenarios-common.sh).
 
 vip_moved_from() { local h; h=$(ha_vip_holder) && [ "$h" != "$1" ]; }
