@@ -4,7 +4,7 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := etcd-server etcd-client protobuf-compiler
 
-.PHONY: all build deps demo test test-fast test-kubernetes robustness etcd-versions bench clean
+.PHONY: all build deps deps-ha demo demo-ha test test-fast test-kubernetes test-ha test-deploy robustness etcd-versions bench clean
 
 all: build
 
@@ -23,6 +23,20 @@ deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 	@command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+	@$(MAKE) --no-print-directory deps-ha
+
+## deps-ha: what the HA and deploy/ tests run: keepalived, HAProxy, promtool (Debian's prometheus), systemd-analyze, ip
+deps-ha:
+	@missing=""; \
+	command -v keepalived >/dev/null 2>&1 || missing="$$missing keepalived"; \
+	command -v haproxy >/dev/null 2>&1 || missing="$$missing haproxy"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 ## build: the release binary at target/release/etcd-grpc-proxy
 build:
@@ -32,12 +46,19 @@ build:
 demo: deps build
 	bash scripts/demo.sh
 
+## demo-ha: three proxies in network namespaces behind a keepalived VIP and HAProxy,
+## failover scenarios under load (root: it creates namespaces); prints the figures
+demo-ha: deps build
+	$(SUDO) env PROXY_BIN=$(CURDIR)/target/release/etcd-grpc-proxy CARGO=$(CARGO) PATH="$$PATH" bash scripts/demo-ha.sh
+
 ## test: unit tests, then the integration suite against real members of every etcd
 ## release in tests/etcd-versions/VERSIONS (3.4 from Debian, 3.5-3.7 built from etcd's Go modules)
 test: deps
 	CARGO=$(CARGO) bash scripts/test-matrix.sh
 	CARGO=$(CARGO) bash scripts/test-kubernetes.sh
 	CARGO=$(CARGO) ROBUSTNESS_COMPARE=0 ROBUSTNESS_SEEDS="$${ROBUSTNESS_SEEDS:-1}" bash scripts/robustness.sh
+	CARGO=$(CARGO) bash scripts/test-deploy.sh
+	$(SUDO) env CARGO=$(CARGO) PATH="$$PATH" bash scripts/test-ha.sh
 
 ## robustness: traffic through the proxy under injected faults (member kill, rescale, blackhole,
 ## delay, compaction, proxy restart), checked for linearizability, watch and lease guarantees;
@@ -45,6 +66,14 @@ test: deps
 ## (ROBUSTNESS_SECS, ROBUSTNESS_SEEDS, ROBUSTNESS_COMPARE: see scripts/robustness.sh)
 robustness: deps
 	CARGO=$(CARGO) ROBUSTNESS_SECS="$${ROBUSTNESS_SECS:-60}" ROBUSTNESS_SEEDS="$${ROBUSTNESS_SEEDS:-1 2 3}" bash scripts/robustness.sh
+
+## test-ha: the high-availability scenarios alone (scripts/test-ha.sh; writes bench/results/ha/latest.md)
+test-ha: deps
+	$(SUDO) env CARGO=$(CARGO) PATH="$$PATH" bash scripts/test-ha.sh
+
+## test-deploy: static checks of every file in deploy/ (scripts/test-deploy.sh)
+test-deploy: deps
+	CARGO=$(CARGO) bash scripts/test-deploy.sh
 
 ## test-kubernetes: Kubernetes' storage suites through the proxy and directly (tests/kubernetes)
 test-kubernetes: deps
