@@ -201,6 +201,31 @@ impl RangeCache {
         matches!(reached, Ok(Ok(_)))
     }
 
+    /// An answer made at `revision` went to a client: from now on no hit
+    /// may show an older state (see [`RangeCache::current`]).
+    pub fn answered(&self, revision: i64) {
+        self.floor.fetch_max(revision, Ordering::AcqRel);
+    }
+
+    /// The cached answer for `cache_key` for a serializable read, only
+    /// while the watch has applied every event up to the floor: an entry
+    /// is the state as of the last event applied, and this proxy may have
+    /// shown later revisions (a write through it, any answer) whose events
+    /// the watch has not brought yet (a write through another proxy could
+    /// be among them). Its header revision is the one it is current at.
+    pub fn current(&self, cache_key: &[u8]) -> Option<RangeResponse> {
+        let applied = *self.applied.borrow();
+        if applied < self.floor() {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let mut hit = self.get(cache_key)?;
+        if let Some(header) = hit.header.as_mut() {
+            header.revision = header.revision.max(applied);
+        }
+        Some(hit)
+    }
+
     /// The cached answer for `cache_key`, counting the hit or miss.
     pub fn get(&self, cache_key: &[u8]) -> Option<RangeResponse> {
         let mut e = lock(&self.entries);

@@ -62,14 +62,17 @@ impl Cached {
 impl Kv for Cached {
     async fn range(&self, request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
         let Some(key) = self.cache.cache_key(request.get_ref(), request.metadata()) else {
-            return self.inner.range(request).await;
+            let resp = self.inner.range(request).await?;
+            self.cache.answered(revision(&resp.get_ref().header));
+            return Ok(resp);
         };
         let hit = if request.get_ref().serializable {
-            self.cache.get(&key)
+            self.cache.current(&key)
         } else {
             self.linearizable_hit(&key).await
         };
         if let Some(hit) = hit {
+            self.cache.answered(revision(&hit.header));
             return Ok(Response::new(hit));
         }
         let asked = request.get_ref().clone();
@@ -83,6 +86,7 @@ impl Kv for Cached {
             resp = self.inner.range(fresh).await?;
         }
         self.cache.put(key, &asked, resp.get_ref());
+        self.cache.answered(revision(&resp.get_ref().header));
         Ok(resp)
     }
 

@@ -103,3 +103,30 @@ fn stays_within_its_entry_limit() {
     }
     assert!(c.len() <= 16);
 }
+
+#[test]
+fn a_hit_waits_for_the_watch_to_reach_every_revision_already_answered() {
+    let c = active_cache(CacheLimits::default());
+    let read = RangeRequest {
+        key: b"k".to_vec(),
+        serializable: true,
+        ..Default::default()
+    };
+    let key = read.encode_to_vec();
+    c.put(key.clone(), &read, &answer(5));
+    c.applied.send_replace(5);
+    assert_eq!(revision_of(c.current(&key)), Some(5));
+    // A write to another key, through this proxy or answered by it: k may
+    // have changed too (through another proxy) until the watch says not.
+    c.written(&[(b"other".to_vec(), Vec::new())], 7);
+    assert!(c.current(&key).is_none());
+    c.answered(9);
+    c.applied.send_replace(8);
+    assert!(c.current(&key).is_none());
+    c.applied.send_replace(9);
+    assert_eq!(revision_of(c.current(&key)), Some(9));
+}
+
+fn revision_of(hit: Option<RangeResponse>) -> Option<i64> {
+    hit.and_then(|h| h.header).map(|h| h.revision)
+}
