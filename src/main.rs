@@ -5,12 +5,16 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use etcd_grpc_proxy::config::cli::Cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = Cli::parse_from(etcd_grpc_proxy::config::env::args_from_env()).start_args();
+    let matches = etcd_grpc_proxy::config::env::command().get_matches();
+    let args = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli.start_args(),
+        Err(e) => e.exit(),
+    };
     let mut level = if args.debug { "debug" } else { "info" }.to_string();
     if args.grpc_logging().unwrap_or(false) {
         level.push_str(",tonic=debug,hyper=debug,h2=debug,tower=debug");

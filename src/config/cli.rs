@@ -7,17 +7,22 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::config::duration::parse_go_duration;
-use crate::config::Config;
+use crate::config::flag_types::{go_bool, GoDuration};
+use crate::config::{
+    Config, DEFAULT_AUTO_SYNC, DEFAULT_DRAIN_GRACE, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_GRPC_KEEPALIVE_INTERVAL, DEFAULT_GRPC_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_RECV_BYTES, DEFAULT_MAX_SEND_BYTES,
+    GRPC_KEEPALIVE_MIN_TIME,
+};
 use crate::error::ConfigError;
 use crate::kv::cache::CacheLimits;
 use crate::kv::namespace::Namespace;
 use crate::registration::Registration;
 use crate::tls::{parse_cipher_suites, BackendTls, ListenTls, TlsVersion};
 use crate::upstream::discovery::SrvDiscovery;
-use crate::upstream::EndpointUrl;
+use crate::upstream::{ChannelSettings, EndpointUrl};
 
 mod into_config;
 
@@ -70,7 +75,6 @@ impl Cli {
 /// Every flag of `etcd grpc-proxy start`.
 #[derive(Debug, Clone, Args)]
 pub struct StartArgs {
-    // ---- implemented ----
     /// listen address
     #[arg(long, default_value = "127.0.0.1:23790")]
     pub listen_addr: String,
@@ -78,34 +82,34 @@ pub struct StartArgs {
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
     pub endpoints: Vec<String>,
     /// how often the member set is refreshed from MemberList (0 = never; etcd's default is 0, ours 5s)
-    #[arg(long, default_value = "5s")]
-    pub endpoints_auto_sync_interval: String,
+    #[arg(long, default_value_t = GoDuration(DEFAULT_AUTO_SYNC))]
+    pub endpoints_auto_sync_interval: GoDuration,
     /// keepalive ping interval towards etcd members (0 = off)
-    #[arg(long, default_value = "0")]
-    pub dial_keepalive_time: String,
+    #[arg(long, default_value_t = GoDuration(Duration::ZERO))]
+    pub dial_keepalive_time: GoDuration,
     /// keepalive ping timeout towards etcd members
-    #[arg(long, default_value = "20s")]
-    pub dial_keepalive_timeout: String,
+    #[arg(long, default_value_t = GoDuration(ChannelSettings::default().keepalive_timeout))]
+    pub dial_keepalive_timeout: GoDuration,
     /// send keepalive pings to members even with no active stream
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    #[arg(long, action = ArgAction::Set, value_parser = go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub permit_without_stream: bool,
     /// message send limit in bytes, towards etcd members
-    #[arg(long, default_value_t = 1536 * 1024)]
+    #[arg(long, default_value_t = DEFAULT_MAX_SEND_BYTES)]
     pub max_send_bytes: usize,
     /// message receive limit in bytes, from clients and members
-    #[arg(long, default_value_t = i32::MAX as usize)]
+    #[arg(long, default_value_t = DEFAULT_MAX_RECV_BYTES)]
     pub max_recv_bytes: usize,
     /// maximum concurrent streams each client connection can open
-    #[arg(long, default_value_t = u32::MAX)]
+    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
     /// frequency of server-to-client keepalive pings
-    #[arg(long, default_value = "2h")]
-    pub grpc_keepalive_interval: String,
+    #[arg(long, default_value_t = GoDuration(DEFAULT_GRPC_KEEPALIVE_INTERVAL))]
+    pub grpc_keepalive_interval: GoDuration,
     /// how long the server waits for a keepalive ping answer
-    #[arg(long, default_value = "20s")]
-    pub grpc_keepalive_timeout: String,
+    #[arg(long, default_value_t = GoDuration(DEFAULT_GRPC_KEEPALIVE_TIMEOUT))]
+    pub grpc_keepalive_timeout: GoDuration,
     /// enable debug-level logging
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    #[arg(long, action = ArgAction::Set, value_parser = go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub debug: bool,
     /// data directory (used only for --auto-tls certificates, as in etcd)
     #[arg(long, default_value = "default.proxy")]
@@ -114,34 +118,32 @@ pub struct StartArgs {
     #[arg(long, default_value = "127.0.0.1:23790")]
     pub advertise_client_url: String,
     /// (ours) most serializable Range answers cached; 0 turns the range cache off
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = CacheLimits::default().max_entries)]
     pub cache_max_entries: usize,
     /// (ours) most bytes of Range answers cached
-    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, default_value_t = CacheLimits::default().max_bytes)]
     pub cache_max_bytes: usize,
     /// listen for /metrics, /health, /livez and /readyz on an additional address (a URL, http:// only)
     #[arg(long, default_value = "")]
     pub metrics_addr: String,
     /// serve /debug/pprof/ (GET /debug/pprof/profile?seconds=N answers a CPU flamegraph SVG)
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    #[arg(long, action = ArgAction::Set, value_parser = go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub enable_pprof: bool,
     /// (ours) on SIGTERM/SIGINT, keep serving this long with /readyz at 503 before closing the listener
-    #[arg(long, default_value = "5s")]
-    pub drain_grace_period: String,
+    #[arg(long, default_value_t = GoDuration(DEFAULT_DRAIN_GRACE))]
+    pub drain_grace_period: GoDuration,
     /// (ours) after the listener closes, how long in-flight calls may take before connections are dropped
-    #[arg(long, default_value = "10s")]
-    pub drain_timeout: String,
+    #[arg(long, default_value_t = GoDuration(DEFAULT_DRAIN_TIMEOUT))]
+    pub drain_timeout: GoDuration,
     /// (ours) etcd user the proxy's own calls run as (health probes, MemberList, registration, leasing), with auth on; as etcdctl's --user, "name" or "name:password"
     #[arg(long)]
     pub user: Option<String>,
     /// (ours) file holding the password of --user (its first line)
     #[arg(long)]
     pub password_file: Option<String>,
-
-    // ---- not implemented yet: refused unless given etcd's default ----
     /// minimum interval a client should wait before pinging the proxy
-    #[arg(long)]
-    pub grpc_keepalive_min_time: Option<String>,
+    #[arg(long, default_value_t = GoDuration(GRPC_KEEPALIVE_MIN_TIME))]
+    pub grpc_keepalive_min_time: GoDuration,
     /// domain name to query for SRV records describing cluster endpoints (asks the system's DNS, or $ETCD_GRPC_PROXY_DNS_SERVER when set)
     #[arg(long)]
     pub discovery_srv: Option<String>,
@@ -149,8 +151,8 @@ pub struct StartArgs {
     #[arg(long)]
     pub discovery_srv_name: Option<String>,
     /// accept insecure SRV records
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub insecure_discovery: Option<String>,
+    #[arg(long, action = ArgAction::Set, value_parser = go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub insecure_discovery: bool,
     /// string to prefix to all keys for namespacing requests
     #[arg(long)]
     pub namespace: Option<String>,
@@ -170,8 +172,8 @@ pub struct StartArgs {
     #[arg(long)]
     pub cacert: Option<String>,
     /// skip verification of etcd members' certificates
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub insecure_skip_tls_verify: Option<String>,
+    #[arg(long, action = ArgAction::Set, value_parser = go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub insecure_skip_tls_verify: bool,
     /// TLS certificate the proxy serves clients with
     #[arg(long)]
     pub cert_file: Option<String>,
@@ -182,8 +184,8 @@ pub struct StartArgs {
     #[arg(long)]
     pub trusted_ca_file: Option<String>,
     /// serve TLS with generated certificates
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub auto_tls: Option<String>,
+    #[arg(long, action = ArgAction::Set, value_parser = go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub auto_tls: bool,
     /// client certificate revocation list
     #[arg(long)]
     pub client_crl_file: Option<String>,
@@ -200,22 +202,14 @@ pub struct StartArgs {
     #[arg(long)]
     pub tls_max_version: Option<String>,
     /// ensure serializable reads have monotonically increasing revisions
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub experimental_serializable_ordering: Option<String>,
+    #[arg(long, action = ArgAction::Set, value_parser = go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub experimental_serializable_ordering: bool,
     /// leasing metadata prefix for disconnected linearized reads
     #[arg(long)]
     pub experimental_leasing_prefix: Option<String>,
     /// enable gRPC logging
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub experimental_enable_grpc_logging: Option<String>,
-}
-
-fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    parse_go_duration(value).map_err(|reason| ConfigError::InvalidValue {
-        flag,
-        value: value.into(),
-        reason,
-    })
+    #[arg(long, action = ArgAction::Set, value_parser = go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub experimental_enable_grpc_logging: bool,
 }
 
 /// `--metrics-addr`: a URL like `http://127.0.0.1:9379`; its `host:port` is bound.
@@ -267,20 +261,6 @@ fn dns_server_from_env() -> Result<Option<SocketAddr>, ConfigError> {
 /// The flag's value, treating an empty string as not given (etcd's default).
 fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
-}
-
-/// A boolean flag as Go's `strconv.ParseBool` reads it.
-fn flag_bool(flag: &'static str, value: &Option<String>) -> Result<bool, ConfigError> {
-    match value.as_deref() {
-        None => Ok(false),
-        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
-        Some("0" | "f" | "F" | "false" | "FALSE" | "False" | "") => Ok(false),
-        Some(other) => Err(ConfigError::InvalidValue {
-            flag,
-            value: other.into(),
-            reason: "expected true or false".into(),
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,9 @@
 //! Configuration from environment variables, in etcd's style for
 //! containers: `ETCD_GRPC_PROXY_<FLAG>` sets `--<flag>` (upper snake case,
 //! e.g. `ETCD_GRPC_PROXY_LISTEN_ADDR` for `--listen-addr`). A flag given on
-//! the command line wins over its variable.
-//!
-//! Done as a rewrite of argv before clap parses it, so every flag of the
-//! `start` command gets a variable without touching its definition.
+//! the command line wins over its variable (clap's `env`).
 
-use std::ffi::OsString;
-
-use clap::CommandFactory;
+use clap::{Arg, Command, CommandFactory};
 
 use crate::config::cli::Cli;
 
@@ -20,145 +15,53 @@ pub fn var_name(flag: &str) -> String {
     format!("{PREFIX}{}", flag.to_ascii_uppercase().replace('-', "_"))
 }
 
-/// The long flags of the `start` command.
-pub fn start_flags() -> Vec<String> {
-    let cmd = Cli::command();
-    cmd.find_subcommand("start")
-        .map(|start| {
-            start
-                .get_arguments()
-                .filter_map(|a| a.get_long())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+/// Gives every long flag of `start` its variable.
+fn with_env(start: Command) -> Command {
+    start.mut_args(|arg: Arg| match arg.get_long().map(var_name) {
+        Some(name) => arg.env(name),
+        None => arg,
+    })
 }
 
-/// Whether `argv` already gives `--flag` (as `--flag`, `--flag value` or `--flag=value`).
-fn has_flag(argv: &[OsString], flag: &str) -> bool {
-    let long = format!("--{flag}");
-    let with_value = format!("--{flag}=");
-    argv.iter()
-        .filter_map(|a| a.to_str())
-        .any(|a| a == long || a.starts_with(&with_value))
-}
-
-/// `argv` with `--flag=value` appended for each set variable whose flag
-/// is absent. `lookup` reads a variable (`std::env::var_os` in the binary).
-///
-/// Appending is enough: flags belong to the last sub-command (`start`).
-/// Nothing is added when there is no sub-command (e.g. `--help`).
-pub fn apply(argv: Vec<OsString>, lookup: impl Fn(&str) -> Option<OsString>) -> Vec<OsString> {
-    let has_start = argv.iter().skip(1).any(|a| a == "start");
-    if !has_start {
-        return argv;
-    }
-    let mut out = argv.clone();
-    for flag in start_flags() {
-        if has_flag(&argv, &flag) {
-            continue;
-        }
-        if let Some(value) = lookup(&var_name(&flag)) {
-            let mut arg = OsString::from(format!("--{flag}="));
-            arg.push(value);
-            out.push(arg);
-        }
-    }
-    out
-}
-
-/// The process's argv with the environment applied.
-pub fn args_from_env() -> Vec<OsString> {
-    apply(std::env::args_os().collect(), |name| std::env::var_os(name))
+/// The command line, with every `start` flag (in both spellings) readable
+/// from its `ETCD_GRPC_PROXY_*` variable.
+pub fn command() -> Command {
+    Cli::command()
+        .mut_subcommand("start", with_env)
+        .mut_subcommand("grpc-proxy", |g| g.mut_subcommand("start", with_env))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::cli::Cli;
-    use clap::Parser;
-    use std::collections::HashMap;
 
-    fn run(argv: &[&str], env: &[(&str, &str)]) -> Vec<String> {
-        let env: HashMap<String, OsString> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
-        apply(argv.iter().map(OsString::from).collect(), |k| {
-            env.get(k).cloned()
-        })
-        .into_iter()
-        .map(|a| a.into_string().unwrap())
-        .collect()
+    fn start_envs(cmd: &Command) -> Vec<(String, String)> {
+        cmd.get_arguments()
+            .filter_map(|a| {
+                let env = a.get_env()?.to_str()?.to_string();
+                Some((a.get_long()?.to_string(), env))
+            })
+            .collect()
     }
 
     #[test]
-    fn names_are_upper_snake() {
-        assert_eq!(var_name("listen-addr"), "ETCD_GRPC_PROXY_LISTEN_ADDR");
-        assert!(start_flags().contains(&"endpoints-auto-sync-interval".to_string()));
-    }
-
-    #[test]
-    fn variables_fill_absent_flags() {
-        let argv = run(
-            &["p", "start"],
-            &[
-                ("ETCD_GRPC_PROXY_LISTEN_ADDR", "127.0.0.1:1"),
-                ("ETCD_GRPC_PROXY_ENDPOINTS", "a:1,b:2"),
-            ],
-        );
-        assert!(
-            argv.contains(&"--listen-addr=127.0.0.1:1".to_string()),
-            "{argv:?}"
-        );
-        let args = Cli::try_parse_from(&argv).unwrap().start_args();
-        assert_eq!(args.listen_addr, "127.0.0.1:1");
-        assert_eq!(args.endpoints, vec!["a:1", "b:2"]);
-    }
-
-    #[test]
-    fn command_line_wins_in_every_spelling() {
-        let env = [
-            ("ETCD_GRPC_PROXY_LISTEN_ADDR", "127.0.0.1:1"),
-            ("ETCD_GRPC_PROXY_DEBUG", "true"),
-        ];
-        for argv in [
-            &[
-                "p",
-                "grpc-proxy",
-                "start",
-                "--listen-addr",
-                "127.0.0.1:2",
-                "--debug",
-            ][..],
-            &["p", "start", "--listen-addr=127.0.0.1:2", "--debug=true"][..],
-        ] {
-            let out = run(argv, &env);
-            assert_eq!(out.len(), argv.len(), "{out:?}");
-            let args = Cli::try_parse_from(&out).unwrap().start_args();
-            assert_eq!(args.listen_addr, "127.0.0.1:2");
-            assert!(args.debug);
+    fn every_start_flag_has_its_variable_in_both_spellings() {
+        let cmd = command();
+        let start = cmd.find_subcommand("start").unwrap();
+        let spelled = cmd
+            .find_subcommand("grpc-proxy")
+            .and_then(|g| g.find_subcommand("start"))
+            .unwrap();
+        for c in [start, spelled] {
+            let envs = start_envs(c);
+            assert_eq!(
+                envs.len(),
+                c.get_arguments().filter(|a| a.get_long().is_some()).count()
+            );
+            assert!(envs.contains(&(
+                "endpoints-auto-sync-interval".into(),
+                "ETCD_GRPC_PROXY_ENDPOINTS_AUTO_SYNC_INTERVAL".into()
+            )));
         }
-    }
-
-    #[test]
-    fn booleans_and_unrelated_variables() {
-        let out = run(
-            &["p", "start"],
-            &[
-                ("ETCD_GRPC_PROXY_DEBUG", "true"),
-                ("ETCD_GRPC_PROXY_NO_SUCH", "x"),
-            ],
-        );
-        assert_eq!(out, vec!["p", "start", "--debug=true"]);
-        assert!(Cli::try_parse_from(&out).unwrap().start_args().debug);
-    }
-
-    #[test]
-    fn no_subcommand_is_left_alone() {
-        assert_eq!(
-            run(&["p", "--help"], &[("ETCD_GRPC_PROXY_DEBUG", "true")]),
-            vec!["p", "--help"]
-        );
     }
 }

@@ -4,10 +4,12 @@
 //! - [`cli`]: the command line, flag for flag as `etcd grpc-proxy start`.
 //! - [`env`]: `ETCD_GRPC_PROXY_*` environment variables as flags.
 //! - [`duration`]: Go-style duration parsing for etcd's flags.
+//! - [`flag_types`]: flag value types parsed as etcd (Go) parses them.
 
 pub mod cli;
 pub mod duration;
 pub mod env;
+pub mod flag_types;
 
 use std::time::Duration;
 
@@ -85,6 +87,25 @@ pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default `--max-send-bytes` (etcd's 1.5 MiB request limit).
+pub const DEFAULT_MAX_SEND_BYTES: usize = 1536 * 1024;
+
+/// Default `--max-recv-bytes`.
+pub const DEFAULT_MAX_RECV_BYTES: usize = i32::MAX as usize;
+
+/// Default `--max-concurrent-streams`.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = u32::MAX;
+
+/// Default `--grpc-keepalive-interval`.
+pub const DEFAULT_GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2 * 3600);
+
+/// Default `--grpc-keepalive-timeout`.
+pub const DEFAULT_GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `--grpc-keepalive-min-time` as etcd sets it by default; other values
+/// are accepted, but hyper's HTTP/2 server does not police pings.
+pub const GRPC_KEEPALIVE_MIN_TIME: Duration = Duration::from_secs(5);
+
 impl Config {
     /// etcd's defaults, for the given endpoints.
     pub fn new(endpoints: Vec<EndpointUrl>) -> Config {
@@ -93,11 +114,11 @@ impl Config {
             auto_sync_interval: Some(DEFAULT_AUTO_SYNC),
             health_interval: Duration::from_secs(1),
             channel: ChannelSettings::default(),
-            max_send_bytes: 1536 * 1024,
-            max_recv_bytes: i32::MAX as usize,
-            max_concurrent_streams: u32::MAX,
-            grpc_keepalive_interval: Duration::from_secs(2 * 3600),
-            grpc_keepalive_timeout: Duration::from_secs(20),
+            max_send_bytes: DEFAULT_MAX_SEND_BYTES,
+            max_recv_bytes: DEFAULT_MAX_RECV_BYTES,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            grpc_keepalive_interval: DEFAULT_GRPC_KEEPALIVE_INTERVAL,
+            grpc_keepalive_timeout: DEFAULT_GRPC_KEEPALIVE_TIMEOUT,
             namespace: None,
             registration: None,
             cache: CacheLimits::default(),

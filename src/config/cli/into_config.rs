@@ -85,23 +85,20 @@ impl StartArgs {
     /// `--experimental-enable-grpc-logging`: the gRPC/HTTP2 stack's own logs
     /// (tonic, hyper, h2) at debug level.
     pub fn grpc_logging(&self) -> Result<bool, ConfigError> {
-        flag_bool(
-            "experimental-enable-grpc-logging",
-            &self.experimental_enable_grpc_logging,
-        )
+        Ok(self.experimental_enable_grpc_logging)
     }
 
     /// Checks every flag and builds the runtime configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         self.grpc_logging()?;
-        if let Some(raw) = &self.grpc_keepalive_min_time {
-            let min = duration("grpc-keepalive-min-time", raw)?;
-            if min != Duration::from_secs(5) {
+        {
+            let min = self.grpc_keepalive_min_time;
+            if min.0 != GRPC_KEEPALIVE_MIN_TIME {
                 // Validated, and said out loud: hyper's HTTP/2 server has no
                 // ping policing, so no client is ever cut off for pinging
                 // more often than this (more lenient than etcd, never stricter).
                 tracing::warn!(
-                    value = %raw,
+                    value = %min,
                     "--grpc-keepalive-min-time accepted, but clients pinging more often are not disconnected"
                 );
             }
@@ -135,29 +132,18 @@ impl StartArgs {
         }
 
         let mut config = Config::new(endpoints);
-        let sync = duration(
-            "endpoints-auto-sync-interval",
-            &self.endpoints_auto_sync_interval,
-        )?;
-        config.auto_sync_interval = (!sync.is_zero()).then_some(sync);
-        let keepalive = duration("dial-keepalive-time", &self.dial_keepalive_time)?;
-        config.channel.keepalive_time = (!keepalive.is_zero()).then_some(keepalive);
-        config.channel.keepalive_timeout =
-            duration("dial-keepalive-timeout", &self.dial_keepalive_timeout)?;
+        config.auto_sync_interval = self.endpoints_auto_sync_interval.non_zero();
+        config.channel.keepalive_time = self.dial_keepalive_time.non_zero();
+        config.channel.keepalive_timeout = self.dial_keepalive_timeout.0;
         config.channel.permit_without_stream = self.permit_without_stream;
         config.max_send_bytes = self.max_send_bytes;
         config.max_recv_bytes = self.max_recv_bytes;
         config.max_concurrent_streams = self.max_concurrent_streams;
-        config.grpc_keepalive_interval =
-            duration("grpc-keepalive-interval", &self.grpc_keepalive_interval)?;
-        config.grpc_keepalive_timeout =
-            duration("grpc-keepalive-timeout", &self.grpc_keepalive_timeout)?;
+        config.grpc_keepalive_interval = self.grpc_keepalive_interval.0;
+        config.grpc_keepalive_timeout = self.grpc_keepalive_timeout.0;
         config.namespace = Namespace::new(self.namespace.as_deref().unwrap_or(""));
         config.registration = self.registration()?;
-        config.serializable_ordering = flag_bool(
-            "experimental-serializable-ordering",
-            &self.experimental_serializable_ordering,
-        )?;
+        config.serializable_ordering = self.experimental_serializable_ordering;
         config.leasing_prefix = self
             .experimental_leasing_prefix
             .clone()
@@ -173,8 +159,8 @@ impl StartArgs {
         config.dns_server = dns_server_from_env()?;
         config.metrics_addr = metrics_addr(&self.metrics_addr)?;
         config.enable_pprof = self.enable_pprof;
-        config.drain_grace_period = duration("drain-grace-period", &self.drain_grace_period)?;
-        config.drain_timeout = duration("drain-timeout", &self.drain_timeout)?;
+        config.drain_grace_period = self.drain_grace_period.0;
+        config.drain_timeout = self.drain_timeout.0;
         config.channel.own_user = self.own_user()?;
         Ok(config)
     }
@@ -185,7 +171,7 @@ impl StartArgs {
         let cert = non_empty(&self.cert_file);
         let key = non_empty(&self.key_file);
         let ca = non_empty(&self.trusted_ca_file);
-        let auto = flag_bool("auto-tls", &self.auto_tls)?;
+        let auto = self.auto_tls;
         let validity = match non_empty(&self.self_signed_cert_validity) {
             None => 1,
             Some(v) => v.parse::<u32>().map_err(|e| ConfigError::InvalidValue {
@@ -265,10 +251,7 @@ impl StartArgs {
             cert: non_empty(&self.cert).map(Into::into),
             key: non_empty(&self.key).map(Into::into),
             cacert: non_empty(&self.cacert).map(Into::into),
-            insecure_skip_verify: flag_bool(
-                "insecure-skip-tls-verify",
-                &self.insecure_skip_tls_verify,
-            )?,
+            insecure_skip_verify: self.insecure_skip_tls_verify,
         };
         match (&tls.cert, &tls.key) {
             (Some(_), None) => return Err(ConfigError::Conflict("--cert needs --key".into())),
@@ -281,7 +264,7 @@ impl StartArgs {
 
     /// `--discovery-srv`, `--discovery-srv-name`, `--insecure-discovery`.
     fn discovery(&self) -> Result<Option<SrvDiscovery>, ConfigError> {
-        let insecure = flag_bool("insecure-discovery", &self.insecure_discovery)?;
+        let insecure = self.insecure_discovery;
         let Some(domain) = non_empty(&self.discovery_srv) else {
             if non_empty(&self.discovery_srv_name).is_some() {
                 return Err(ConfigError::Conflict(
