@@ -120,3 +120,6 @@ pub fn again<T, U>(request: &Request<T>, msg: U) -> Request<U> {
         msg,
     )
 }
+
+#[cfg(test)]
+mod tests;

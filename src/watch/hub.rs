@@ -439,3 +439,6 @@ mod session;
 
 use deliver::Flow;
 use session::BroadcastSession;
+
+#[cfg(test)]
+mod tests;
