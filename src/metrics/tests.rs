@@ -3,17 +3,6 @@
 use super::*;
 
 #[test]
-fn process_metrics_are_read_from_proc() {
-    let mut out = String::new();
-    render_process(&mut out, 1.0);
-    assert!(out.contains("process_start_time_seconds 1"));
-    if cfg!(target_os = "linux") {
-        assert!(out.contains("process_resident_memory_bytes "), "{out}");
-        assert!(process_cpu_seconds().is_some());
-    }
-}
-
-#[test]
 fn paths_map_to_methods() {
     let m = MethodId::from_path("/etcdserverpb.KV/Range").unwrap();
     assert_eq!(m.grpc_type(), GrpcType::Unary);
