@@ -7,6 +7,8 @@
 //! proxy's own user.
 
 use http::uri::PathAndQuery;
+use tonic::client::Grpc;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::codec::LeanCodec;
@@ -89,21 +91,7 @@ impl Upstream {
         self.pool
             .call(policy, |channel| {
                 let request = credentials.request(&self.pool, msg.clone());
-                let mut grpc = tonic::client::Grpc::new(channel)
-                    .max_decoding_message_size(self.max_recv)
-                    .max_encoding_message_size(self.max_send);
-                async move {
-                    grpc.ready()
-                        .await
-                        .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
-                    grpc.unary(
-                        request,
-                        PathAndQuery::from_static(method),
-                        LeanCodec::<Req, Resp>::default(),
-                    )
-                    .await
-                    .map(Response::into_inner)
-                }
+                self.unary_call(channel, method, request)
             })
             .await
     }
@@ -124,13 +112,9 @@ impl Upstream {
         self.pool
             .call(policy, |channel| {
                 let request = credentials.request(&self.pool, msg.clone());
-                let mut grpc = tonic::client::Grpc::new(channel)
-                    .max_decoding_message_size(self.max_recv)
-                    .max_encoding_message_size(self.max_send);
+                let mut grpc = self.client(channel);
                 async move {
-                    grpc.ready()
-                        .await
-                        .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
+                    ready(&mut grpc).await?;
                     grpc.server_streaming(
                         request,
                         PathAndQuery::from_static(method),
@@ -156,13 +140,32 @@ impl Upstream {
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
         let _inflight = backend.start_call();
-        let mut grpc = tonic::client::Grpc::new(backend.channel.clone())
+        self.unary_call(backend.channel.clone(), method, request)
+            .await
+            .map_err(ProxyError::Upstream)
+    }
+
+    /// A gRPC client on `channel` with this upstream's message limits.
+    fn client(&self, channel: Channel) -> Grpc<Channel> {
+        Grpc::new(channel)
             .max_decoding_message_size(self.max_recv)
-            .max_encoding_message_size(self.max_send);
-        let call = async {
-            grpc.ready()
-                .await
-                .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
+            .max_encoding_message_size(self.max_send)
+    }
+
+    /// One attempt of a unary call on `channel`.
+    fn unary_call<Req, Resp>(
+        &self,
+        channel: Channel,
+        method: &'static str,
+        request: Request<Req>,
+    ) -> impl std::future::Future<Output = Result<Resp, Status>> + Send + 'static
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let mut grpc = self.client(channel);
+        async move {
+            ready(&mut grpc).await?;
             grpc.unary(
                 request,
                 PathAndQuery::from_static(method),
@@ -170,8 +173,7 @@ impl Upstream {
             )
             .await
             .map(Response::into_inner)
-        };
-        call.await.map_err(ProxyError::Upstream)
+        }
     }
 
     /// A client's unary call forwarded as it came: its metadata goes with
@@ -192,4 +194,11 @@ impl Upstream {
             .await?;
         Ok(Response::new(answer))
     }
+}
+
+/// Waits until `grpc` can take a call, in the words tonic's generated clients use.
+async fn ready(grpc: &mut Grpc<Channel>) -> Result<(), Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))
 }
