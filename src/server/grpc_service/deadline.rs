@@ -26,7 +26,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = LayerFuture;
+    type Future = futures::future::Either<S::Future, LayerFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -39,14 +39,14 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
         let answer = self.inner.call(req);
-        Box::pin(async move {
-            match deadline {
-                None => answer.await,
-                Some(d) => match tokio::time::timeout(d, answer).await {
-                    Ok(r) => r,
-                    Err(_) => Ok(ProxyError::DeadlineExpired.status().into_http()),
-                },
+        let Some(d) = deadline else {
+            return futures::future::Either::Left(answer);
+        };
+        futures::future::Either::Right(Box::pin(async move {
+            match tokio::time::timeout(d, answer).await {
+                Ok(r) => r,
+                Err(_) => Ok(ProxyError::DeadlineExpired.status().into_http()),
             }
-        })
+        }))
     }
 }

@@ -19,8 +19,7 @@ use http::{HeaderMap, Request, Response};
 use http_body::Body as HttpBody;
 use tonic::body::Body;
 use tonic::service::Routes;
-use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 
 use crate::drain::Drain;
 use crate::error::WireError;
@@ -38,8 +37,13 @@ pub use measured::MsgCounter;
 /// Text of the status long-lived streams end with when the proxy drains.
 pub use crate::error::DRAIN_MESSAGE;
 
-/// The whole stack as one service: a gRPC request in, its response out.
-type Stack = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+/// The whole stack, outermost layer first (named, not boxed: cloning it
+/// per call only clones `Arc`s).
+type Stack = measured::Measured<
+    wire_checks::WireChecks<
+        spanned::Spanned<drained::Drained<deadline::Deadline<sized::SizeLimited<Routes>>>>,
+    >,
+>;
 
 /// Serves gRPC requests; cheap to clone (one per connection).
 #[derive(Clone)]
@@ -64,9 +68,7 @@ impl GrpcService {
             .layer_fn(deadline::Deadline::new)
             .layer_fn(sized::SizeLimited::new)
             .service(routes.prepare());
-        GrpcService {
-            stack: BoxCloneSyncService::new(stack),
-        }
+        GrpcService { stack }
     }
 
     /// Serves one call.
@@ -75,7 +77,8 @@ impl GrpcService {
         B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<tonic::codegen::StdError>,
     {
-        Box::pin(self.stack.clone().oneshot(req.map(Body::new)))
+        // Every layer and tonic's routes are always ready.
+        tower::Service::call(&mut self.stack.clone(), req.map(Body::new))
     }
 }
 
