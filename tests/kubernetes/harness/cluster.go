@@ -177,7 +177,7 @@ func (c *Cluster) First() string {
 
 // AddMemberThenKillFirst is the story's change: `member add` of a new
 // member, started with --initial-cluster-state existing, then the first
-// member is killed.
+// member is killed (after handing leadership away if it led).
 func (c *Cluster) AddMemberThenKillFirst(extra ...string) error {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
@@ -214,6 +214,7 @@ func (c *Cluster) AddMemberThenKillFirst(extra ...string) error {
 	if err := c.waitHealthy(); err != nil {
 		return err
 	}
+	moveLeaderOff(first)
 	c.mu.Lock()
 	cmd := first.cmd
 	first.cmd = nil
@@ -221,6 +222,33 @@ func (c *Cluster) AddMemberThenKillFirst(extra ...string) error {
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	return nil
+}
+
+// moveLeaderOff hands leadership to another member when m leads, so its
+// death is a member's death and not also an election (best effort).
+func moveLeaderOff(m *Member) {
+	ep := strings.TrimPrefix(m.Client, "http://")
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := cli.Status(ctx, ep)
+	if err != nil || st.Leader != st.Header.MemberId {
+		return
+	}
+	members, err := cli.MemberList(ctx)
+	if err != nil {
+		return
+	}
+	for _, x := range members.Members {
+		if x.ID != st.Header.MemberId && !x.IsLearner && len(x.ClientURLs) > 0 {
+			_, _ = cli.MoveLeader(ctx, x.ID)
+			return
+		}
+	}
 }
 
 // Stop kills every process and removes Dir.
