@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response};
 
-use super::{again, revision, Kv, SharedKv};
+use super::{revision, Kv, SharedKv};
 use crate::error::RpcResult;
 use crate::kv::cache::{self, RangeCache};
 use crate::kv::read_barrier::ReadBarrier;
@@ -76,13 +76,17 @@ impl Kv for Cached {
             return Ok(Response::new(hit));
         }
         let asked = request.get_ref().clone();
-        let mut fresh = again(&request, asked.clone());
+        let metadata = request.metadata().clone();
         let mut resp = self.inner.range(request).await?;
         if asked.serializable && revision(&resp.get_ref().header) < self.cache.floor() {
             // A member behind what this proxy has already seen (a write
             // acknowledged through it, or a watch event) would answer
             // with the old value: read it again linearizably instead.
-            fresh.get_mut().serializable = false;
+            let linearizable = RangeRequest {
+                serializable: false,
+                ..asked.clone()
+            };
+            let fresh = Request::from_parts(metadata, tonic::Extensions::default(), linearizable);
             resp = self.inner.range(fresh).await?;
         }
         self.cache.put(key, &asked, resp.get_ref());
