@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let mut level = if args.debug { "debug" } else { "info" }.to_string();
-    if args.grpc_logging().unwrap_or(false) {
+    if args.experimental_enable_grpc_logging {
         level.push_str(",tonic=debug,hyper=debug,h2=debug,tower=debug");
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));

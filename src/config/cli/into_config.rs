@@ -82,26 +82,16 @@ impl StartArgs {
         }
     }
 
-    /// `--experimental-enable-grpc-logging`: the gRPC/HTTP2 stack's own logs
-    /// (tonic, hyper, h2) at debug level.
-    pub fn grpc_logging(&self) -> Result<bool, ConfigError> {
-        Ok(self.experimental_enable_grpc_logging)
-    }
-
     /// Checks every flag and builds the runtime configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        self.grpc_logging()?;
-        {
-            let min = self.grpc_keepalive_min_time;
-            if min.0 != GRPC_KEEPALIVE_MIN_TIME {
-                // Validated, and said out loud: hyper's HTTP/2 server has no
-                // ping policing, so no client is ever cut off for pinging
-                // more often than this (more lenient than etcd, never stricter).
-                tracing::warn!(
-                    value = %min,
-                    "--grpc-keepalive-min-time accepted, but clients pinging more often are not disconnected"
-                );
-            }
+        if self.grpc_keepalive_min_time.0 != GRPC_KEEPALIVE_MIN_TIME {
+            // Validated, and said out loud: hyper's HTTP/2 server has no
+            // ping policing, so no client is ever cut off for pinging
+            // more often than this (more lenient than etcd, never stricter).
+            tracing::warn!(
+                value = %self.grpc_keepalive_min_time,
+                "--grpc-keepalive-min-time accepted, but clients pinging more often are not disconnected"
+            );
         }
 
         let backend_tls = self.backend_tls()?;
