@@ -62,11 +62,6 @@ fn unexpected() -> tonic::Status {
     ProxyError::Internal("unexpected answer to a leasing write").status()
 }
 
-/// Whether the client sent an auth token: leasing serves only those without.
-fn has_token<T>(request: &Request<T>) -> bool {
-    request.metadata().contains_key("token")
-}
-
 #[tonic::async_trait]
 impl Kv for Leased {
     async fn range(&self, request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
@@ -81,7 +76,7 @@ impl Kv for Leased {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> RpcResult<PutResponse> {
-        if has_token(&request) {
+        if leasing::has_token(request.metadata()) {
             return self.inner.put(request).await;
         }
         let (fwd, msg) = Forwarded::split(request);
@@ -99,7 +94,7 @@ impl Kv for Leased {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> RpcResult<DeleteRangeResponse> {
-        if has_token(&request) {
+        if leasing::has_token(request.metadata()) {
             return self.inner.delete_range(request).await;
         }
         let (fwd, msg) = Forwarded::split(request);
@@ -114,7 +109,7 @@ impl Kv for Leased {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> RpcResult<TxnResponse> {
-        if has_token(&request) || txn_is_read_only(request.get_ref()) {
+        if leasing::has_token(request.metadata()) || txn_is_read_only(request.get_ref()) {
             return self.inner.txn(request).await;
         }
         let (fwd, msg) = Forwarded::split(request);

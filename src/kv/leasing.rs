@@ -114,8 +114,8 @@ pub fn servable(r: &RangeRequest) -> bool {
 }
 
 /// Whether the call carries an auth token (then leasing stays out of it).
-pub fn has_token(fwd: &Forwarded) -> bool {
-    fwd.metadata().contains_key("token")
+pub fn has_token(metadata: &tonic::metadata::MetadataMap) -> bool {
+    metadata.contains_key("token")
 }
 
 /// The key ranges a transaction writes, in every branch, nested ones included.
@@ -334,7 +334,7 @@ impl Leasing {
         fwd: &Forwarded,
         req: &RangeRequest,
     ) -> Option<Result<RangeResponse, ProxyError>> {
-        if !servable(req) || has_token(fwd) {
+        if !servable(req) || has_token(fwd.metadata()) {
             return None;
         }
         let (lease, generation) = {
