@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::error::ProxyError;
-use crate::metrics::{GrpcType, MethodId};
+use crate::metrics::GrpcType;
 
 /// The drain layer.
 #[derive(Clone)]
@@ -48,9 +48,8 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         use futures::future::Either;
-        let path = req.uri().path();
-        let streams = MethodId::from_path(path)
-            .is_some_and(|m| m.grpc_type() != GrpcType::Unary && !lets_finish(path));
+        let streams = method_of(&req)
+            .is_some_and(|m| m.grpc_type() != GrpcType::Unary && !lets_finish(req.uri().path()));
         if !streams {
             return Either::Left(self.inner.call(req));
         }

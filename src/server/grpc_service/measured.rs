@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 use http_body::{Frame, SizeHint};
 
 use super::*;
-use crate::metrics::MethodId;
 
 /// The metrics layer.
 #[derive(Clone)]
@@ -36,8 +35,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let method = MethodId::from_path(req.uri().path());
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let method = method_of(&req);
+        req.extensions_mut().insert(Resolved(method));
         self.metrics.started(method);
         // A path outside the etcd API is refused below and not counted.
         let Some(method) = method else {

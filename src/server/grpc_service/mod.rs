@@ -23,7 +23,7 @@ use tower::ServiceBuilder;
 
 use crate::drain::Drain;
 use crate::error::WireError;
-use crate::metrics::{Metrics, METHODS};
+use crate::metrics::{MethodId, Metrics, METHODS};
 
 mod deadline;
 mod drained;
@@ -125,6 +125,19 @@ fn lets_finish(path: &str) -> bool {
         "/etcdserverpb.Maintenance/Snapshot" | "/etcdserverpb.KV/RangeStream"
     )
 }
+
+/// The etcd API method a request calls: looked up once, by the outermost
+/// layer, which leaves it in the request's extensions for the layers below.
+fn method_of(req: &Request<Body>) -> Option<MethodId> {
+    match req.extensions().get::<Resolved>() {
+        Some(Resolved(method)) => *method,
+        None => MethodId::from_path(req.uri().path()),
+    }
+}
+
+/// A request's method as [`method_of`] found it (`None`: outside the API).
+#[derive(Clone, Copy)]
+struct Resolved(Option<MethodId>);
 
 /// The `grpc-status` of a trailers-only response (one whose status is in its headers).
 fn status_code(headers: &HeaderMap) -> Option<i32> {

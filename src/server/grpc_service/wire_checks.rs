@@ -5,7 +5,6 @@
 use std::task::{Context, Poll};
 
 use super::*;
-use crate::metrics::MethodId;
 
 /// The wire-checks layer.
 #[derive(Clone)]
@@ -36,7 +35,7 @@ where
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         use futures::future::Either;
-        let refusal = match MethodId::from_path(req.uri().path()) {
+        let refusal = match method_of(&req) {
             None => Some(unknown_path(req.uri().path())),
             Some(_) => crate::server::compression::unsupported(req.headers()),
         };
