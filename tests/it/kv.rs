@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
-use crate::support::ctl::{error_line, run};
+use crate::support::ctl::{error_line, json_revision, run};
 use crate::support::{eventually, Cluster, TestProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,15 +43,7 @@ async fn etcdctl_sees_the_same_answers_through_the_proxy_as_direct() {
     assert_eq!(out.trim(), "2");
 
     let (_, rev_json, _) = run(&via, &["get", "a", "-w", "json"]);
-    let rev: i64 = rev_json
-        .split("\"revision\":")
-        .nth(1)
-        .unwrap()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rev = json_revision(&rev_json);
 
     let (ok, _, err) = run(&via, &["compact", &rev.to_string()]);
     assert!(ok, "compact: {err}");

@@ -95,15 +95,7 @@ async fn etcdctl_watch_through_the_proxy_prints_what_direct_prints() {
     etcdctl(&via, &["put", "w/a", "1"]);
     let start = etcdctl(&via, &["get", "w/a", "-w", "json"]);
     let json = String::from_utf8_lossy(&start.stdout).to_string();
-    let rev: i64 = json
-        .split("\"revision\":")
-        .nth(1)
-        .unwrap()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rev = crate::support::ctl::json_revision(&json);
     etcdctl(&via, &["put", "w/b", "2"]);
     etcdctl(&via, &["del", "w/a"]);
     // A watch from a past revision replays history; `timeout` ends etcdctl.

@@ -204,12 +204,7 @@ async fn progress_after_other_writes(target: &str, via_ctl: &str, key: &str) -> 
         ok(via_ctl, &["put", &format!("{key}-other-{i}"), "v"]);
     }
     let store = ok(via_ctl, &["get", "x", "-w", "json"]);
-    let store_rev: i64 = store
-        .split("\"revision\":")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|s| s.parse().ok())
-        .expect("revision");
+    let store_rev = crate::support::ctl::json_revision(&store);
     w.progress().await;
     let answer = w.must_next().await;
     assert!(
@@ -253,14 +248,8 @@ async fn progress_requests_answer_with_the_store_revision_as_the_member_does() {
             }
         }
         ok(&direct, &["put", "multi-b", "1"]);
-        let store_rev: i64 = {
-            let out = ok(&direct, &["get", "x", "-w", "json"]);
-            out.split("\"revision\":")
-                .nth(1)
-                .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|s| s.parse().ok())
-                .unwrap()
-        };
+        let store_rev =
+            crate::support::ctl::json_revision(&ok(&direct, &["get", "x", "-w", "json"]));
         // etcd drops a request while a watcher is still catching up; ask
         // again every 100 ms, as Kubernetes does.
         let mut answered = None;

@@ -20,6 +20,15 @@ pub fn ok(endpoint: &str, args: &[&str]) -> String {
     out
 }
 
+/// The header revision in `etcdctl -w json` output.
+pub fn json_revision(json: &str) -> i64 {
+    json.split("\"revision\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no revision in {json}"))
+}
+
 /// The last `Error:` line of etcdctl's stderr, the error itself (etcdctl
 /// prints retry noise before it).
 pub fn error_line(stderr: &str) -> String {
