@@ -21,6 +21,16 @@ pub enum ProxyError {
         /// The last connection error seen.
         last: String,
     },
+    /// The connection to a member failed after the request was written:
+    /// the member may have applied it, and its answer is lost. A write is
+    /// never sent again then; the client decides, as with etcd directly.
+    #[error("etcd-grpc-proxy: connection to etcd member {member} lost after the request was sent; it may have been applied: {detail}")]
+    AnswerLost {
+        /// The member the request was sent to.
+        member: String,
+        /// The transport's description of the failure.
+        detail: String,
+    },
     /// The client sent something this proxy refuses before any member sees it.
     #[error("{0}")]
     InvalidRequest(String),
@@ -61,7 +71,7 @@ impl From<ProxyError> for Status {
                     None => status,
                 }
             }
-            e @ ProxyError::NoMemberReachable { .. } => {
+            e @ (ProxyError::NoMemberReachable { .. } | ProxyError::AnswerLost { .. }) => {
                 Status::new(Code::Unavailable, e.to_string())
             }
             ProxyError::InvalidRequest(msg) => Status::new(Code::InvalidArgument, msg),

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::codec::LeanCodec;
 use crate::error::{ProxyError, RpcResult};
+use crate::upstream::retry::NotSent;
 use crate::upstream::Forwarded;
 use crate::upstream::{Pool, RetryPolicy};
 
@@ -196,9 +197,8 @@ impl Upstream {
     }
 }
 
-/// Waits until `grpc` can take a call, in the words tonic's generated clients use.
+/// Waits until `grpc` can take a call, in the words tonic's generated
+/// clients use; a failure here is typed [`NotSent`]: no request left.
 async fn ready(grpc: &mut Grpc<Channel>) -> Result<(), Status> {
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))
+    grpc.ready().await.map_err(NotSent::status)
 }

@@ -317,7 +317,7 @@ impl Pool {
     {
         let mut tried: Vec<EndpointUrl> = Vec::new();
         let mut last_unreached: Option<Status> = None;
-        let mut last_answer: Option<Status> = None;
+        let mut last_failed: Option<ProxyError> = None;
         while let Some(backend) = self.pick_for(policy, &tried) {
             tried.push(backend.url.clone());
             let _inflight = backend.start_call();
@@ -335,19 +335,29 @@ impl Pool {
             if failure.member_unhealthy() {
                 self.mark_unhealthy(&backend, status.message());
             }
-            if !failure.retry_allowed(policy) {
-                return Err(ProxyError::Upstream(status));
+            let retry = failure.retry_allowed(policy);
+            if retry {
+                tracing::debug!(backend = %backend.url, ?failure, error = %status.message(), "retrying on another member");
+                self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
-            tracing::debug!(backend = %backend.url, error = %status.message(), "retrying on another member");
-            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-            if failure == Failure::NotReached {
-                last_unreached = Some(status);
-            } else {
-                last_answer = Some(status);
+            let error = match failure {
+                Failure::NotReached if retry => {
+                    last_unreached = Some(status);
+                    continue;
+                }
+                Failure::LostInFlight => ProxyError::AnswerLost {
+                    member: backend.url.to_string(),
+                    detail: describe(&status),
+                },
+                _ => ProxyError::Upstream(status),
+            };
+            if !retry {
+                return Err(error);
             }
+            last_failed = Some(error);
         }
-        if let Some(answer) = last_answer {
-            return Err(ProxyError::Upstream(answer));
+        if let Some(error) = last_failed {
+            return Err(error);
         }
         Err(ProxyError::NoMemberReachable {
             tried: tried

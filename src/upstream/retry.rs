@@ -1,31 +1,47 @@
 //! Which failed upstream calls may be sent again to another member.
 //!
-//! A read can always be retried. A write is retried only when it certainly
-//! never took effect: it never reached a member, or the member refused it
-//! because it has no leader. Everything else (timeouts, "leader changed")
-//! may have been applied, so the client gets etcd's answer instead.
+//! A read can always be retried. A write is retried only when it provably
+//! never reached the member, decided from the error's type (its source
+//! chain), never from its text:
+//! - no connection could be made (tonic's [`tonic::ConnectError`]), or the
+//!   channel had no ready connection and the request was never handed to it
+//!   ([`NotSent`], hyper's "canceled" for a request still queued);
+//! - the member refused the stream before processing it: h2
+//!   `REFUSED_STREAM`, or a GOAWAY whose last stream id is below ours (h2
+//!   fails exactly those streams with the peer's GOAWAY; streams at or below
+//!   it run on, and fail as a broken pipe if the connection then ends);
+//! - etcd answered `etcdserver: no leader`.
+//!
+//! Anything else after the request was written (a reset, a broken pipe, an
+//! h2 keep-alive timeout) may have been applied: the client gets
+//! `Unavailable`, as clientv3 retries mutations only when "there is no
+//! address/connection available".
 
-use std::error::Error as _;
+use std::error::Error as StdError;
 use tonic::{Code, Status};
 
 /// How a call may be retried on another member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryPolicy {
-    /// Reads: any `Unavailable` answer is retried on another member.
+    /// Reads: any transport failure or `Unavailable` answer is retried on another member.
     Idempotent,
-    /// Writes: retried only when it provably never took effect.
+    /// Writes: retried only when it provably never reached the member.
     UnlessApplied,
 }
 
 /// What one failed attempt tells the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// The request never reached the member (connect refused, timed out,
-    /// connection gone before the request was sent). The member is unhealthy.
+    /// The request never reached the member (no connection, not sent,
+    /// refused stream, GOAWAY below it). The member is unhealthy.
     NotReached,
     /// The member answered that it has no leader: it is unhealthy, nothing applied.
     NoLeader,
-    /// The member is unavailable in a way where a write may have been applied.
+    /// The connection failed after the request was written: the member
+    /// may have applied it, and no answer will come.
+    LostInFlight,
+    /// The member answered `Unavailable` (e.g. "request timed out"): a write
+    /// may have been applied.
     Unavailable,
     /// Any other answer: the client's result.
     Answer,
@@ -34,22 +50,39 @@ pub enum Failure {
 /// etcd's message when a member is cut off from its leader.
 pub const NO_LEADER: &str = "etcdserver: no leader";
 
+/// Marks a failure that happened before the request was handed to the
+/// connection (the channel never became ready): nothing was sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotSent(pub Box<dyn StdError + Send + Sync>);
+
+impl NotSent {
+    /// `Status` for a channel that did not become ready, worded as tonic's
+    /// generated clients word it, carrying this marker as its source.
+    pub fn status(err: impl Into<Box<dyn StdError + Send + Sync>>) -> Status {
+        let err = NotSent(err.into());
+        let mut status = Status::unknown(format!("Service was not ready: {err}"));
+        status.set_source(std::sync::Arc::new(err));
+        status
+    }
+}
+
 impl Failure {
-    /// Classifies a failed attempt.
+    /// Classifies a failed attempt. A status with a source was made by the
+    /// transport (a member's answer is decoded from trailers and has none);
+    /// its source chain tells whether the request reached the member.
     pub fn of(status: &Status) -> Failure {
-        if status.code() != Code::Unavailable && status.code() != Code::Unknown {
-            return Failure::Answer;
+        if let Some(source) = status.source() {
+            return if never_reached(source) {
+                Failure::NotReached
+            } else {
+                Failure::LostInFlight
+            };
         }
-        if status.message() == NO_LEADER {
-            return Failure::NoLeader;
-        }
-        if is_connect_error(status) {
-            return Failure::NotReached;
-        }
-        if status.code() == Code::Unavailable {
-            Failure::Unavailable
-        } else {
-            Failure::Answer
+        match status.code() {
+            Code::Unavailable if status.message() == NO_LEADER => Failure::NoLeader,
+            Code::Unavailable => Failure::Unavailable,
+            _ => Failure::Answer,
         }
     }
 
@@ -57,62 +90,54 @@ impl Failure {
     pub fn retry_allowed(self, policy: RetryPolicy) -> bool {
         match self {
             Failure::NotReached | Failure::NoLeader => true,
-            Failure::Unavailable => policy == RetryPolicy::Idempotent,
+            Failure::LostInFlight | Failure::Unavailable => policy == RetryPolicy::Idempotent,
             Failure::Answer => false,
         }
     }
 
     /// Whether the member should leave rotation until its next good probe.
     pub fn member_unhealthy(self) -> bool {
-        matches!(self, Failure::NotReached | Failure::NoLeader)
+        matches!(
+            self,
+            Failure::NotReached | Failure::NoLeader | Failure::LostInFlight
+        )
     }
 }
 
-/// A status the client library made up because no connection could be
-/// made: no member ever saw the request. Server answers always carry the
-/// `content-type` header; local transport failures carry no metadata and a
-/// connect error somewhere in their source chain.
-fn is_connect_error(status: &Status) -> bool {
-    if status.metadata().get("content-type").is_some() {
+/// Whether an error chain proves the request never reached the member.
+fn never_reached(err: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if err.is::<NotSent>() || err.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if let Some(e) = err.downcast_ref::<hyper::Error>() {
+            // hyper fails a request it never wrote (still queued when the
+            // connection closed, or no connection ready) as "canceled".
+            if e.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(e) = err.downcast_ref::<h2::Error>() {
+            return refused_by_peer(e);
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// An h2 stream error that says the peer never processed the stream.
+fn refused_by_peer(e: &h2::Error) -> bool {
+    if !e.is_remote() {
         return false;
     }
-    let mut text = status.message().to_ascii_lowercase();
-    let mut source = status.source();
-    while let Some(err) = source {
-        text.push_str(&err.to_string().to_ascii_lowercase());
-        source = err.source();
+    if e.is_go_away() {
+        // h2 fails a stream with the peer's GOAWAY only when the stream's id
+        // is above the GOAWAY's last stream id.
+        return true;
     }
-    text.contains("connect") || text.contains("dns error") || text.contains("connection refused")
+    e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etcd_answers_are_never_retried_as_writes() {
-        let timeout = Status::unavailable("etcdserver: request timed out");
-        let mut with_ct = timeout.clone();
-        with_ct
-            .metadata_mut()
-            .insert("content-type", "application/grpc".parse().unwrap());
-        assert_eq!(Failure::of(&with_ct), Failure::Unavailable);
-        assert!(!Failure::of(&with_ct).retry_allowed(RetryPolicy::UnlessApplied));
-        assert!(Failure::of(&with_ct).retry_allowed(RetryPolicy::Idempotent));
-    }
-
-    #[test]
-    fn no_leader_is_retried_and_marks_unhealthy() {
-        let f = Failure::of(&Status::unavailable(NO_LEADER));
-        assert_eq!(f, Failure::NoLeader);
-        assert!(f.retry_allowed(RetryPolicy::UnlessApplied));
-        assert!(f.member_unhealthy());
-    }
-
-    #[test]
-    fn permission_errors_are_answers() {
-        let f = Failure::of(&Status::permission_denied("etcdserver: permission denied"));
-        assert_eq!(f, Failure::Answer);
-        assert!(!f.retry_allowed(RetryPolicy::Idempotent));
-    }
-}
+mod tests;

@@ -1,6 +1,7 @@
 //! Integration tests: real etcd members, real clients (etcdctl and the
 //! `etcd-client` crate), and the proxy in-process.
 
+mod answer_lost;
 mod auth;
 mod auth_own_user;
 mod bad_input;

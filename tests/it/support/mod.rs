@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod http;
 pub mod pki;
 pub mod proxy;
+pub mod relay;
 pub mod tls_etcd;
 
 pub use background::Background;
