@@ -163,12 +163,12 @@ impl RangeCache {
     pub fn cache_key(
         &self,
         req: &RangeRequest,
-        md: &tonic::metadata::MetadataMap,
+        caller: &crate::upstream::Caller,
     ) -> Option<Vec<u8>> {
         if self.limits.max_entries == 0 || req.revision != 0 {
             return None;
         }
-        if md.get("token").is_some() || md.get("authorization").is_some() {
+        if !caller.is_anonymous() {
             return None;
         }
         if !self.active.load(Ordering::Acquire) {

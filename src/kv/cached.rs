@@ -13,6 +13,7 @@ use crate::error::RpcResult;
 use crate::kv::cache::{self, RangeCache};
 use crate::kv::read_barrier::ReadBarrier;
 use crate::proto::etcdserverpb::*;
+use crate::upstream::Caller;
 
 /// How long a linearizable read waits for the cache's watch to reach a
 /// barrier's revision before it goes to etcd instead.
@@ -61,7 +62,10 @@ impl Cached {
 #[tonic::async_trait]
 impl Kv for Cached {
     async fn range(&self, request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
-        let Some(key) = self.cache.cache_key(request.get_ref(), request.metadata()) else {
+        let Some(key) = self
+            .cache
+            .cache_key(request.get_ref(), &Caller::of_request(&request))
+        else {
             let resp = self.inner.range(request).await?;
             self.cache.answered(revision(&resp.get_ref().header));
             return Ok(resp);

@@ -12,7 +12,7 @@ use super::leasing::{self, Leasing};
 use super::{txn_is_read_only, Kv, SharedKv};
 use crate::error::{ProxyError, RpcResult};
 use crate::proto::etcdserverpb::*;
-use crate::upstream::Forwarded;
+use crate::upstream::{Caller, Forwarded};
 
 /// The leasing layer.
 pub struct Leased {
@@ -76,7 +76,7 @@ impl Kv for Leased {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> RpcResult<PutResponse> {
-        if leasing::has_token(request.metadata()) {
+        if !Caller::of_request(&request).is_anonymous() {
             return self.inner.put(request).await;
         }
         let (fwd, msg) = Forwarded::split(request);
@@ -94,7 +94,7 @@ impl Kv for Leased {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> RpcResult<DeleteRangeResponse> {
-        if leasing::has_token(request.metadata()) {
+        if !Caller::of_request(&request).is_anonymous() {
             return self.inner.delete_range(request).await;
         }
         let (fwd, msg) = Forwarded::split(request);
@@ -109,7 +109,7 @@ impl Kv for Leased {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> RpcResult<TxnResponse> {
-        if leasing::has_token(request.metadata()) || txn_is_read_only(request.get_ref()) {
+        if !Caller::of_request(&request).is_anonymous() || txn_is_read_only(request.get_ref()) {
             return self.inner.txn(request).await;
         }
         let (fwd, msg) = Forwarded::split(request);

@@ -113,11 +113,6 @@ pub fn servable(r: &RangeRequest) -> bool {
         && r.max_create_revision == 0
 }
 
-/// Whether the call carries an auth token (then leasing stays out of it).
-pub fn has_token(metadata: &tonic::metadata::MetadataMap) -> bool {
-    metadata.contains_key("token")
-}
-
 /// The key ranges a transaction writes, in every branch, nested ones included.
 pub fn txn_writes(txn: &TxnRequest, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
     for op in txn.success.iter().chain(txn.failure.iter()) {
@@ -334,7 +329,7 @@ impl Leasing {
         fwd: &Forwarded,
         req: &RangeRequest,
     ) -> Option<Result<RangeResponse, ProxyError>> {
-        if !servable(req) || has_token(fwd.metadata()) {
+        if !servable(req) || !fwd.caller().is_anonymous() {
             return None;
         }
         let (lease, generation) = {

@@ -131,10 +131,7 @@ impl KeepAliveHub {
                 } else {
                     SHARDS
                 };
-                let mut metadata = MetadataMap::new();
-                if let Some(t) = &key {
-                    metadata.insert("token", t.clone());
-                }
+                let metadata = crate::upstream::Caller::metadata(key.as_ref());
                 map.insert(
                     key.clone(),
                     (

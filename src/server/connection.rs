@@ -9,6 +9,9 @@ pub struct App {
     pub(super) http: Arc<HttpApi>,
     /// Whether gRPC is served (false on `--metrics-addr`).
     pub(super) grpc_enabled: bool,
+    /// The client certificate name of this connection, given to every
+    /// request so [`crate::upstream::Caller`] can read it.
+    pub(super) client_cert: Option<crate::upstream::ClientCertName>,
 }
 
 fn is_grpc<B>(req: &Request<B>) -> bool {
@@ -26,7 +29,10 @@ impl tower::Service<Request<Incoming>> for App {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        if let Some(name) = &self.client_cert {
+            req.extensions_mut().insert(name.clone());
+        }
         if self.grpc_enabled && is_grpc(&req) {
             self.grpc.call(req)
         } else {
@@ -104,7 +110,10 @@ pub(super) async fn accept_loop(
                 match acceptor {
                     None => serve_connection(tcp, app, builder, watcher).await,
                     Some(accept) => match accept(tcp).await {
-                        Ok(io) => serve_connection(io, app, builder, watcher).await,
+                        Ok((io, client_cert)) => {
+                            let app = App { client_cert, ..app };
+                            serve_connection(io, app, builder, watcher).await
+                        }
                         Err(e) => debug!(error = %e, "connection setup failed"),
                     },
                 }

@@ -71,7 +71,7 @@ use crate::upstream::{Pool, Upstream};
 use crate::watch::hub::WatchHub;
 
 mod listener;
-pub use listener::{AcceptFuture, Acceptor, Io};
+pub use listener::{AcceptFuture, Accepted, Acceptor, Io};
 
 mod connection;
 use connection::{accept_loop, connection_builder};
@@ -277,6 +277,7 @@ pub async fn run_with(
         grpc: GrpcService::new(routes, metrics, drain.clone()),
         http,
         grpc_enabled: true,
+        client_cert: None,
     };
     let builder = Arc::new(connection_builder(&config));
 

@@ -65,7 +65,9 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> RpcResult<Self::LeaseKeepAliveStream> {
         // Renewed under the client's own token (etcd checks each renewal's rights).
-        let token = request.metadata().get("token").cloned();
+        let token = crate::upstream::Caller::of_request(&request)
+            .token()
+            .cloned();
         let required = crate::upstream::require_leader::requested(request.metadata());
         let pool = self.ctx.upstream.pool().clone();
         let mut inbound = request.into_inner();

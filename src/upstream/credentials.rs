@@ -3,10 +3,12 @@
 use tonic::metadata::MetadataMap;
 use tonic::{Extensions, Request};
 
+use super::Caller;
+
 /// The client's metadata, cleaned of what belongs to its own connection,
 /// ready to be attached to each upstream attempt.
 #[derive(Clone, Debug)]
-pub struct Forwarded(MetadataMap);
+pub struct Forwarded(MetadataMap, Caller);
 
 /// Headers that describe the client's connection or encoding, not the call.
 const HOP_BY_HOP: &[&str] = &[
@@ -24,16 +26,22 @@ const HOP_BY_HOP: &[&str] = &[
 impl Forwarded {
     /// Splits a client request into forwardable metadata and its message.
     pub fn split<T>(req: Request<T>) -> (Forwarded, T) {
-        let (mut metadata, _ext, msg) = req.into_parts();
+        let (mut metadata, ext, msg) = req.into_parts();
         for h in HOP_BY_HOP {
             metadata.remove(*h);
         }
-        (Forwarded(metadata), msg)
+        let caller = Caller::of(&metadata, &ext);
+        (Forwarded(metadata, caller), msg)
     }
 
     /// An upstream request carrying the client's metadata.
     pub fn request<T>(&self, msg: T) -> Request<T> {
         Request::from_parts(self.0.clone(), Extensions::default(), msg)
+    }
+
+    /// Whom the client's call runs as.
+    pub fn caller(&self) -> &Caller {
+        &self.1
     }
 
     /// The client's metadata as received (auth token among it).

@@ -3,6 +3,7 @@
 //!
 //! - [`call`]: [`Upstream`], the one way a call reaches a member, with its
 //!   credentials, limits and retry policy.
+//! - [`caller`]: whom a client's call runs as (token, certificate name, anonymous).
 //! - [`credentials`]: the client metadata forwarded with each call.
 //! - [`pool`]: the current member set, health flags, picking and retrying.
 //! - [`membership`]: the background task that refreshes the set from
@@ -15,6 +16,7 @@
 //! - [`require_leader`]: `hasleader: true` streams end when the cluster has no leader.
 
 pub mod call;
+pub mod caller;
 pub mod credentials;
 pub mod discovery;
 pub mod endpoint;
@@ -26,6 +28,7 @@ pub mod resilient_stream;
 pub mod retry;
 
 pub use call::{Credentials, Upstream};
+pub use caller::{Caller, ClientCertName};
 pub use credentials::Forwarded;
 pub use endpoint::EndpointUrl;
 pub use pool::{Backend, ChannelSettings, OwnUser, Pool, PoolStats};

@@ -73,17 +73,7 @@ impl Pool {
     /// The metadata of the proxy's own calls: its user's token, if it has
     /// one (see [`Pool::authenticate_own_user`]); empty otherwise.
     pub fn own_metadata(&self) -> tonic::metadata::MetadataMap {
-        let mut md = tonic::metadata::MetadataMap::new();
-        if let Some(token) = self
-            .inner
-            .own_token
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
-            md.insert("token", token);
-        }
-        md
+        super::Caller::metadata(self.own_token().as_ref())
     }
 
     /// The proxy's own token, if it has logged in.

@@ -6,6 +6,7 @@ mod auth;
 mod auth_own_user;
 mod bad_input;
 mod cache;
+mod caller;
 mod discovery;
 mod drain;
 mod election_lock;
