@@ -339,10 +339,13 @@ impl ClientStream {
             }
             create.watch_id
         } else {
+            // As etcd: ids the proxy assigns only ever grow within a stream,
+            // so an event for a canceled watcher can never pass for a new one.
             while self.ids.contains_key(&self.next_id) {
                 self.next_id += 1;
             }
-            self.next_id
+            self.next_id += 1;
+            self.next_id - 1
         };
         match self.check_permission(&create, watch_id).await {
             Ok(CreateVerdict::Permitted) => {}

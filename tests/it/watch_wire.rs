@@ -341,3 +341,67 @@ async fn ended(s: &mut etcd_client::WatchStream) -> String {
         .await
         .unwrap_or_else(|_| "still open".into())
 }
+
+/// Create, write, cancel, create again, 10 times on one stream: what the
+/// client sees, as the shapes of the responses in order.
+async fn create_cancel_loop(endpoint: &str, writer: &str) -> Vec<String> {
+    let watch_on = |key: &str| {
+        Create(WatchCreateRequest {
+            key: key.into(),
+            ..Default::default()
+        })
+    };
+    let mut w = RawWatch::open(endpoint, None, watch_on("ids/k")).await;
+    let mut seen = Vec::new();
+    let mut canceled = std::collections::HashSet::new();
+    for round in 0..10 {
+        if round > 0 {
+            w.create(WatchCreateRequest {
+                key: b"ids/k".to_vec(),
+                ..Default::default()
+            })
+            .await;
+        }
+        let created = w.must_next().await;
+        assert!(created.created, "{created:?}");
+        assert!(
+            !canceled.contains(&created.watch_id),
+            "watch id {} given again after its cancel",
+            created.watch_id
+        );
+        seen.push(shape(&created));
+        ok(writer, &["put", "ids/k", &format!("v{round}")]);
+        let event = w.must_next().await;
+        assert_eq!(event.watch_id, created.watch_id);
+        seen.push(shape(&event));
+        w.send(watch_request::RequestUnion::CancelRequest(
+            etcd_grpc_proxy::proto::etcdserverpb::WatchCancelRequest {
+                watch_id: created.watch_id,
+            },
+        ))
+        .await;
+        let cancel = w.must_next().await;
+        assert!(
+            cancel.canceled && cancel.watch_id == created.watch_id,
+            "{cancel:?}"
+        );
+        seen.push(shape(&cancel));
+        canceled.insert(created.watch_id);
+        // A write now must reach no canceled watcher.
+        ok(writer, &["put", "ids/k", &format!("after-cancel-{round}")]);
+    }
+    if let Some(late) = w.next(Duration::from_millis(500)).await {
+        panic!("a response after every watch was canceled: {late:?}");
+    }
+    seen
+}
+
+#[tokio::test]
+async fn watch_ids_are_never_reused_within_a_stream_and_cancel_is_final() {
+    let cluster = Cluster::start(1).await;
+    let direct = cluster.endpoints();
+    let proxy = TestProxy::start(&direct).await;
+    let through_proxy = create_cancel_loop(&proxy.endpoint(), &direct).await;
+    let directly = create_cancel_loop(&direct, &direct).await;
+    assert_eq!(through_proxy, directly);
+}
