@@ -403,17 +403,15 @@ impl ClientStream {
     /// a member first, on the client's own control stream, under its own
     /// token; a refusal is the member's answer, word for word.
     ///
-    /// Skipped while etcd is known to run without auth (then every client
-    /// may read every range); at most [`PERMISSION_CHECKS`] run at once, so a
-    /// burst of thousands of creates does not flood the members.
+    /// Never skipped on a view of "auth is off": auth may have been enabled
+    /// a moment ago, through another proxy or a member, and a watcher let in
+    /// then would see events it may not read. At most [`PERMISSION_CHECKS`]
+    /// run at once, so a burst of thousands of creates does not flood the members.
     async fn check_permission(
         &self,
         create: &WatchCreateRequest,
         watch_id: i64,
     ) -> Result<CreateVerdict, Status> {
-        if self.ctx.cache.auth_known_off() {
-            return Ok(CreateVerdict::Permitted);
-        }
         let _permit = CHECKS
             .acquire()
             .await

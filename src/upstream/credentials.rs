@@ -39,6 +39,22 @@ impl Forwarded {
         Request::from_parts(self.0.clone(), Extensions::default(), msg)
     }
 
+    /// The same metadata with `token` as its only credential (none when
+    /// `None`), for a call made on another caller's behalf.
+    pub fn with_token(&self, token: Option<&tonic::metadata::AsciiMetadataValue>) -> Forwarded {
+        let mut metadata = self.0.clone();
+        metadata.remove("token");
+        metadata.remove("authorization");
+        if let Some(t) = token {
+            metadata.insert("token", t.clone());
+        }
+        let caller = match token {
+            Some(t) => Caller::Token(t.clone()),
+            None => Caller::Anonymous,
+        };
+        Forwarded(metadata, caller)
+    }
+
     /// Whom the client's call runs as.
     pub fn caller(&self) -> &Caller {
         &self.1

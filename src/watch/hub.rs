@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::Status;
 use tracing::{debug, info_span, Instrument};
 
@@ -83,6 +84,9 @@ struct Watcher {
     next_rev: i64,
     /// Whether the client has had its `created` response.
     announced: bool,
+    /// The client's token, so the upstream watch can be re-opened under a
+    /// watcher still present when its opener has gone (or its token expired).
+    token: Option<AsciiMetadataValue>,
 }
 
 /// Counters operators (and tests) read to see coalescing work.
@@ -121,7 +125,8 @@ struct Broadcast {
     key: WatchKey,
     /// Shared broadcasts never wait on one client; dedicated ones may.
     shared: bool,
-    /// Metadata (auth token) of the client that opened it.
+    /// Metadata (auth token) of the client that opened it; see
+    /// [`Broadcast::credentials`] for what a (re)open carries.
     fwd: Forwarded,
     /// Upstream start revision for the first open (0 = now).
     initial_start: i64,
@@ -144,6 +149,28 @@ struct BroadcastState {
     /// Client progress requests waiting for the member's progress answer
     /// on this upstream stream (sent once it has caught up).
     progress_waiters: Vec<oneshot::Sender<ResponseHeader>>,
+}
+
+impl Broadcast {
+    /// What the upstream watch is (re)opened under: the proxy's own user
+    /// when it has one; else the token of the newest watcher still present
+    /// (the opener may have gone and its token expired, and every watcher
+    /// was checked for the range before joining); else the opener's.
+    fn credentials(&self, pool: &Pool) -> Forwarded {
+        if let Some(own) = pool.own_token() {
+            return self.fwd.with_token(Some(&own));
+        }
+        let st = lock(&self.state);
+        let newest = st
+            .watchers
+            .iter()
+            .filter(|(_, w)| w.token.is_some())
+            .max_by_key(|(id, _)| **id);
+        match newest {
+            Some((_, w)) => self.fwd.with_token(w.token.as_ref()),
+            None => self.fwd.clone(),
+        }
+    }
 }
 
 /// etcd's watch id for answers meant for a whole stream (progress answers).
@@ -207,6 +234,7 @@ impl WatchHub {
                     tx,
                     next_rev: 0,
                     announced: false,
+                    token: fwd.caller().token().cloned(),
                 };
                 if st.created {
                     w.next_rev = w.spec.start_revision.max(st.position + 1);
@@ -241,6 +269,7 @@ impl WatchHub {
         }
         let shared = spec.start_revision == 0 && !hub.shared.contains_key(&key);
         let start = spec.start_revision;
+        let token = fwd.caller().token().cloned();
         let b = self.new_broadcast(key.clone(), shared, fwd, start);
         lock(&b.state).watchers.insert(
             id,
@@ -249,6 +278,7 @@ impl WatchHub {
                 tx,
                 next_rev: 0,
                 announced: false,
+                token,
             },
         );
         if shared {

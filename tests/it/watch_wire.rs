@@ -18,7 +18,7 @@ use tonic::Streaming;
 use watch_request::RequestUnion::{CreateRequest as Create, ProgressRequest as Progress};
 
 use crate::support::ctl::{enable_auth_with_alice_and_bob, ok, run};
-use crate::support::{Cluster, TestProxy};
+use crate::support::{eventually, Cluster, TestProxy};
 
 /// One raw Watch stream: requests in, responses out.
 struct RawWatch {
@@ -404,4 +404,147 @@ async fn watch_ids_are_never_reused_within_a_stream_and_cancel_is_final() {
     let through_proxy = create_cancel_loop(&proxy.endpoint(), &direct).await;
     let directly = create_cancel_loop(&direct, &direct).await;
     assert_eq!(through_proxy, directly);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_created_without_a_token_right_after_auth_enable_sees_no_event() {
+    let cluster = Cluster::start(1).await;
+    let direct = cluster.endpoints();
+    let proxy = TestProxy::start(&direct).await;
+    let via = proxy.endpoint();
+    // A shared upstream watch, opened while auth is off.
+    let mut before = RawWatch::open(&via, None, Create(create("/a/k", 0))).await;
+    assert!(before.must_next().await.created);
+    ok(&direct, &["put", "/a/k", "auth-off"]);
+    assert_eq!(before.must_next().await.events.len(), 1);
+
+    // Auth enabled on the member; at once, a token-less create of the same
+    // range through the proxy is answered as the member answers one.
+    enable_auth_with_alice_and_bob(&direct);
+    let mut after = RawWatch::open(&via, None, Create(create("/a/k", 0))).await;
+    let mut on_member = RawWatch::open(&direct, None, Create(create("/a/k", 0))).await;
+    assert_eq!(
+        shape(&after.must_next().await),
+        shape(&on_member.must_next().await)
+    );
+    ok(&direct, &["--user=root:rootpw", "put", "/a/k", "auth-on"]);
+    while let Some(r) = after.next(Duration::from_secs(1)).await {
+        assert!(
+            r.events.is_empty(),
+            "a watch created without a token got {r:?}"
+        );
+    }
+}
+
+/// The member's answer to a read of `key` under `token` (`Ok` if it read).
+async fn read_with(addr: &str, token: &str, key: &str) -> Result<(), tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut req = tonic::Request::new(etcd_grpc_proxy::proto::etcdserverpb::RangeRequest {
+        key: key.into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("token", token.parse().expect("ascii"));
+    etcd_grpc_proxy::proto::etcdserverpb::kv_client::KvClient::new(channel)
+        .range(req)
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_watch_reopens_under_a_token_that_still_works() {
+    let mut cluster = Cluster::start_with_flags(3, &["--auth-token-ttl=2"]).await;
+    let members: Vec<String> = cluster.members.iter().map(|m| m.addr()).collect();
+    enable_auth_with_alice_and_bob(&members[0]);
+    let proxy = TestProxy::start(&cluster.endpoints()).await;
+    let via = proxy.endpoint();
+    let baseline = watchers_on(&cluster);
+
+    // The opener's watch, then a second client's on the same range.
+    let first = token(&via, "alice", "pa").await;
+    let mut opener = RawWatch::open(&via, Some(&first), Create(create("/a/k", 0))).await;
+    assert!(opener.must_next().await.created);
+    let second = token(&via, "alice", "pa").await;
+    let mut joiner = RawWatch::open(&via, Some(&second), Create(create("/a/k", 0))).await;
+    assert!(joiner.must_next().await.created);
+    let serving = eventually(
+        "the shared upstream watch shows on a member",
+        Duration::from_secs(10),
+        || {
+            let now = watchers_on(&cluster);
+            let idx = now.iter().zip(&baseline).position(|(n, b)| n > b);
+            async move { idx }
+        },
+    )
+    .await;
+
+    // The opener leaves; the second client keeps its token in use on every
+    // member, as a live client does, while the opener's expires.
+    drop(opener);
+    let in_use = {
+        let (members, second) = (members.clone(), second.clone());
+        tokio::spawn(async move {
+            loop {
+                for m in &members {
+                    let _ = read_with(m, &second, "/a/x").await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let others: Vec<String> = (0..3)
+        .filter(|i| *i != serving)
+        .map(|i| members[i].clone())
+        .collect();
+    // A simple token lives --auth-token-ttl past its last use (checked
+    // every second); any check would renew it, so this waits the TTL out.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for m in &others {
+        assert!(
+            read_with(m, &first, "/a/x").await.is_err(),
+            "the opener's token still works on {m}"
+        );
+    }
+
+    // The member serving the shared watch dies; writes after that still
+    // reach the remaining watcher.
+    cluster.members[serving].kill();
+    let writer = others[0].clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    'seen: loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the remaining watcher saw no write made after the failover"
+        );
+        n += 1;
+        ok(
+            &writer,
+            &["--user=root:rootpw", "put", "/a/k", &format!("after-{n}")],
+        );
+        while let Some(r) = joiner.next(Duration::from_millis(500)).await {
+            if !r.events.is_empty() {
+                break 'seen;
+            }
+        }
+    }
+    in_use.abort();
+}
+
+fn watchers_on(cluster: &Cluster) -> Vec<f64> {
+    cluster
+        .members
+        .iter()
+        .map(|m| {
+            if m.is_running() {
+                m.metric("etcd_debugging_mvcc_watcher_total", &[])
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }

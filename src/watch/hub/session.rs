@@ -57,7 +57,10 @@ impl Session for BroadcastSession {
         let mut client =
             WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
         let stream = client
-            .watch(b.fwd.request(ReceiverStream::new(req_rx)))
+            .watch(
+                b.credentials(&self.hub.pool)
+                    .request(ReceiverStream::new(req_rx)),
+            )
             .await?
             .into_inner();
         let mut st = lock(&b.state);

@@ -50,6 +50,7 @@ fn watcher(spec: WatcherSpec, next_rev: i64) -> Watcher {
         tx,
         next_rev,
         announced: true,
+        token: None,
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Member {
     /// `http://127.0.0.1:<port>` peers use.
     pub peer_url: String,
     data_dir: PathBuf,
+    /// Flags beyond the harness's own (e.g. `--auth-token-ttl=2`).
+    flags: Vec<String>,
     child: Option<Child>,
 }
 
@@ -95,6 +97,7 @@ impl Member {
             .arg(format!("--initial-cluster={initial_cluster}"))
             .arg(format!("--initial-cluster-state={state}"))
             .arg("--initial-cluster-token=etcd-grpc-proxy-test")
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -131,6 +134,7 @@ fn new_member(dir: &std::path::Path, n: usize) -> Member {
         client_url: format!("http://127.0.0.1:{}", free_port()),
         peer_url: format!("http://127.0.0.1:{}", free_port()),
         data_dir: dir.join(format!("m{n}")),
+        flags: Vec::new(),
         child: None,
     }
 }
@@ -146,9 +150,21 @@ impl Cluster {
         Cluster::start_with(1, Some(port)).await
     }
 
+    /// Starts `n` members, each with `flags` added to its command line.
+    pub async fn start_with_flags(n: usize, flags: &[&str]) -> Cluster {
+        Cluster::start_with_all(n, None, flags).await
+    }
+
     async fn start_with(n: usize, first_port: Option<u16>) -> Cluster {
+        Cluster::start_with_all(n, first_port, &[]).await
+    }
+
+    async fn start_with_all(n: usize, first_port: Option<u16>, flags: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut members: Vec<Member> = (1..=n).map(|i| new_member(dir.path(), i)).collect();
+        for m in &mut members {
+            m.flags = flags.iter().map(|f| f.to_string()).collect();
+        }
         if let Some(port) = first_port {
             members[0].client_url = format!("http://127.0.0.1:{port}");
         }
