@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Robustness: traffic through the proxy under injected faults, with the
 # history checked for linearizability (porcupine), serializable reads, watch
-# guarantees, leases and acknowledged writes (tests/robustness, Go).
+# guarantees, leases, acknowledged writes and writes applied at most once
+# (tests/robustness, Go).
 #
 #   ROBUSTNESS_SECS     seconds of traffic per run (default 40)
 #   ROBUSTNESS_SEEDS    seeds, one run each (default "1 2")
@@ -10,6 +11,8 @@
 #   ROBUSTNESS_REPORT   where the markdown report goes (default
 #                       bench/results/robustness/latest.md with the comparison,
 #                       target/robustness/latest.md without)
+#   ROBUSTNESS_FAULTS   comma-separated faults to inject, in turn (default: all;
+#                       e.g. answer-lost to inject only that one, often)
 #   PROXY_BIN           our proxy binary (default: cargo build, target/debug)
 #
 # Members run in network namespaces (egpr*, 10.77.0.0/24), so this needs root.
@@ -22,13 +25,17 @@ CARGO="${CARGO:-cargo}"
 secs="${ROBUSTNESS_SECS:-40}"
 seeds="${ROBUSTNESS_SEEDS:-1 2}"
 compare="${ROBUSTNESS_COMPARE:-1}"
+fault_args=()
+if [ -n "${ROBUSTNESS_FAULTS:-}" ]; then
+  fault_args=(-faults "$ROBUSTNESS_FAULTS")
+fi
 if [ "$compare" = 1 ]; then
   report="${ROBUSTNESS_REPORT:-$root/bench/results/robustness/latest.md}"
 else
   report="${ROBUSTNESS_REPORT:-$root/target/robustness/latest.md}"
 fi
 
-for t in ip tc; do
+for t in ip tc ss; do
   command -v "$t" >/dev/null || { echo "robustness: $t not found: install iproute2 (apt-get install iproute2)" >&2; exit 1; }
 done
 command -v go >/dev/null || { echo "robustness: go not found: install Go (apt-get install golang-go, or https://go.dev/dl)" >&2; exit 1; }
@@ -62,7 +69,7 @@ rm -f "$summary"
 failed=0
 for seed in $seeds; do
   rc=0
-  "${as_root[@]}" "$harness" -target ours -secs "$secs" -seed "$seed" -proxy-bin "$PROXY_BIN" -etcd-bin "$bin/etcd" -report "$tmp" -summary "$summary" \
+  "${as_root[@]}" "$harness" -target ours -secs "$secs" -seed "$seed" -proxy-bin "$PROXY_BIN" -etcd-bin "$bin/etcd" -report "$tmp" -summary "$summary" "${fault_args[@]}" \
     -known "$root/tests/robustness/known-findings.txt" || rc=$?
   case $rc in
     0) ;;
@@ -72,7 +79,7 @@ for seed in $seeds; do
 done
 if [ "$compare" = 1 ]; then
   for seed in $seeds; do
-    "${as_root[@]}" "$harness" -target etcd -secs "$secs" -seed "$seed" -etcd-bin "$bin/etcd" -report "$tmp" -summary "$summary" || \
+    "${as_root[@]}" "$harness" -target etcd -secs "$secs" -seed "$seed" -etcd-bin "$bin/etcd" -report "$tmp" -summary "$summary" "${fault_args[@]}" || \
       echo "robustness: etcd's grpc-proxy at seed $seed: exit $? (comparison only)" >&2
   done
 fi

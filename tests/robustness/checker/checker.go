@@ -1,6 +1,7 @@
 // Package checker validates a recorded history: linearizability of the KV
 // operations (porcupine), serializable reads, watch guarantees, leases,
-// acknowledged writes. Each check returns its violations, described.
+// acknowledged writes, writes applied at most once. Each check returns its
+// violations, described.
 package checker
 
 import (
@@ -41,6 +42,7 @@ const (
 	WatchPrevKV      = "watch: prev_kv and filters as asked"
 	LeaseAlive       = "lease: none expires while kept alive"
 	WritesKept       = "writes: none acknowledged lost"
+	WrittenOnce      = "writes: each applied at most once"
 	HashKVEqual      = "hashkv: equal on every member"
 )
 

@@ -80,6 +80,7 @@ func TestCleanHistoryPasses(t *testing.T) {
 	Linearizability(cleanOps(), 1, time.Minute, v)
 	Serializable(cleanOps(), truth(), v)
 	Writes(cleanOps(), truth(), v)
+	AppliedOnce(cleanOps(), truth(), v)
 	clean(t, v)
 }
 
@@ -181,6 +182,49 @@ func TestLostWrite(t *testing.T) {
 	v := Violations{}
 	Writes(ops, truth(), v)
 	only(t, v, WritesKept)
+}
+
+func TestWriteAppliedTwice(t *testing.T) {
+	// y=c was applied at 4 and again at 6: its answer was lost and it was sent again.
+	twice := append(truth(), h.Event{KV: kv("y", "c", 6, 4, 2), Prev: ptr(kv("y", "c", 4, 4, 1))})
+	v := Violations{}
+	Writes(cleanOps(), twice, v)
+	AppliedOnce(cleanOps(), twice, v)
+	only(t, v, WrittenOnce)
+}
+
+func TestWriteAppliedTwiceInATxnAfterAnError(t *testing.T) {
+	// The client saw an error; the Txn's put was applied twice all the same.
+	ops := append(cleanOps(), h.Op{Client: 3, Req: h.Request{Kind: h.Txn, Then: []h.Request{{Kind: h.Put, Key: "z", Value: "t"}}},
+		Resp: h.Response{Err: "connection reset"}, Call: 140, Return: 150})
+	twice := append(truth(), h.Event{KV: kv("z", "t", 6, 6, 1)}, h.Event{KV: kv("z", "t", 7, 6, 2), Prev: ptr(kv("z", "t", 6, 6, 1))})
+	v := Violations{}
+	AppliedOnce(ops, twice, v)
+	only(t, v, WrittenOnce)
+}
+
+func TestTxnAppliedThenAnsweredAsFailedCompare(t *testing.T) {
+	// z=t was put by the Txn at 6, yet the answer says its compare failed:
+	// the Txn was evaluated a second time, after its own write.
+	txn := h.Request{Kind: h.Txn, Cmps: []h.Cmp{{Key: "z", Target: "mod", Rev: 0}},
+		Then: []h.Request{{Kind: h.Put, Key: "z", Value: "t"}}, Else: []h.Request{{Kind: h.Range, Key: "z"}}}
+	once := append(truth(), h.Event{KV: kv("z", "t", 6, 6, 1)})
+	v := Violations{}
+	ok := h.Op{Client: 3, Req: txn, Resp: h.Response{Rev: 6, Succeeded: true}, Call: 140, Return: 150}
+	AppliedOnce(append(cleanOps(), ok), once, v)
+	clean(t, v)
+	wrong := ok
+	wrong.Resp = h.Response{Rev: 6, Succeeded: false, Results: []h.Response{{KVs: []h.KV{kv("z", "t", 6, 6, 1)}, Count: 1}}}
+	AppliedOnce(append(cleanOps(), wrong), once, v)
+	only(t, v, WrittenOnce)
+}
+
+func TestFailedWriteAppliedOnceIsFine(t *testing.T) {
+	ops := append(cleanOps(), h.Op{Client: 3, Req: h.Request{Kind: h.Put, Key: "z", Value: "t"}, Resp: h.Response{Err: "timeout"}, Call: 140, Return: 150})
+	once := append(truth(), h.Event{KV: kv("z", "t", 6, 6, 1)})
+	v := Violations{}
+	AppliedOnce(ops, once, v)
+	clean(t, v)
 }
 
 func TestLeaseExpiredWhileKeptAlive(t *testing.T) {

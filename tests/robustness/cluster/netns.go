@@ -6,6 +6,7 @@ package cluster
 import (
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 )
 
@@ -14,6 +15,9 @@ const (
 	bridgeIP = "10.77.0.1/24"
 	prefix   = "egpr"
 )
+
+// bridgeAddr is the bridge's address: the proxies' and direct clients' source.
+func bridgeAddr() string { return strings.SplitN(bridgeIP, "/", 2)[0] }
 
 func ip(args ...string) error {
 	out, err := exec.Command("ip", args...).CombinedOutput()
@@ -55,10 +59,10 @@ func Cleanup() {
 	}
 }
 
-// CheckTools fails, saying how to get them, when ip or tc is missing or
+// CheckTools fails, saying how to get them, when ip, tc or ss is missing or
 // namespaces cannot be made (not root).
 func CheckTools() error {
-	for _, t := range []string{"ip", "tc"} {
+	for _, t := range []string{"ip", "tc", "ss"} {
 		if _, err := exec.LookPath(t); err != nil {
 			return fmt.Errorf("%s not found: install iproute2 (apt-get install iproute2)", t)
 		}
@@ -119,6 +123,82 @@ func Heal(i int) error {
 	_ = tc("qdisc", "del", "dev", hostVeth(i), "root")
 	_ = ip("netns", "exec", nsName(i), "tc", "qdisc", "del", "dev", nsVeth(i), "root")
 	return ip("link", "set", hostVeth(i), "up")
+}
+
+// ClientConns are the local ports of process pid's established connections
+// to member i's client port (seen from the root namespace, where the proxies
+// run; their address is the bridge's).
+func ClientConns(i, pid int) ([]int, error) {
+	out, err := exec.Command("ss", "-tnpH", "state", "established", "dst", memberIP(i)+":2379").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("ss: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	local := bridgeAddr() + ":"
+	var ports []int
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, fmt.Sprintf("pid=%d,", pid)) {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if strings.HasPrefix(f, local) {
+				if port, err := strconv.Atoi(strings.TrimPrefix(f, local)); err == nil {
+					ports = append(ports, port)
+				}
+			}
+		}
+	}
+	return ports, nil
+}
+
+// DropReplies drops, in member i's namespace, every packet it sends from its
+// client port to the given ports on the bridge address, except resets: the
+// member keeps receiving (and applying) requests on those connections, but
+// its answers and acknowledgements are lost, until Heal. The kernel here has
+// no gact action (tc "action drop"): an htb class whose queue holds nothing
+// (pfifo limit 0) drops what the u32 filters send to it; everything else
+// leaves unshaped (htb's direct queue).
+func DropReplies(i int, ports []int) error {
+	ns, dev := nsName(i), nsVeth(i)
+	steps := [][]string{
+		{"qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "0"},
+		{"class", "add", "dev", dev, "parent", "1:", "classid", "1:2", "htb", "rate", "1mbit"},
+		{"qdisc", "add", "dev", dev, "parent", "1:2", "handle", "2:", "pfifo", "limit", "0"},
+		// Resets (TCP flags byte, IP header without options) go out directly.
+		{"filter", "add", "dev", dev, "parent", "1:", "prio", "1", "protocol", "ip", "u32",
+			"match", "ip", "protocol", "6", "0xff", "match", "u8", "0x04", "0x04", "at", "33", "flowid", "1:"},
+	}
+	for _, port := range ports {
+		steps = append(steps, []string{"filter", "add", "dev", dev, "parent", "1:", "prio", "2", "protocol", "ip", "u32",
+			"match", "ip", "protocol", "6", "0xff", "match", "ip", "dst", bridgeAddr() + "/32",
+			"match", "ip", "sport", "2379", "0xffff", "match", "ip", "dport", strconv.Itoa(port), "0xffff", "flowid", "1:2"})
+	}
+	for _, s := range steps {
+		if err := ip(append([]string{"netns", "exec", ns, "tc"}, s...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ResetConns destroys (ss -K, SOCK_DESTROY) member i's sockets from its
+// client port to the given ports on the bridge address: the kernel sends a
+// reset to the peer. It returns how many sockets were still there to reset.
+func ResetConns(i int, ports []int) (int, error) {
+	reset := 0
+	for _, port := range ports {
+		args := []string{"netns", "exec", nsName(i), "ss", "-K", "-tnH", "src", memberIP(i) + ":2379",
+			"dst", bridgeAddr(), "dport", "=", ":" + strconv.Itoa(port)}
+		out, err := exec.Command("ip", args...).CombinedOutput()
+		if err != nil {
+			return reset, fmt.Errorf("ss -K: %v: %s", err, strings.TrimSpace(string(out)))
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.TrimSpace(line) != "" {
+				reset++
+			}
+		}
+	}
+	return reset, nil
 }
 
 // Delay slows member i's link. With netem it adds latency; without it (the

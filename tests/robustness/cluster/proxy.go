@@ -102,3 +102,13 @@ func (p *Proxy) CurrentEpoch() int {
 	defer p.mu.Unlock()
 	return p.Epoch
 }
+
+// Pid is the running proxy's process id (0 when it is not running).
+func (p *Proxy) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -28,10 +29,12 @@ type Injector struct {
 	Truth       *traffic.Truth
 	// OnRescale runs after the member set changed.
 	OnRescale func()
+	// Only, when not empty, lists the faults to inject (default: all of Names).
+	Only []string
 }
 
-// Fault names.
-var names = []string{"kill-member", "rescale", "blackhole", "delay", "compact-while-replaying", "proxy-restart"}
+// Names are every fault (a run without -faults injects them all, in turn).
+var Names = []string{"kill-member", "rescale", "blackhole", "delay", "compact-while-replaying", "proxy-restart", "answer-lost"}
 
 // Run injects a fault every gap (±50%) until ctx ends, going through every
 // kind of fault in a random order before any repeats.
@@ -47,7 +50,11 @@ func (in *Injector) Run(ctx context.Context, gap time.Duration) {
 			return
 		}
 		if len(order) == 0 {
-			order = append([]string(nil), names...)
+			kinds := Names
+			if len(in.Only) > 0 {
+				kinds = in.Only
+			}
+			order = append([]string(nil), kinds...)
 			in.Rnd.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		}
 		name := order[0]
@@ -139,6 +146,8 @@ func (in *Injector) inject(ctx context.Context, name string) (string, error) {
 		return m.Name + " (" + how + ", SIGSTOP pulses)", cluster.Heal(m.Index)
 	case "compact-while-replaying":
 		return in.compactWhileReplaying(ctx)
+	case "answer-lost":
+		return in.answerLost(ctx)
 	case "proxy-restart":
 		p := in.Proxies[in.Rnd.Intn(len(in.Proxies))]
 		in.C.KillProxy(p)
@@ -146,6 +155,60 @@ func (in *Injector) inject(ctx context.Context, name string) (string, error) {
 		return p.Name, in.C.StartProxy(p, in.C.Endpoints())
 	}
 	return "", fmt.Errorf("unknown fault %s", name)
+}
+
+// answerLost loses a member's answers to the proxies, three times over (on
+// members picked at random, a second apart), so that even a run that injects
+// it once catches writes in flight. See loseAnswers.
+func (in *Injector) answerLost(ctx context.Context) (string, error) {
+	var rounds []string
+	for i := 0; i < 3 && ctx.Err() == nil; i++ {
+		if i > 0 {
+			in.hold(ctx, time.Second)
+		}
+		r, err := in.loseAnswers(ctx, in.member())
+		rounds = append(rounds, r)
+		if err != nil {
+			return strings.Join(rounds, "; "), err
+		}
+	}
+	return strings.Join(rounds, "; "), nil
+}
+
+// loseAnswers drops, in member m's namespace, its packets to the proxies'
+// connections for a moment (requests still arrive and writes are applied,
+// their answers and acknowledgements do not leave), then resets those
+// connections (SOCK_DESTROY: the proxies see "connection reset" on requests
+// the member has already applied). A write the proxy sends again elsewhere
+// after that is applied twice.
+func (in *Injector) loseAnswers(ctx context.Context, m *cluster.Member) (string, error) {
+	var ports []int
+	for _, p := range in.Proxies {
+		if pid := p.Pid(); pid != 0 {
+			ps, err := cluster.ClientConns(m.Index, pid)
+			if err != nil {
+				return m.Name, err
+			}
+			ports = append(ports, ps...)
+		}
+	}
+	if len(ports) == 0 {
+		return m.Name + " (no proxy connected to it)", nil
+	}
+	if err := cluster.DropReplies(m.Index, ports); err != nil {
+		_ = cluster.Heal(m.Index)
+		return m.Name, err
+	}
+	hold := time.Duration(300+in.Rnd.Intn(900)) * time.Millisecond
+	in.hold(ctx, hold)
+	reset, err := cluster.ResetConns(m.Index, ports)
+	if herr := cluster.Heal(m.Index); err == nil {
+		err = herr
+	}
+	if err == nil && reset == 0 {
+		err = fmt.Errorf("ss -K reset none of the %d connections (no SOCK_DESTROY: CONFIG_INET_DIAG_DESTROY?)", len(ports))
+	}
+	return fmt.Sprintf("%s: answers on %d proxy connections dropped for %v, %d reset", m.Name, len(ports), hold, reset), err
 }
 
 // compactWhileReplaying opens watches through the proxies from the oldest

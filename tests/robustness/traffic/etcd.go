@@ -82,7 +82,7 @@ func RunLeases(ctx context.Context, env *Env, id int, cli *clientv3.Client, rnd 
 		alive := true
 		for k := 0; alive && ctx.Err() == nil && time.Now().Before(stop); k++ {
 			if k%2 == 0 {
-				r := c.Do(ctx, history.Request{Kind: history.Put, Key: fmt.Sprintf("/r/lease/%x-%d", l.ID, k), Value: "v", Lease: l.ID})
+				r := c.Do(ctx, history.Request{Kind: history.Put, Key: fmt.Sprintf("/r/lease/%x-%d", l.ID, k), Value: fmt.Sprintf("l%x-%d", l.ID, k), Lease: l.ID})
 				if r.Err != "" && isLeaseNotFound(r.Err) {
 					gone()
 					alive = false

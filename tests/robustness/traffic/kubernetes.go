@@ -34,6 +34,7 @@ func RunKubernetes(ctx context.Context, env *Env, id int, cli *clientv3.Client, 
 	c := newKVClient(env, id, cli)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	n := 0 // values are unique across relists (the at-most-once check counts them)
 	for ctx.Err() == nil {
 		list := c.Do(ctx, history.Request{Kind: history.Range, Key: PodPrefix, End: clientv3.GetPrefixRangeEnd(PodPrefix), Serializable: rnd.Intn(4) == 0})
 		if list.Err != "" {
@@ -63,7 +64,7 @@ func RunKubernetes(ctx context.Context, env *Env, id int, cli *clientv3.Client, 
 		wg.Add(1)
 		go func() { defer wg.Done(); Record(wctx, env, cli, w) }()
 		until := time.Now().Add(time.Duration(2+rnd.Intn(5)) * time.Second)
-		for n := 0; ctx.Err() == nil && time.Now().Before(until); n++ {
+		for ; ctx.Err() == nil && time.Now().Before(until); n++ {
 			key := fmt.Sprintf("%s%d", PodPrefix, rnd.Intn(pods))
 			val := fmt.Sprintf("k%d-%d", id, n)
 			rev, exists := known[key]
@@ -149,14 +150,14 @@ func kvOf(kv *mvccpb.KeyValue) history.KV {
 func RunCompactor(ctx context.Context, env *Env, id int, cli *clientv3.Client, rnd *rand.Rand, every time.Duration, limit func() int64) {
 	c := newKVClient(env, id, cli)
 	var version, prev int64
-	for ctx.Err() == nil {
+	for n := 0; ctx.Err() == nil; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(every):
 		}
 		r := c.Do(ctx, history.Request{Kind: history.Txn, Cmps: []history.Cmp{{Key: CompactKey, Target: "version", Rev: version}},
-			Then: []history.Request{{Kind: history.Put, Key: CompactKey, Value: "compact"}},
+			Then: []history.Request{{Kind: history.Put, Key: CompactKey, Value: fmt.Sprintf("compact%d-%d", id, n)}},
 			Else: []history.Request{{Kind: history.Range, Key: CompactKey}}})
 		if r.Err != "" {
 			continue

@@ -1,9 +1,9 @@
 // Command robustness runs traffic through a proxy (ours or etcd's
 // grpc-proxy) in front of a 3-member etcd cluster under random faults,
 // records every request, and checks linearizability, serializable reads,
-// watch guarantees, leases and acknowledged writes against the members'
-// own history. It appends a markdown section to -report and exits 1 when
-// any guarantee was violated.
+// watch guarantees, leases, acknowledged writes and writes applied at most
+// once against the members' own history. It appends a markdown section to
+// -report and exits 1 when any guarantee was violated.
 package main
 
 import (
@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -41,6 +43,7 @@ func main() {
 	knownFile := flag.String("known", "", "known findings (guarantee | note lines): reported, not failing the run")
 	summary := flag.String("summary", "", "append the run's figures as a JSON line to this file")
 	summarize := flag.String("summarize", "", "only print the table of a summary file (ours against etcd's grpc-proxy)")
+	only := flag.String("faults", "", "comma-separated faults to inject, in turn (default: every one: "+strings.Join(faults.Names, ",")+")")
 	flag.Parse()
 	if *summarize != "" {
 		if err := report.Summarize(*summarize, os.Stdout); err != nil {
@@ -57,7 +60,17 @@ func main() {
 	if *target != "ours" {
 		known = nil // findings are about our proxy; etcd's is only measured
 	}
-	code, err := run(*secs, *seed, *target, *proxyBin, *etcdBin, *out, *summary, *keep, known)
+	var faultNames []string
+	if *only != "" {
+		faultNames = strings.Split(*only, ",")
+		for _, n := range faultNames {
+			if !slices.Contains(faults.Names, n) {
+				fmt.Fprintf(os.Stderr, "robustness: -faults: unknown fault %q (known: %s)\n", n, strings.Join(faults.Names, ","))
+				os.Exit(2)
+			}
+		}
+	}
+	code, err := run(*secs, *seed, *target, *proxyBin, *etcdBin, *out, *summary, *keep, known, faultNames)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "robustness:", err)
 		os.Exit(2)
@@ -75,7 +88,7 @@ func need(path, what, hint string) error {
 	return nil
 }
 
-func run(secs int, seed int64, target, proxyBin, etcdBin, out, summary string, keep bool, known map[string]string) (int, error) {
+func run(secs int, seed int64, target, proxyBin, etcdBin, out, summary string, keep bool, known map[string]string, faultNames []string) (int, error) {
 	if err := need(etcdBin, "etcd binary (-etcd-bin / ETCD_BIN)", "build it with scripts/etcd-bin.sh 3.6"); err != nil {
 		return 2, err
 	}
@@ -220,7 +233,7 @@ func run(secs int, seed int64, target, proxyBin, etcdBin, out, summary string, k
 	}
 	clients = append(clients, faultCli)
 	inj := &faults.Injector{C: c, Proxies: proxies, Env: env, Rnd: rand.New(rand.NewSource(rnd.Int63())), Client: faultCli,
-		Truth: truth, OnRescale: func() { direct.SetEndpoints(c.Endpoints()...) }}
+		Truth: truth, OnRescale: func() { direct.SetEndpoints(c.Endpoints()...) }, Only: faultNames}
 	wg.Add(1)
 	go func() { defer wg.Done(); inj.Run(ctx, 2*time.Second) }()
 	wg.Wait()
@@ -248,6 +261,7 @@ func run(secs int, seed int64, target, proxyBin, etcdBin, out, summary string, k
 	checker.Watches(rec.Watch, events, rec.Compactions, v)
 	checker.Leases(rec.Leases, time.Second, v)
 	checker.Writes(rec.Ops, events, v)
+	checker.AppliedOnce(rec.Ops, events, v)
 
 	name := "our proxy (etcd-grpc-proxy, one --endpoints)"
 	if !ours {
@@ -255,6 +269,9 @@ func run(secs int, seed int64, target, proxyBin, etcdBin, out, summary string, k
 	}
 	r := &report.Run{Target: name, Seed: seed, Duration: time.Duration(secs) * time.Second, Wall: time.Since(wall), Rec: rec, Truth: len(events), Violations: v, Known: known}
 	r.Notes = append(r.Notes, fmt.Sprintf("serializable answers whose header revision is below one the same proxy answered earlier (content still current, so not violations): %d", headerBehind))
+	if len(faultNames) > 0 {
+		r.Notes = append(r.Notes, "faults restricted to: "+strings.Join(faultNames, ", "))
+	}
 	if !cluster.NetemAvailable() {
 		r.Notes = append(r.Notes, "tc netem is not in this kernel: delay is a 256 kbit/s token bucket on the member's veth pair plus SIGSTOP pulses of the member")
 	}
