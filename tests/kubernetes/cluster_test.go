@@ -21,6 +21,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/kubernetes"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/grpclog"
 
 	"etcd-grpc-proxy.test/kubernetes/harness"
@@ -110,8 +111,8 @@ func (c *cluster) endpoints(target string) []string {
 
 // client is a Kubernetes etcd client towards a target, as kube-apiserver
 // builds one (require-leader on its watches comes from the etcd3 store).
-func (c *cluster) client(t testing.TB, target string) *kubernetes.Client {
-	cfg := clientv3.Config{Endpoints: c.endpoints(target), DialTimeout: 10 * time.Second, Logger: zap.NewNop()}
+func (c *cluster) client(t testing.TB, target string, opts ...grpc.DialOption) *kubernetes.Client {
+	cfg := clientv3.Config{Endpoints: c.endpoints(target), DialTimeout: 10 * time.Second, Logger: zap.NewNop(), DialOptions: opts}
 	kc, err := kubernetes.New(cfg)
 	if err != nil {
 		t.Fatalf("client for %s: %v", target, err)

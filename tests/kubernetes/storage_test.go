@@ -19,6 +19,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/kubernetes"
+	"google.golang.org/grpc"
 
 	"etcd-grpc-proxy.test/kubernetes/harness"
 )
@@ -32,6 +33,19 @@ type target struct {
 	c    *cluster
 	// prefix is the key prefix of the storage built last, for validation.
 	prefix *string
+	// errs, when set, gives the target's clients the tolerance of
+	// transient errors (see tolerant_test.go) and records every error.
+	errs *errLog
+}
+
+// client is a Kubernetes etcd client towards the target.
+func (tg target) client(t *testing.T) *kubernetes.Client {
+	if tg.errs == nil {
+		return tg.c.client(t, tg.name)
+	}
+	kc := tg.c.client(t, tg.name, grpc.WithChainUnaryInterceptor(tg.errs.checkCodes))
+	tolerate(kc, tg.errs)
+	return kc
 }
 
 // store builds Kubernetes' etcd3 storage over a fresh client of the target,
@@ -39,7 +53,7 @@ type target struct {
 // in-process etcd they normally start per test is replaced by one shared
 // cluster, so each run gets its own prefix: only the setup is adapted).
 func (tg target) store(t *testing.T, suite string) (context.Context, storage.Interface, *kubernetes.Client) {
-	kc := tg.c.client(t, tg.name)
+	kc := tg.client(t)
 	kc.Kubernetes = storagetesting.NewKubernetesRecorder(kc.Kubernetes)
 	lease := etcd3.NewDefaultLeaseManagerConfig()
 	lease.ReuseDurationSeconds = 1
@@ -56,7 +70,7 @@ func (tg target) store(t *testing.T, suite string) (context.Context, storage.Int
 // cached builds the watch cache (cacher) over the target's etcd3 storage,
 // as kube-apiserver does, and waits until it is initialised.
 func (tg target) cached(t *testing.T, suite string) (context.Context, storage.Interface, *kubernetes.Client) {
-	kc := tg.c.client(t, tg.name)
+	kc := tg.client(t)
 	s, closeStore, err := harness.NewStorage(kc, uniquePrefix(tg.name, suite), "/pods/", identity.NewEncryptCheckTransformer(), etcd3.NewDefaultLeaseManagerConfig())
 	if err != nil {
 		t.Fatal(err)
