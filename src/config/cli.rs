@@ -43,6 +43,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the gRPC proxy.
+    // A flag given twice keeps its last value, as cobra/pflag do (list
+    // flags add up); tools that build command lines from parts repeat flags.
+    #[command(args_override_self = true)]
     Start(Box<StartArgs>),
     /// etcd's spelling: `grpc-proxy start`.
     #[command(name = "grpc-proxy")]
@@ -57,6 +60,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum GrpcProxyCommand {
     /// Start the gRPC proxy.
+    #[command(args_override_self = true)]
     Start(Box<StartArgs>),
 }
 
@@ -193,8 +197,9 @@ pub struct StartArgs {
     #[arg(long)]
     pub self_signed_cert_validity: Option<String>,
     /// comma-separated TLS cipher suites between clients and the proxy
-    #[arg(long)]
-    pub listen_cipher_suites: Option<String>,
+    /// (a list as etcd's: given twice, the lists add up)
+    #[arg(long, value_delimiter = ',')]
+    pub listen_cipher_suites: Vec<String>,
     /// minimum TLS version towards clients
     #[arg(long)]
     pub tls_min_version: Option<String>,

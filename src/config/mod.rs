@@ -80,9 +80,11 @@ pub struct Config {
     pub drain_timeout: Duration,
 }
 
-/// Default `--drain-grace-period`: long enough for load balancers polling
-/// `/readyz` every 1-2 s to take the proxy out.
-pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// Default `--drain-grace-period`: none, so SIGTERM exits as promptly as
+/// etcd's proxy does (listener closed, GOAWAY, calls in flight finish within
+/// `--drain-timeout`). Deployments behind a load balancer polling `/readyz`
+/// set it (the files in `deploy/` use 5s).
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::ZERO;
 
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

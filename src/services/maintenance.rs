@@ -1,5 +1,8 @@
-//! The Maintenance service. Unary calls are forwarded; Snapshot is relayed
-//! chunk by chunk from one member, never buffered whole.
+//! The Maintenance service. Every call here is about one member (its
+//! status, hash, database, alarms, leadership), so each goes to the proxy's
+//! pinned member ([`crate::upstream::Pool::pinned`]): a proxy in front of
+//! one member answers as that member, as etcd's proxy does, and fails over
+//! when it dies. Snapshot is relayed chunk by chunk, never buffered whole.
 
 use std::pin::Pin;
 
@@ -11,7 +14,7 @@ use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::*;
 use crate::services::Context;
 use crate::upstream::Forwarded;
-use crate::upstream::{Credentials, RetryPolicy};
+use crate::upstream::{Credentials, RetryPolicy, Target};
 
 /// Serves `etcdserverpb.Maintenance`.
 pub struct MaintenanceService {
@@ -27,86 +30,50 @@ impl Maintenance for MaintenanceService {
         } else {
             RetryPolicy::UnlessApplied
         };
-        self.ctx
-            .upstream
-            .forward("/etcdserverpb.Maintenance/Alarm", policy, request)
+        self.pinned("/etcdserverpb.Maintenance/Alarm", policy, request)
             .await
     }
 
-    /// Answered by the leader when one is known: the proxy stands for the
-    /// whole cluster, and tools such as `etcdctl move-leader` look for the
-    /// endpoint whose Status says it leads.
+    /// The pinned member's own status, so `etcdctl endpoint status` over
+    /// several proxies shows each one's member, and `move-leader` finds the
+    /// leader's endpoint.
     async fn status(&self, request: Request<StatusRequest>) -> RpcResult<StatusResponse> {
-        if let Some(leader) = self.ctx.upstream.pool().leader() {
-            let (fwd, msg) = Forwarded::split(request);
-            let answer = self
-                .ctx
-                .upstream
-                .unary_on(
-                    &leader,
-                    "/etcdserverpb.Maintenance/Status",
-                    fwd.request(msg),
-                )
-                .await;
-            if let Ok(resp) = answer {
-                return Ok(Response::new(resp));
-            }
-            // The leader just went away: any other member will do.
-            let request = fwd.request(msg);
-            return self
-                .ctx
-                .upstream
-                .forward(
-                    "/etcdserverpb.Maintenance/Status",
-                    RetryPolicy::Idempotent,
-                    request,
-                )
-                .await;
-        }
-        self.ctx
-            .upstream
-            .forward(
-                "/etcdserverpb.Maintenance/Status",
-                RetryPolicy::Idempotent,
-                request,
-            )
-            .await
+        self.pinned(
+            "/etcdserverpb.Maintenance/Status",
+            RetryPolicy::Idempotent,
+            request,
+        )
+        .await
     }
 
     async fn defragment(
         &self,
         request: Request<DefragmentRequest>,
     ) -> RpcResult<DefragmentResponse> {
-        self.ctx
-            .upstream
-            .forward(
-                "/etcdserverpb.Maintenance/Defragment",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
+        self.pinned(
+            "/etcdserverpb.Maintenance/Defragment",
+            RetryPolicy::UnlessApplied,
+            request,
+        )
+        .await
     }
 
     async fn hash(&self, request: Request<HashRequest>) -> RpcResult<HashResponse> {
-        self.ctx
-            .upstream
-            .forward(
-                "/etcdserverpb.Maintenance/Hash",
-                RetryPolicy::Idempotent,
-                request,
-            )
-            .await
+        self.pinned(
+            "/etcdserverpb.Maintenance/Hash",
+            RetryPolicy::Idempotent,
+            request,
+        )
+        .await
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> RpcResult<HashKvResponse> {
-        self.ctx
-            .upstream
-            .forward(
-                "/etcdserverpb.Maintenance/HashKV",
-                RetryPolicy::Idempotent,
-                request,
-            )
-            .await
+        self.pinned(
+            "/etcdserverpb.Maintenance/HashKV",
+            RetryPolicy::Idempotent,
+            request,
+        )
+        .await
     }
 
     type SnapshotStream =
@@ -117,7 +84,8 @@ impl Maintenance for MaintenanceService {
         let upstream: Streaming<SnapshotResponse> = self
             .ctx
             .upstream
-            .server_stream(
+            .server_stream_to(
+                Target::Pinned,
                 "/etcdserverpb.Maintenance/Snapshot",
                 RetryPolicy::Idempotent,
                 Credentials::Client(&fwd),
@@ -127,36 +95,23 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(Box::pin(upstream)))
     }
 
-    /// etcd only accepts MoveLeader on the current leader, so the call goes
-    /// to the member the probes last saw leading; without one, any member
-    /// answers (etcd then says "not leader" as it would directly).
+    /// On the pinned member, as a client of that member would send it: etcd
+    /// accepts it on the leader only and answers "not leader" elsewhere, so
+    /// `etcdctl move-leader` (which finds the leader's endpoint by Status)
+    /// behaves through proxies as through members.
     async fn move_leader(
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> RpcResult<MoveLeaderResponse> {
-        let Some(leader) = self.ctx.upstream.pool().leader() else {
-            return self
-                .ctx
-                .upstream
-                .forward(
-                    "/etcdserverpb.Maintenance/MoveLeader",
-                    RetryPolicy::UnlessApplied,
-                    request,
-                )
-                .await;
-        };
-        let (fwd, msg) = Forwarded::split(request);
-        let resp = self
-            .ctx
-            .upstream
-            .unary_on(
-                &leader,
+        let answer = self
+            .pinned(
                 "/etcdserverpb.Maintenance/MoveLeader",
-                fwd.request(msg),
+                RetryPolicy::UnlessApplied,
+                request,
             )
-            .await?;
+            .await;
         self.ctx.upstream.pool().request_refresh();
-        Ok(Response::new(resp))
+        answer
     }
 
     async fn downgrade(&self, request: Request<DowngradeRequest>) -> RpcResult<DowngradeResponse> {
@@ -167,6 +122,25 @@ impl Maintenance for MaintenanceService {
                 RetryPolicy::UnlessApplied,
                 request,
             )
+            .await
+    }
+}
+
+impl MaintenanceService {
+    /// A client's call forwarded to the pinned member.
+    async fn pinned<Req, Resp>(
+        &self,
+        method: &'static str,
+        policy: RetryPolicy,
+        request: Request<Req>,
+    ) -> RpcResult<Resp>
+    where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        self.ctx
+            .upstream
+            .forward_to(Target::Pinned, method, policy, request)
             .await
     }
 }

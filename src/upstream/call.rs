@@ -15,7 +15,7 @@ use crate::codec::LeanCodec;
 use crate::error::{ProxyError, RpcResult};
 use crate::upstream::retry::NotSent;
 use crate::upstream::Forwarded;
-use crate::upstream::{Pool, RetryPolicy};
+use crate::upstream::{Pool, RetryPolicy, Target};
 
 /// Whose credentials an upstream call carries.
 #[derive(Clone, Copy, Debug)]
@@ -89,8 +89,25 @@ impl Upstream {
         Req: prost::Message + Clone + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
+        self.unary_to(Target::Balanced, method, policy, credentials, msg)
+            .await
+    }
+
+    /// Like [`Upstream::unary`], on the members `target` chooses.
+    pub async fn unary_to<Req, Resp>(
+        &self,
+        target: Target,
+        method: &'static str,
+        policy: RetryPolicy,
+        credentials: Credentials<'_>,
+        msg: Req,
+    ) -> Result<Resp, ProxyError>
+    where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
         self.pool
-            .call(policy, |channel| {
+            .call_on(target, policy, |channel| {
                 let request = credentials.request(&self.pool, msg.clone());
                 self.unary_call(channel, method, request)
             })
@@ -110,8 +127,25 @@ impl Upstream {
         Req: prost::Message + Clone + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
+        self.server_stream_to(Target::Balanced, method, policy, credentials, msg)
+            .await
+    }
+
+    /// Like [`Upstream::server_stream`], on the members `target` chooses.
+    pub async fn server_stream_to<Req, Resp>(
+        &self,
+        target: Target,
+        method: &'static str,
+        policy: RetryPolicy,
+        credentials: Credentials<'_>,
+        msg: Req,
+    ) -> Result<tonic::Streaming<Resp>, ProxyError>
+    where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
         self.pool
-            .call(policy, |channel| {
+            .call_on(target, policy, |channel| {
                 let request = credentials.request(&self.pool, msg.clone());
                 let mut grpc = self.client(channel);
                 async move {
@@ -189,9 +223,25 @@ impl Upstream {
         Req: prost::Message + Clone + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
+        self.forward_to(Target::Balanced, method, policy, request)
+            .await
+    }
+
+    /// Like [`Upstream::forward`], on the members `target` chooses.
+    pub async fn forward_to<Req, Resp>(
+        &self,
+        target: Target,
+        method: &'static str,
+        policy: RetryPolicy,
+        request: Request<Req>,
+    ) -> RpcResult<Resp>
+    where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
         let (fwd, msg) = Forwarded::split(request);
         let answer = self
-            .unary(method, policy, Credentials::Client(&fwd), msg)
+            .unary_to(target, method, policy, Credentials::Client(&fwd), msg)
             .await?;
         Ok(Response::new(answer))
     }

@@ -31,5 +31,5 @@ pub use call::{Credentials, Upstream};
 pub use caller::{Caller, ClientCertName};
 pub use credentials::Forwarded;
 pub use endpoint::EndpointUrl;
-pub use pool::{Backend, ChannelSettings, OwnUser, Pool, PoolStats};
+pub use pool::{Backend, ChannelSettings, OwnUser, Pool, PoolStats, Target};
 pub use retry::RetryPolicy;

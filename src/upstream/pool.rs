@@ -20,6 +20,15 @@ use crate::proto::etcdserverpb::ResponseHeader;
 mod backend;
 pub use backend::{Backend, ChannelSettings, InflightGuard, OwnUser};
 
+/// Which member a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Balanced over healthy members (writes to the leader first).
+    Balanced,
+    /// The pinned member ([`Pool::pinned`]), for member-scoped calls.
+    Pinned,
+}
+
 /// Pool-wide counters, exported as metrics.
 #[derive(Debug, Default)]
 pub struct PoolStats {
@@ -294,10 +303,45 @@ impl Pool {
         self.pick(exclude)
     }
 
+    /// The member that answers member-scoped calls (Status, MoveLeader,
+    /// Defragment, Hash, HashKV, Snapshot, Alarm), as a clientv3 client pins
+    /// one endpoint: the first configured endpoint while it is a healthy
+    /// member, else the next in rotation (the other configured endpoints in
+    /// order, then the other members by URL). A proxy in front of one member
+    /// answers as that member, and still fails over when it dies.
+    pub fn pinned(&self, exclude: &[EndpointUrl]) -> Option<Arc<Backend>> {
+        let all = self.backends();
+        let seed_rank = |b: &Backend| {
+            self.inner
+                .seeds
+                .iter()
+                .position(|s| *s == b.url)
+                .unwrap_or(usize::MAX)
+        };
+        let mut order: Vec<&Arc<Backend>> =
+            all.iter().filter(|b| !exclude.contains(&b.url)).collect();
+        order.sort_by(|a, b| (seed_rank(a), &a.url).cmp(&(seed_rank(b), &b.url)));
+        order
+            .iter()
+            .find(|b| b.is_healthy())
+            .or_else(|| order.first())
+            .map(|b| (*b).clone())
+    }
+
     /// Runs one unary call on a member, retrying on other members as
     /// `policy` allows. Upstream answers reach the caller unchanged.
-    pub async fn call<T, F, Fut>(
+    pub async fn call<T, F, Fut>(&self, policy: RetryPolicy, attempt: F) -> Result<T, ProxyError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_on(Target::Balanced, policy, attempt).await
+    }
+
+    /// Like [`Pool::call`], on the members `target` chooses.
+    pub async fn call_on<T, F, Fut>(
         &self,
+        target: Target,
         policy: RetryPolicy,
         mut attempt: F,
     ) -> Result<T, ProxyError>
@@ -308,7 +352,12 @@ impl Pool {
         let mut tried: Vec<EndpointUrl> = Vec::new();
         let mut last_unreached: Option<Status> = None;
         let mut last_failed: Option<ProxyError> = None;
-        while let Some(backend) = self.pick_for(policy, &tried) {
+        loop {
+            let picked = match target {
+                Target::Balanced => self.pick_for(policy, &tried),
+                Target::Pinned => self.pinned(&tried),
+            };
+            let Some(backend) = picked else { break };
             tried.push(backend.url.clone());
             let _inflight = backend.start_call();
             let span = tracing::debug_span!("upstream", backend = %backend.url);

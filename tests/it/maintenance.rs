@@ -100,83 +100,121 @@ async fn maintenance_commands_work_through_the_proxy() {
     );
 }
 
+/// `endpoint status -w json` over `endpoints`: per endpoint, in order, the
+/// member id and whether it leads.
+fn status_of(endpoints: &[String]) -> Vec<(String, bool)> {
+    let out = etcdctl(&endpoints.join(","), &["endpoint", "status", "-w", "json"]);
+    leaders(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// MoveLeader sent straight to `addr` (no etcdctl endpoint search): the
+/// answer's code and text, or "moved".
+async fn move_leader_at(addr: &str, target: &str) -> (tonic::Code, String) {
+    use etcd_grpc_proxy::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+    use etcd_grpc_proxy::proto::etcdserverpb::MoveLeaderRequest;
+    let target_id = u64::from_str_radix(target, 16).expect("hex member id");
+    let channel = crate::support::grpc::channel(addr).await;
+    match MaintenanceClient::new(channel)
+        .move_leader(MoveLeaderRequest { target_id })
+        .await
+    {
+        Ok(_) => (tonic::Code::Ok, "moved".into()),
+        Err(s) => crate::support::grpc::status_text(&s),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn move_leader_through_the_proxy_reaches_the_leader() {
+async fn three_proxies_each_given_one_member_answer_as_those_members() {
     let cluster = Cluster::start(3).await;
-    let proxy = TestProxy::start(&cluster.members[0].addr()).await;
-    let via = proxy.endpoint();
+    let members: Vec<String> = cluster.members.iter().map(|m| m.addr()).collect();
+    let mut proxies = Vec::new();
+    for m in &members {
+        proxies.push(TestProxy::start(m).await);
+    }
+    let via: Vec<String> = proxies.iter().map(TestProxy::endpoint).collect();
 
-    // The proxy answers Status from the leader once it has probed the
-    // members (five answers in a row, so not by chance).
-    let leader_id = eventually(
-        "proxy status answered by the leader",
-        Duration::from_secs(20),
-        || {
-            let via = via.clone();
-            async move {
-                let mut ids = Vec::new();
-                for _ in 0..5 {
-                    let out = etcdctl(&via, &["endpoint", "status", "-w", "json"]);
-                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                    match leaders(&text).first() {
-                        Some((id, true)) if out.status.success() => ids.push(id.clone()),
-                        _ => return None,
-                    }
-                }
-                ids.windows(2).all(|w| w[0] == w[1]).then(|| ids[0].clone())
-            }
-        },
-    )
-    .await;
-
-    let members = ok(&via, &["member", "list"]);
-    let target = members
-        .lines()
-        .map(|l| l.split(',').next().unwrap_or("").trim().to_string())
-        .find(|id| *id != leader_id)
-        .expect("another member");
-
-    // etcdctl asks Status first and needs the leader to answer it: on a
-    // busy machine a probe of the leader can time out and Status is then
-    // answered by a follower for a moment ("no leader endpoint given", as
-    // etcdctl says to a follower directly), so the move is retried.
-    let moved = eventually(
-        "move-leader through the proxy",
-        Duration::from_secs(20),
-        || {
-            let (via, target) = (via.clone(), target.clone());
-            async move {
-                let out =
-                    tokio::task::spawn_blocking(move || etcdctl(&via, &["move-leader", &target]))
-                        .await
-                        .ok()?;
-                out.status
-                    .success()
-                    .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-            }
-        },
-    )
-    .await;
-    assert!(
-        moved.contains(&format!(
-            "Leadership transferred from {leader_id} to {target}"
-        )),
-        "{moved}"
-    );
-
-    let direct = cluster.endpoints();
-    eventually("new leader seen directly", Duration::from_secs(20), || {
-        let (direct, target) = (direct.clone(), target.clone());
+    // endpoint status: each proxy is its own member, with the same leader
+    // flags as the members show (no proxy claims to be the leader).
+    let direct_status = eventually("a leader", Duration::from_secs(20), || {
+        let members = members.clone();
         async move {
-            let out = etcdctl(&direct, &["endpoint", "status", "-w", "json"]);
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            leaders(&text)
-                .iter()
-                .any(|(id, leads)| *leads && *id == target)
-                .then_some(())
+            let s = status_of(&members);
+            (s.len() == 3 && s.iter().filter(|(_, l)| *l).count() == 1).then_some(s)
         }
     })
     .await;
+    assert_eq!(status_of(&via), direct_status);
+    let leader = direct_status.iter().position(|(_, l)| *l).expect("leader");
+    let follower = (leader + 1) % 3;
+    let (leader_id, follower_id) = (
+        direct_status[leader].0.clone(),
+        direct_status[follower].0.clone(),
+    );
+
+    // A MoveLeader sent to a follower's proxy is refused as that follower
+    // refuses it.
+    let other = (leader + 2) % 3;
+    assert_eq!(
+        move_leader_at(&via[follower], &direct_status[other].0).await,
+        move_leader_at(&members[follower], &direct_status[other].0).await
+    );
+
+    // etcdctl move-leader over the three proxies finds the leader's proxy
+    // and moves leadership away from it, as over the three members.
+    let moved = ok(&via.join(","), &["move-leader", &follower_id]);
+    assert!(
+        moved.contains(&format!(
+            "Leadership transferred from {leader_id} to {follower_id}"
+        )),
+        "{moved}"
+    );
+    eventually(
+        "the new leader seen directly",
+        Duration::from_secs(20),
+        || {
+            let (members, follower_id) = (members.clone(), follower_id.clone());
+            async move {
+                status_of(&members)
+                    .iter()
+                    .any(|(id, leads)| *leads && *id == follower_id)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // ... and back to the first leader, so the move works to and from it.
+    let back = eventually("move-leader back", Duration::from_secs(20), || {
+        let (via, leader_id) = (via.join(","), leader_id.clone());
+        async move {
+            let out =
+                tokio::task::spawn_blocking(move || etcdctl(&via, &["move-leader", &leader_id]))
+                    .await
+                    .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    })
+    .await;
+    assert!(
+        back.contains(&format!(
+            "Leadership transferred from {follower_id} to {leader_id}"
+        )),
+        "{back}"
+    );
+
+    // defrag through each proxy defragments that proxy's member.
+    for (i, p) in via.iter().enumerate() {
+        let before =
+            cluster.members[i].metric("etcd_disk_backend_defrag_duration_seconds_count", &[]);
+        assert!(ok(p, &["defrag"]).contains("Finished defragmenting"));
+        let after =
+            cluster.members[i].metric("etcd_disk_backend_defrag_duration_seconds_count", &[]);
+        assert!(
+            after > before,
+            "member {i} was not defragmented through its proxy"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -188,7 +188,9 @@ impl StartArgs {
                 })?,
             ),
         };
-        let suites = match non_empty(&self.listen_cipher_suites) {
+        let cipher_suites =
+            (!self.listen_cipher_suites.is_empty()).then(|| self.listen_cipher_suites.join(","));
+        let suites = match non_empty(&cipher_suites) {
             None => Vec::new(),
             Some(v) => parse_cipher_suites(v).map_err(|reason| ConfigError::InvalidValue {
                 flag: "listen-cipher-suites",
@@ -208,7 +210,7 @@ impl StartArgs {
             (None, None, None) => {
                 for (flag, value) in [
                     ("client-crl-file", &self.client_crl_file),
-                    ("listen-cipher-suites", &self.listen_cipher_suites),
+                    ("listen-cipher-suites", &cipher_suites),
                     ("tls-max-version", &self.tls_max_version),
                 ] {
                     if non_empty(value).is_some() {

@@ -175,6 +175,11 @@ fn drain_flags_and_pprof() {
     assert_eq!(c.drain_timeout, Duration::from_secs(3));
     assert!(c.enable_pprof);
     assert!(parse(&["p", "start", "--drain-grace-period=later"]).is_err());
+    // SIGTERM exits as promptly as etcd's proxy by default.
+    assert_eq!(
+        parse(&["p", "start"]).unwrap().drain_grace_period,
+        Duration::ZERO
+    );
 }
 
 #[test]
@@ -275,4 +280,61 @@ fn discovery_flags() {
     assert!(parse(&["p", "start", "--discovery-srv-name=prod"])
         .unwrap_err()
         .contains("--discovery-srv"));
+}
+
+/// The `start` flags as parsed by clap (before any check of their values).
+fn start_args(args: &[String]) -> Result<String, String> {
+    let mut argv = vec!["p".to_string(), "start".to_string()];
+    argv.extend(args.iter().cloned());
+    Cli::try_parse_from(argv)
+        .map(|cli| format!("{:?}", cli.start_args()))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_flag_given_twice_keeps_its_last_value_and_lists_add_up() {
+    use clap::CommandFactory;
+    const SAMPLES: &[&str] = &[
+        "1s",
+        "2s",
+        "1",
+        "2",
+        "true",
+        "false",
+        "a",
+        "b",
+        "127.0.0.1:1",
+        "127.0.0.1:2",
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "TLS1.2",
+        "TLS1.3",
+    ];
+    let cmd = Cli::command();
+    let start = cmd.find_subcommand("start").expect("start");
+    let mut checked = 0;
+    for arg in start.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(long, "help" | "version") {
+            continue;
+        }
+        let flag = |v: &str| format!("--{long}={v}");
+        let usable: Vec<&str> = SAMPLES
+            .iter()
+            .copied()
+            .filter(|v| start_args(&[flag(v)]).is_ok())
+            .collect();
+        assert!(usable.len() >= 2, "no two sample values for --{long}");
+        let (first, last) = (usable[0], usable[1]);
+        let twice = start_args(&[flag(first), flag(last)])
+            .unwrap_or_else(|e| panic!("--{long} given twice: {e}"));
+        let expected = if matches!(arg.get_action(), ArgAction::Append) {
+            start_args(&[flag(&format!("{first},{last}"))])
+        } else {
+            start_args(&[flag(last)])
+        };
+        assert_eq!(Ok(twice), expected, "--{long}");
+        checked += 1;
+    }
+    assert!(checked >= 39, "only {checked} flags checked");
 }
