@@ -1,7 +1,12 @@
 //! The Lease service. Grant, Revoke, TimeToLive and Leases are forwarded;
 //! keep-alives go through the [`KeepAliveHub`], which coalesces them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tonic::metadata::AsciiMetadataValue;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -76,6 +81,12 @@ impl Lease for LeaseService {
         let task = async move {
             let lost = crate::upstream::require_leader::lost(&pool, required);
             tokio::pin!(lost);
+            // One renewal in flight per lease on this stream, as etcd's proxy
+            // keeps one loop per lease: requests for a lease already being
+            // renewed are counted, and each gets the answer that renewal
+            // brings. A client's messages cost a counter, never a task.
+            let mut renewing: HashMap<i64, usize> = HashMap::new();
+            let mut inflight = FuturesUnordered::new();
             loop {
                 tokio::select! {
                     () = &mut lost => {
@@ -83,15 +94,25 @@ impl Lease for LeaseService {
                         break;
                     }
                     msg = inbound.message() => match msg {
-                        Ok(Some(req)) => {
-                            let (hub, tx, token) = (hub.clone(), tx.clone(), token.clone());
-                            tokio::spawn(async move {
-                                let answer = hub.keep_alive(token.as_ref(), req.id).await;
-                                let _ = tx.send(answer).await;
-                            });
-                        }
+                        Ok(Some(req)) => match renewing.get_mut(&req.id) {
+                            Some(waiting) => *waiting += 1,
+                            None => {
+                                renewing.insert(req.id, 1);
+                                inflight.push(renew(hub.clone(), token.clone(), req.id));
+                            }
+                        },
                         _ => break,
                     },
+                    Some((id, answer)) = inflight.next(), if !inflight.is_empty() => {
+                        let waiting = renewing.remove(&id).unwrap_or(0);
+                        if let Some(answer) = answer {
+                            for _ in 0..waiting {
+                                if tx.send(answer.clone()).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
                     _ = tx.closed() => break,
                 }
             }
@@ -132,4 +153,20 @@ impl Lease for LeaseService {
             )
             .await
     }
+}
+
+/// How long one renewal may wait for a member's answer. Past it the
+/// requests it covered get no answer (the client renews again at its next
+/// interval, as after a lost message), and the stream takes new ones.
+const RENEWAL_WAIT: Duration = Duration::from_secs(10);
+
+/// One renewal of lease `id`, bounded by [`RENEWAL_WAIT`]: its answer, or
+/// `None` when none came in time.
+async fn renew(
+    hub: Arc<KeepAliveHub>,
+    token: Option<AsciiMetadataValue>,
+    id: i64,
+) -> (i64, Option<Result<LeaseKeepAliveResponse, Status>>) {
+    let answer = tokio::time::timeout(RENEWAL_WAIT, hub.keep_alive(token.as_ref(), id)).await;
+    (id, answer.ok())
 }

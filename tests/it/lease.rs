@@ -130,3 +130,52 @@ async fn lease_kept_alive_by_100_streams_survives_death_of_the_keepalive_member(
         "lease survived the keep-alive member's death (ttl {ttl_left})"
     );
 }
+
+/// A client that floods one keep-alive stream with renewals of one lease and
+/// never reads costs the proxy a counter, not a task per message: the
+/// runtime's live tasks stay near where they were, and every request read
+/// is answered once the client reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_flood_costs_no_task_per_message() {
+    use etcd_grpc_proxy::proto::etcdserverpb::lease_client::LeaseClient;
+    use etcd_grpc_proxy::proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
+
+    let cluster = Cluster::start(1).await;
+    let proxy = TestProxy::start(&cluster.members[0].addr()).await;
+    let channel = crate::support::grpc::channel(&proxy.endpoint()).await;
+    let id = LeaseClient::new(channel.clone())
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner()
+        .id;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+
+    const FLOOD: usize = 20_000;
+    let requests = futures::stream::iter((0..FLOOD).map(move |_| LeaseKeepAliveRequest { id }));
+    let mut answers = LeaseClient::new(channel)
+        .lease_keep_alive(requests)
+        .await
+        .expect("keep-alive stream")
+        .into_inner();
+    let mut most = before;
+    for _ in 0..30 {
+        most = most.max(tasks());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        most < before + 200,
+        "live tasks grew from {before} to {most} while {FLOOD} keep-alives waited"
+    );
+    // Reading now, the renewals come back with the lease's TTL.
+    for _ in 0..1000 {
+        let a = answers.message().await.expect("answer").expect("not ended");
+        assert_eq!(a.id, id);
+        assert!(a.ttl > 0);
+    }
+}
