@@ -87,13 +87,14 @@ impl Lease for LeaseService {
             // brings. A client's messages cost a counter, never a task.
             let mut renewing: HashMap<i64, usize> = HashMap::new();
             let mut inflight = FuturesUnordered::new();
+            let mut inbound_done = false;
             loop {
                 tokio::select! {
                     () = &mut lost => {
                         let _ = tx.send(Err(crate::upstream::require_leader::no_leader())).await;
                         break;
                     }
-                    msg = inbound.message() => match msg {
+                    msg = inbound.message(), if !inbound_done => match msg {
                         Ok(Some(req)) => match renewing.get_mut(&req.id) {
                             Some(waiting) => *waiting += 1,
                             None => {
@@ -101,6 +102,9 @@ impl Lease for LeaseService {
                                 inflight.push(renew(hub.clone(), token.clone(), req.id));
                             }
                         },
+                        // The client has sent its last request: etcd answers
+                        // every one it read before ending the stream.
+                        Ok(None) if !inflight.is_empty() => inbound_done = true,
                         _ => break,
                     },
                     Some((id, answer)) = inflight.next(), if !inflight.is_empty() => {
@@ -111,6 +115,9 @@ impl Lease for LeaseService {
                                     return;
                                 }
                             }
+                        }
+                        if inbound_done && inflight.is_empty() {
+                            break;
                         }
                     }
                     _ = tx.closed() => break,

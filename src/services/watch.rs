@@ -5,7 +5,7 @@
 use crate::error::ProxyError;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
 
@@ -62,6 +62,7 @@ impl WatchService {
             ids: HashMap::new(),
             next_id: 0,
             fragmenting: fragmenting.clone(),
+            progress: Arc::default(),
         };
         tokio::spawn(
             stream
@@ -193,6 +194,77 @@ struct ClientStream {
     next_id: i64,
     /// Watch ids whose creator asked for `fragment`.
     fragmenting: Fragmenting,
+    /// The stream's one progress request in flight.
+    progress: Arc<ProgressSlot>,
+}
+
+/// At most one progress request in flight per client stream: requests that
+/// arrive while one runs are covered by one more run after it (its revision
+/// is read after they arrived, so each gets an answer at least as new as
+/// etcd would give). A flood costs a flag, not a task and a wait per watcher.
+#[derive(Default)]
+struct ProgressSlot {
+    /// Whether a run is going, whether another is due, and for which watchers.
+    state: Mutex<ProgressState>,
+    /// Wakes a run waiting on members: a newer request starts it over with
+    /// fresh upstream requests (a member drops one while a watcher is behind).
+    renewed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    running: bool,
+    again: bool,
+    ids: Vec<WatcherId>,
+}
+
+impl ProgressSlot {
+    /// Notes a progress request for `ids`; true when the caller must start
+    /// the runner (none is running).
+    fn request(&self, ids: Vec<WatcherId>) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.ids = ids;
+        if st.running {
+            st.again = true;
+            self.renewed.notify_waiters();
+            false
+        } else {
+            st.running = true;
+            true
+        }
+    }
+
+    /// The watchers of the next run, or `None` when no request is waiting
+    /// (the runner then stops).
+    fn next(&self) -> Option<Vec<WatcherId>> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.again {
+            st.again = false;
+            Some(st.ids.clone())
+        } else {
+            st.running = false;
+            None
+        }
+    }
+}
+
+/// Answers the stream's progress requests one at a time until none waits.
+async fn run_progress(
+    slot: Arc<ProgressSlot>,
+    hub: Arc<WatchHub>,
+    mut ids: Vec<WatcherId>,
+    tx: mpsc::Sender<Result<WatchOut, Status>>,
+) {
+    loop {
+        tokio::select! {
+            () = answer_progress(hub.clone(), ids, tx.clone()) => {}
+            () = slot.renewed.notified() => {}
+        }
+        match slot.next() {
+            Some(next) => ids = next,
+            None => return,
+        }
+    }
 }
 
 /// The watch ids of one client stream that asked for fragmented responses.
@@ -310,8 +382,13 @@ impl ClientStream {
                     // Whether etcd answers a stream without watchers depends
                     // on its release: the member decides.
                     self.control.progress().await;
-                } else {
-                    tokio::spawn(answer_progress(self.hub.clone(), ids, self.tx.clone()));
+                } else if self.progress.request(ids.clone()) {
+                    tokio::spawn(run_progress(
+                        self.progress.clone(),
+                        self.hub.clone(),
+                        ids,
+                        self.tx.clone(),
+                    ));
                 }
                 Ok(())
             }
@@ -416,14 +493,22 @@ impl ClientStream {
             .acquire()
             .await
             .map_err(|_| ProxyError::Lost("shutting down").status())?;
-        self.control
-            .check(&WatchCreateRequest {
-                watch_id,
-                ..create.clone()
-            })
+        let probe = WatchCreateRequest {
+            watch_id,
+            ..create.clone()
+        };
+        let check = self.control.check(&probe);
+        tokio::time::timeout(PERMISSION_WAIT, check)
             .await
+            .unwrap_or_else(|_| Err(ProxyError::Lost("permission check unanswered").status()))
     }
 }
+
+/// How long a watch create waits for a member to answer its permission
+/// check; past it the create is refused (`Unavailable`), and the permit it
+/// held goes to the next create: one member that never answers cannot
+/// stall every watch create on the proxy.
+const PERMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How long a progress request waits for the members' answers. etcd itself
 /// never answers one while a watcher of the stream is still catching up;

@@ -13,12 +13,19 @@ use tonic::Status;
 use tracing::{info, warn, Instrument};
 
 use super::endpoint::EndpointUrl;
-use super::retry::{Failure, RetryPolicy};
+use super::retry::{AttemptTimedOut, Failure, RetryPolicy};
 use crate::error::ProxyError;
 use crate::proto::etcdserverpb::ResponseHeader;
 
 mod backend;
 pub use backend::{Backend, ChannelSettings, InflightGuard, OwnUser};
+
+/// How long one attempt of a unary call (or the opening of a stream) may
+/// wait for a member. A healthy etcd answers within its own request timeout
+/// (about 7 s by default: "request timed out"); past this the member is
+/// taken for black-holed: it leaves rotation, a read goes to another
+/// member, and a write is answered `Unavailable` (it may have been applied).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Which member a call goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,7 +368,13 @@ impl Pool {
             tried.push(backend.url.clone());
             let _inflight = backend.start_call();
             let span = tracing::debug_span!("upstream", backend = %backend.url);
-            let status = match attempt(backend.channel.clone()).instrument(span).await {
+            let answer = tokio::time::timeout(
+                ATTEMPT_TIMEOUT,
+                attempt(backend.channel.clone()).instrument(span),
+            )
+            .await
+            .unwrap_or_else(|_| Err(AttemptTimedOut::status(ATTEMPT_TIMEOUT)));
+            let status = match answer {
                 Ok(v) => {
                     if !backend.is_healthy() {
                         self.mark_healthy(&backend);

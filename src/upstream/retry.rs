@@ -67,6 +67,22 @@ impl NotSent {
     }
 }
 
+/// Marks an attempt the proxy gave up waiting for: the request was sent,
+/// so it may have been applied.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer from the etcd member within {0:?}")]
+pub struct AttemptTimedOut(pub std::time::Duration);
+
+impl AttemptTimedOut {
+    /// `Unavailable`, with this marker as its source.
+    pub fn status(after: std::time::Duration) -> Status {
+        let err = AttemptTimedOut(after);
+        let mut status = Status::unavailable(format!("etcd-grpc-proxy: {err}"));
+        status.set_source(std::sync::Arc::new(err));
+        status
+    }
+}
+
 impl Failure {
     /// Classifies a failed attempt. A status with a source was made by the
     /// transport (a member's answer is decoded from trailers and has none);

@@ -26,7 +26,12 @@ use crate::proto::etcdserverpb::{
     watch_request, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
     WatchResponse,
 };
-use crate::upstream::retry::Failure;
+use crate::upstream::retry::{AttemptTimedOut, Failure};
+
+/// How long one permission check or progress relay on the control stream
+/// waits for the member; past it the stream is dropped and the next
+/// attempt goes to another member.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 use crate::upstream::Forwarded;
 use crate::upstream::{Backend, Pool};
 
@@ -160,11 +165,8 @@ impl Worker {
             ..Default::default()
         };
         for _ in 0..ATTEMPTS {
-            if self
-                .check_once_after(Some(req.clone()), &marker)
-                .await
-                .is_ok()
-            {
+            let attempt = self.check_once_after(Some(req.clone()), &marker);
+            if let Ok(Ok(_)) = tokio::time::timeout(CHECK_WAIT, attempt).await {
                 return;
             }
             self.open = None;
@@ -175,7 +177,10 @@ impl Worker {
         let mut last =
             ProxyError::Lost("no etcd member reachable for the watch permission check").status();
         for _ in 0..ATTEMPTS {
-            match self.check_once(&create).await {
+            // A member that accepts the stream and never answers must not
+            // hold this client's checks (and the permit its caller holds).
+            let attempt = tokio::time::timeout(CHECK_WAIT, self.check_once(&create)).await;
+            match attempt.unwrap_or_else(|_| Err(AttemptTimedOut::status(CHECK_WAIT))) {
                 Ok(v) => return Ok(v),
                 Err(status) => {
                     if let Some(open) = self.open.take() {

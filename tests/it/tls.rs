@@ -541,3 +541,176 @@ async fn rotated_certificates_and_crls_apply_without_a_restart() {
     .await;
     assert!(!ok, "the old CA no longer verifies the proxy");
 }
+
+/// The last line the real `etcd grpc-proxy start` of the release under test
+/// writes to stderr with `args`; it must exit non-zero within 30 s.
+fn etcd_proxy_refusal(args: &[String]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let mut child = std::process::Command::new(crate::support::tls_etcd::etcd_bin())
+        .args(["grpc-proxy", "start", "--listen-addr=127.0.0.1:0"])
+        .arg(format!("--data-dir={}", dir.path().join("data").display()))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("run etcd grpc-proxy start");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("etcd grpc-proxy start {args:?} did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !status.success(),
+        "etcd grpc-proxy start {args:?} succeeded"
+    );
+    let err = std::fs::read_to_string(&log).unwrap();
+    err.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// A put then a get of `key` through `proxy`, with plain etcdctl.
+async fn put_get_through(proxy: &TestProxy, key: &'static str, flags: Vec<String>) {
+    let (ok, out, err) = ctl_async(proxy.endpoint(), flags.clone(), vec!["put", key, "v"]).await;
+    assert!(
+        ok && out.trim() == "OK",
+        "put {key} through the proxy: {err}"
+    );
+    let (ok, out, err) = ctl_async(
+        proxy.endpoint(),
+        flags,
+        vec!["get", key, "--print-value-only"],
+    )
+    .await;
+    assert!(
+        ok && out.trim() == "v",
+        "get {key} through the proxy: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_facing_certificate_with_a_common_name_is_refused_as_etcd_does() {
+    let mut pki = Pki::new();
+    let member = TlsMember::start(&pki).await;
+    // A CN names an etcd user on members with --client-cert-auth: every
+    // token-less call the proxy forwards would run as `root`.
+    let (root, _) = pki.issue("root", &[]);
+    let flags = [
+        format!("--cert={}", root.cert.display()),
+        format!("--key={}", root.key.display()),
+        format!("--cacert={}", pki.ca.display()),
+    ];
+    let mut etcd_args = flags.to_vec();
+    etcd_args.push(format!("--endpoints={}", member.addr()));
+    let etcd_says = etcd_proxy_refusal(&etcd_args);
+    assert!(
+        etcd_says.starts_with("cert has non empty Common Name (root)"),
+        "etcd's own proxy: {etcd_says}"
+    );
+
+    // run() refuses it with etcd's words (3.4 leaves out the file name).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = etcd_grpc_proxy::run(to_tls_member(&member, &pki, &root), listener, async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "cert has non empty Common Name (root): {}",
+            root.cert.display()
+        )
+    );
+    assert!(
+        err.starts_with(&etcd_says),
+        "ours: {err}\netcd: {etcd_says}"
+    );
+
+    // So does the binary, which does not start.
+    let (code, stderr) = proxy_cli(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ne!(code, 0);
+    assert!(stderr.contains(&etcd_says), "{stderr}");
+
+    // A certificate without CN is served.
+    let proxy = TestProxy::with_config(to_tls_member(&member, &pki, &pki.client)).await;
+    put_get_through(&proxy, "no-cn", vec![]).await;
+
+    // The served certificate (--cert-file) may have a CN, as in etcd.
+    let mut cfg = to_tls_member(&member, &pki, &pki.client);
+    cfg.listen_tls = Some(serve_tls(&pki, false));
+    let proxy = TestProxy::with_config(cfg).await;
+    put_get_through(
+        &proxy,
+        "served-cn",
+        vec![format!("--cacert={}", pki.ca.display())],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x509_v1_client_certificate_is_accepted_as_go_accepts_it() {
+    let pki = Pki::new();
+    let member = TlsMember::start(&pki).await;
+    let v1 = pki.issue_v1_with_openssl("v1-client");
+    // The member takes it from etcdctl...
+    let direct = vec![
+        format!("--cacert={}", pki.ca.display()),
+        format!("--cert={}", v1.cert.display()),
+        format!("--key={}", v1.key.display()),
+    ];
+    let (ok, _, err) = ctl_async(member.addr(), direct, vec!["put", "v1-direct", "x"]).await;
+    assert!(ok, "etcdctl with the v1 certificate: {err}");
+    // ...and from the proxy.
+    let proxy = TestProxy::with_config(to_tls_member(&member, &pki, &v1)).await;
+    put_get_through(&proxy, "v1", vec![]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_started_with_auto_tls_are_reached() {
+    // etcd's --auto-tls certificates carry ECDSA P-521 keys.
+    let member = TlsMember::start_auto_tls().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(vec![EndpointUrl::parse(&member.client_url, true).unwrap()]);
+    cfg.auto_sync_interval = Some(Duration::from_secs(1));
+    cfg.backend_tls = Some(BackendTls {
+        insecure_skip_verify: true,
+        ..Default::default()
+    });
+    // And the proxy's own --auto-tls towards its clients.
+    cfg.listen_tls = Some(ListenTls::auto(data.path(), "127.0.0.1:0", 1));
+    let proxy = TestProxy::with_config(cfg).await;
+    let flags = vec![
+        "--insecure-transport=false".to_string(),
+        "--insecure-skip-tls-verify".to_string(),
+    ];
+    put_get_through(&proxy, "auto-tls-member", flags.clone()).await;
+    let (ok, out, err) = ctl_async(
+        member.addr(),
+        flags,
+        vec!["get", "auto-tls-member", "--print-value-only"],
+    )
+    .await;
+    assert!(ok && out.trim() == "v", "the member has the value: {err}");
+    proxy.stop().await;
+
+    // Verified, with the member's own certificate as --cacert.
+    let mut cfg = Config::new(vec![EndpointUrl::parse(&member.client_url, true).unwrap()]);
+    cfg.auto_sync_interval = Some(Duration::from_secs(1));
+    cfg.backend_tls = Some(BackendTls {
+        cacert: Some(member.auto_tls_cert()),
+        ..Default::default()
+    });
+    let proxy = TestProxy::with_config(cfg).await;
+    put_get_through(&proxy, "auto-tls-verified", vec![]).await;
+}

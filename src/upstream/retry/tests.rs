@@ -346,3 +346,12 @@ fn permission_errors_are_answers() {
     assert_eq!(f, Failure::Answer);
     assert!(!f.retry_allowed(RetryPolicy::Idempotent));
 }
+
+#[test]
+fn an_attempt_given_up_on_may_have_been_applied() {
+    let f = Failure::of(&AttemptTimedOut::status(Duration::from_secs(15)));
+    assert_eq!(f, Failure::LostInFlight);
+    assert!(!f.retry_allowed(RetryPolicy::UnlessApplied));
+    assert!(f.retry_allowed(RetryPolicy::Idempotent));
+    assert!(f.member_unhealthy());
+}

@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use super::*;
 
+/// How long a canceled broadcast waits for a client's queue to take the
+/// cancel before giving that client up.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl WatchHub {
     /// The events of `resp` watcher `w` receives, in a response of its own
     /// (it starts partway through them, or filters puts or deletes);
@@ -225,11 +229,16 @@ impl WatchHub {
                     hub.owner.remove(&o.id);
                 }
             }
-            for o in out {
-                if let Some(r) = o.resp {
-                    let _ = o.tx.send(Ok(r)).await;
-                }
-            }
+            // Each watcher hears the cancel as soon as its own queue has
+            // room, never after another client's: the sends run side by
+            // side, and a client that never reads is given up on.
+            let sends = out.into_iter().filter_map(|o| {
+                let r = o.resp?;
+                Some(async move {
+                    let _ = o.tx.send_timeout(Ok(r), CANCEL_WAIT).await;
+                })
+            });
+            futures::future::join_all(sends).await;
             return flow;
         }
 

@@ -1,7 +1,8 @@
-//! A one-member etcd serving its clients over TLS with required client
-//! certificates (`--cert-file --key-file --trusted-ca-file
-//! --client-cert-auth`, https client URL). Health is polled on a plain
-//! `--listen-metrics-urls` port.
+//! A one-member etcd serving its clients over TLS (https client URL): with
+//! the test PKI's certificate and required client certificates
+//! (`--cert-file --key-file --trusted-ca-file --client-cert-auth`), or with
+//! `--auto-tls` (a self-signed ECDSA P-521 certificate). Health is polled on
+//! a plain `--listen-metrics-urls` port.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,10 +19,11 @@ pub struct TlsMember {
     /// `127.0.0.1:<port>` of the plain metrics/health listener.
     pub metrics_addr: String,
     child: Option<Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
-fn etcd_bin() -> PathBuf {
+/// The etcd under test (`$ETCD_BIN`, else Debian's).
+pub fn etcd_bin() -> PathBuf {
     std::env::var("ETCD_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("/usr/bin/etcd"))
@@ -30,6 +32,22 @@ fn etcd_bin() -> PathBuf {
 impl TlsMember {
     /// Starts the member with the PKI's server certificate and waits until it is healthy.
     pub async fn start(pki: &Pki) -> TlsMember {
+        TlsMember::start_with(&[
+            format!("--cert-file={}", pki.server.cert.display()),
+            format!("--key-file={}", pki.server.key.display()),
+            format!("--trusted-ca-file={}", pki.ca.display()),
+            "--client-cert-auth".to_string(),
+        ])
+        .await
+    }
+
+    /// Starts a member with `--auto-tls` (no client certificates asked for)
+    /// and waits until it is healthy.
+    pub async fn start_auto_tls() -> TlsMember {
+        TlsMember::start_with(&["--auto-tls".to_string()]).await
+    }
+
+    async fn start_with(tls_flags: &[String]) -> TlsMember {
         let dir = tempfile::tempdir().expect("member dir");
         let client_url = format!("https://127.0.0.1:{}", free_port());
         let peer_url = format!("http://127.0.0.1:{}", free_port());
@@ -44,10 +62,7 @@ impl TlsMember {
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=t1={peer_url}"))
             .arg(format!("--listen-metrics-urls=http://{metrics_addr}"))
-            .arg(format!("--cert-file={}", pki.server.cert.display()))
-            .arg(format!("--key-file={}", pki.server.key.display()))
-            .arg(format!("--trusted-ca-file={}", pki.ca.display()))
-            .arg("--client-cert-auth")
+            .args(tls_flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -57,7 +72,7 @@ impl TlsMember {
             client_url,
             metrics_addr,
             child: Some(child),
-            _dir: dir,
+            dir,
         };
         let addr = member.metrics_addr.clone();
         let start = std::time::Instant::now();
@@ -89,6 +104,11 @@ impl TlsMember {
     /// `127.0.0.1:<port>` without scheme.
     pub fn addr(&self) -> String {
         self.client_url.trim_start_matches("https://").to_string()
+    }
+
+    /// The self-signed certificate a `--auto-tls` member serves.
+    pub fn auto_tls_cert(&self) -> PathBuf {
+        self.dir.path().join("data/fixtures/client/cert.pem")
     }
 
     /// The client port.
