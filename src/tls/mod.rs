@@ -11,10 +11,14 @@
 //!   `--insecure-skip-tls-verify`, applied to the pool's channels through
 //!   [`crate::upstream::ChannelSettings`].
 //!
-//! rustls with the ring provider does it all; no OpenSSL is needed.
+//! rustls with the aws-lc-rs provider does it all; no OpenSSL is needed.
+//! Not ring: etcd members started with `--auto-tls` sign with ECDSA P-521,
+//! which ring cannot verify (the member then aborts every handshake).
 //! [`reload`] re-reads the served certificate and the CRL when their files
-//! change, as etcd does.
+//! change, as etcd does; [`identity`] loads the certificate/key pairs the
+//! proxy presents.
 
+mod identity;
 mod reload;
 
 use std::net::SocketAddr;
@@ -36,7 +40,7 @@ use rustls::{
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::transport::{ClientTlsConfig, Identity};
 use tracing::{debug, info, warn};
 
 mod client;
@@ -57,6 +61,17 @@ pub enum TlsError {
         path: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// `--cert` has a Common Name, refused as etcd refuses it and with its
+    /// words: members started with `--client-cert-auth` take the CN as the
+    /// etcd user, so every call the proxy forwards without a token would
+    /// run as that user. The proxy's own identity is `--user`.
+    #[error("cert has non empty Common Name ({common_name}): {path}")]
+    CommonName {
+        /// The certificate's Common Name.
+        common_name: String,
+        /// The `--cert` path as given.
+        path: String,
     },
     /// Flags that cannot be used together, or a setup rustls refuses.
     #[error("{0}")]
@@ -247,9 +262,15 @@ fn load_crls(
     }
 }
 
-/// The ring provider, limited to the chosen TLS 1.2 suites.
+/// The crypto the proxy uses on both sides: aws-lc-rs, which has the ECDSA
+/// P-521 signatures of etcd's `--auto-tls` certificates.
+fn crypto_provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+/// [`crypto_provider`], limited to the chosen TLS 1.2 suites.
 fn provider(suites: &[CipherSuite]) -> CryptoProvider {
-    let mut p = rustls::crypto::ring::default_provider();
+    let mut p = crypto_provider();
     if !suites.is_empty() {
         p.cipher_suites
             .retain(|s| s.version() == &rustls::version::TLS13 || suites.contains(&s.suite()));

@@ -16,7 +16,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use tracing::{info, warn};
 
-use super::{load_certs, load_crls, load_key, TlsError};
+use super::{load_crls, TlsError};
 
 /// What a file looked like when last read: modification time and size.
 type Stamp = Option<(SystemTime, u64)>;
@@ -66,15 +66,8 @@ fn load_pair(
     key: &Path,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let certs = load_certs("cert-file", cert)?;
-    let key_der = load_key("key-file", key)?;
-    CertifiedKey::from_der(certs, key_der, provider)
-        .map(Arc::new)
-        .map_err(|e| TlsError::File {
-            flag: "key-file",
-            path: key.display().to_string(),
-            reason: format!("does not go with --cert-file {}: {e}", cert.display()),
-        })
+    super::identity::load_pair("cert-file", cert, "key-file", key, provider)
+        .map(|p| Arc::new(p.key))
 }
 
 impl ResolvesServerCert for ReloadingCert {

@@ -4,7 +4,7 @@ use super::*;
 
 /// The Go (etcd) names of the TLS 1.2 cipher suites rustls implements, and
 /// the rustls suite each one is.
-const SUPPORTED_SUITES: &[(&str, CipherSuite)] = &[
+pub(super) const SUPPORTED_SUITES: &[(&str, CipherSuite)] = &[
     (
         "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
         CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
