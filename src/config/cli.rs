@@ -13,8 +13,8 @@ use crate::config::flag_types::{go_bool, GoDuration};
 use crate::config::{
     Config, DEFAULT_AUTO_SYNC, DEFAULT_DRAIN_GRACE, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_GRPC_KEEPALIVE_INTERVAL, DEFAULT_GRPC_KEEPALIVE_TIMEOUT,
-    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_RECV_BYTES, DEFAULT_MAX_SEND_BYTES,
-    GRPC_KEEPALIVE_MIN_TIME,
+    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RECV_BYTES,
+    DEFAULT_MAX_SEND_BYTES, DEFAULT_MAX_WATCHERS_PER_STREAM, GRPC_KEEPALIVE_MIN_TIME,
 };
 use crate::error::ConfigError;
 use crate::kv::cache::CacheLimits;
@@ -106,6 +106,12 @@ pub struct StartArgs {
     /// maximum concurrent streams each client connection can open
     #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
+    /// (ours) client connections served at once; past it new connections are closed and counted
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// (ours) watchers one client watch stream may hold; past it a create is canceled and counted
+    #[arg(long, default_value_t = DEFAULT_MAX_WATCHERS_PER_STREAM)]
+    pub max_watchers_per_stream: usize,
     /// frequency of server-to-client keepalive pings
     #[arg(long, default_value_t = GoDuration(DEFAULT_GRPC_KEEPALIVE_INTERVAL))]
     pub grpc_keepalive_interval: GoDuration,

@@ -41,6 +41,12 @@ pub struct Config {
     pub max_recv_bytes: usize,
     /// HTTP/2 streams one client connection may open (`--max-concurrent-streams`).
     pub max_concurrent_streams: u32,
+    /// Client connections served at once (`--max-connections`); past it a
+    /// new connection is closed at once and counted.
+    pub max_connections: usize,
+    /// Watchers one client watch stream may hold (`--max-watchers-per-stream`);
+    /// past it a create is canceled with a reason and counted.
+    pub max_watchers_per_stream: usize,
     /// Server-side keep-alive ping interval (`--grpc-keepalive-interval`).
     pub grpc_keepalive_interval: Duration,
     /// Server-side keep-alive ping timeout (`--grpc-keepalive-timeout`).
@@ -95,6 +101,15 @@ pub const DEFAULT_MAX_SEND_BYTES: usize = 1536 * 1024;
 /// Default `--max-recv-bytes`.
 pub const DEFAULT_MAX_RECV_BYTES: usize = i32::MAX as usize;
 
+/// Default `--max-connections` (ours): far above what a fleet of
+/// well-behaved clients opens to one proxy (each keeps one or a few).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+
+/// Default `--max-watchers-per-stream` (ours): clientv3 puts every watch of
+/// a client with the same context on one stream; a kube-apiserver without
+/// its watch cache opens thousands, not a hundred thousand.
+pub const DEFAULT_MAX_WATCHERS_PER_STREAM: usize = 100_000;
+
 /// Default `--max-concurrent-streams`.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = u32::MAX;
 
@@ -119,6 +134,8 @@ impl Config {
             max_send_bytes: DEFAULT_MAX_SEND_BYTES,
             max_recv_bytes: DEFAULT_MAX_RECV_BYTES,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_watchers_per_stream: DEFAULT_MAX_WATCHERS_PER_STREAM,
             grpc_keepalive_interval: DEFAULT_GRPC_KEEPALIVE_INTERVAL,
             grpc_keepalive_timeout: DEFAULT_GRPC_KEEPALIVE_TIMEOUT,
             namespace: None,

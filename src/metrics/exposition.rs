@@ -139,7 +139,23 @@ impl Sources {
                 )
             })
             .collect();
+        let limits = &self.metrics.limits;
         vec![
+            gauge(
+                "etcd_grpc_proxy_client_connections",
+                "Client connections open now.",
+                load(&limits.connections_open),
+            ),
+            counter(
+                "etcd_grpc_proxy_connections_refused_total",
+                "Client connections closed at once because --max-connections were open.",
+                load(&limits.connections_refused),
+            ),
+            counter(
+                "etcd_grpc_proxy_watchers_refused_total",
+                "Watch creates canceled because the stream held --max-watchers-per-stream watchers.",
+                load(&limits.watchers_refused),
+            ),
             counter("etcd_grpc_proxy_cache_hits_total", "Total number of cache hits.", load(&c.hits)),
             counter("etcd_grpc_proxy_cache_misses_total", "Total number of cache misses.", load(&c.misses)),
             // A gauge despite its name, as in etcd.

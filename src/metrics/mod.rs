@@ -135,6 +135,19 @@ pub struct Metrics {
     methods: Vec<MethodCounters>,
     /// Calls to paths outside the etcd API (answered Unimplemented).
     unknown_methods: AtomicU64,
+    /// What the limits refused, and the connections open now.
+    pub limits: LimitCounters,
+}
+
+/// Counts of what a limit refused, for operators to see a bound at work.
+#[derive(Debug, Default)]
+pub struct LimitCounters {
+    /// Client connections open now.
+    pub connections_open: AtomicU64,
+    /// Connections closed at once because `--max-connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Watch creates canceled because the stream held `--max-watchers-per-stream`.
+    pub watchers_refused: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -142,6 +155,7 @@ impl Default for Metrics {
         Metrics {
             methods: METHODS.iter().map(|_| MethodCounters::default()).collect(),
             unknown_methods: AtomicU64::new(0),
+            limits: LimitCounters::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Each accepted connection, served by hyper (HTTP/1.1 and HTTP/2): gRPC and HTTP told apart by content type; the accept loop.
 
 use super::*;
+use std::sync::atomic::Ordering;
 
 /// What every connection serves: gRPC or HTTP, by content type.
 #[derive(Clone)]
@@ -81,6 +82,7 @@ pub(super) async fn accept_loop(
     acceptor: Option<Acceptor>,
     graceful: &GracefulShutdown,
     mut stop: watch::Receiver<bool>,
+    limit: ConnectionLimit,
 ) -> JoinSet<()> {
     let mut conns = JoinSet::new();
     loop {
@@ -97,6 +99,19 @@ pub(super) async fn accept_loop(
                 }
             },
         };
+        if conns.len() >= limit.max {
+            // Closed at once: a client past the limit is told by the
+            // connection's end, and costs nothing more.
+            limit
+                .metrics
+                .limits
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, max = limit.max, "connection refused: --max-connections open");
+            drop(tcp);
+            continue;
+        }
+        let open = OpenConnection::new(limit.metrics.clone());
         let _ = tcp.set_nodelay(true);
         let (app, builder, watcher, acceptor) = (
             app.clone(),
@@ -107,6 +122,7 @@ pub(super) async fn accept_loop(
         let span = tracing::debug_span!("conn", %peer);
         conns.spawn(
             async move {
+                let _open = open;
                 match acceptor {
                     None => serve_connection(tcp, app, builder, watcher).await,
                     Some(accept) => match accept(tcp).await {
@@ -122,4 +138,35 @@ pub(super) async fn accept_loop(
         );
     }
     conns
+}
+
+/// The `--max-connections` bound of one accept loop.
+#[derive(Clone)]
+pub(super) struct ConnectionLimit {
+    /// Connections served at once; one more is closed at once.
+    pub(super) max: usize,
+    /// Where open and refused connections are counted.
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Counts one open client connection for as long as it lives.
+struct OpenConnection(Arc<crate::metrics::Metrics>);
+
+impl OpenConnection {
+    fn new(metrics: Arc<crate::metrics::Metrics>) -> OpenConnection {
+        metrics
+            .limits
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        OpenConnection(metrics)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .limits
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -74,7 +74,7 @@ mod listener;
 pub use listener::{AcceptFuture, Accepted, Acceptor, Io};
 
 mod connection;
-use connection::{accept_loop, connection_builder};
+use connection::{accept_loop, connection_builder, ConnectionLimit};
 pub use connection::{serve_connection, App};
 
 /// Why the proxy could not run.
@@ -252,9 +252,15 @@ pub async fn run_with(
         pool: pool.clone(),
         drain: drain.clone(),
     };
+    let watch = WatchService {
+        ctx: ctx.clone(),
+        hub: watch_hub.clone(),
+        max_watchers_per_stream: config.max_watchers_per_stream,
+        metrics: metrics.clone(),
+    };
     let routes = routes(
         &ctx,
-        &watch_hub,
+        watch,
         &keepalive_hub,
         config.max_recv_bytes,
         config.registration.clone(),
@@ -274,7 +280,7 @@ pub async fn run_with(
         enable_pprof: config.enable_pprof,
     });
     let app = App {
-        grpc: GrpcService::new(routes, metrics, drain.clone()),
+        grpc: GrpcService::new(routes, metrics.clone(), drain.clone()),
         http,
         grpc_enabled: true,
         client_cert: None,
@@ -293,6 +299,10 @@ pub async fn run_with(
         "started gRPC proxy"
     );
 
+    let limit = ConnectionLimit {
+        max: config.max_connections,
+        metrics: metrics.clone(),
+    };
     let main_loop = accept_loop(
         listener,
         app.clone(),
@@ -300,6 +310,7 @@ pub async fn run_with(
         acceptor,
         &graceful,
         stop_rx.clone(),
+        limit.clone(),
     );
     let metrics_loop = async {
         match metrics_listener {
@@ -308,7 +319,16 @@ pub async fn run_with(
                     grpc_enabled: false,
                     ..app.clone()
                 };
-                accept_loop(l, app, builder.clone(), None, &graceful, stop_rx.clone()).await
+                accept_loop(
+                    l,
+                    app,
+                    builder.clone(),
+                    None,
+                    &graceful,
+                    stop_rx.clone(),
+                    limit.clone(),
+                )
+                .await
             }
             None => JoinSet::new(),
         }
@@ -356,7 +376,7 @@ macro_rules! wire {
 /// Every etcd service and the gRPC health service, with the same message limits.
 fn routes(
     ctx: &Context,
-    watch_hub: &Arc<WatchHub>,
+    watch: WatchService,
     keepalive_hub: &Arc<KeepAliveHub>,
     recv: usize,
     registration: Option<crate::registration::Registration>,
@@ -374,13 +394,7 @@ fn routes(
             MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() }),
             recv
         ))
-        .add_service(crate::services::watch::WatchGrpc::new(
-            WatchService {
-                ctx: ctx.clone(),
-                hub: watch_hub.clone(),
-            },
-            recv,
-        ))
+        .add_service(crate::services::watch::WatchGrpc::new(watch, recv))
         .add_service(wire!(
             LeaseServer::new(LeaseService {
                 ctx: ctx.clone(),

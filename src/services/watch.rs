@@ -39,6 +39,10 @@ pub struct WatchService {
     pub ctx: Context,
     /// Watchers of every client stream.
     pub hub: Arc<WatchHub>,
+    /// Watchers one client stream may hold (`--max-watchers-per-stream`).
+    pub max_watchers_per_stream: usize,
+    /// Where refusals are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The outbound side of one client's Watch call.
@@ -63,6 +67,8 @@ impl WatchService {
             next_id: 0,
             fragmenting: fragmenting.clone(),
             progress: Arc::default(),
+            max_watchers: self.max_watchers_per_stream,
+            metrics: self.metrics.clone(),
         };
         tokio::spawn(
             stream
@@ -196,6 +202,10 @@ struct ClientStream {
     fragmenting: Fragmenting,
     /// The stream's one progress request in flight.
     progress: Arc<ProgressSlot>,
+    /// Watchers this stream may hold.
+    max_watchers: usize,
+    /// Where refusals are counted.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// At most one progress request in flight per client stream: requests that
@@ -424,6 +434,26 @@ impl ClientStream {
             self.next_id += 1;
             self.next_id - 1
         };
+        if self.ids.len() >= self.max_watchers {
+            self.metrics
+                .limits
+                .watchers_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return self
+                .send(WatchResponse {
+                    header: Some(self.header_for_own_answer()),
+                    watch_id,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: format!(
+                        "etcd-grpc-proxy: too many watchers on this stream (--max-watchers-per-stream={})",
+                        self.max_watchers
+                    )
+                    .into_bytes(),
+                    ..Default::default()
+                })
+                .await;
+        }
         match self.check_permission(&create, watch_id).await {
             Ok(CreateVerdict::Permitted) => {}
             Ok(CreateVerdict::Refused(mut refusal)) => {

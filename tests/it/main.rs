@@ -15,6 +15,7 @@ mod health;
 mod kv;
 mod lease;
 mod leasing;
+mod limits;
 mod maintenance;
 mod namespace;
 mod range_stream;

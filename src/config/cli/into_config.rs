@@ -129,6 +129,8 @@ impl StartArgs {
         config.max_send_bytes = self.max_send_bytes;
         config.max_recv_bytes = self.max_recv_bytes;
         config.max_concurrent_streams = self.max_concurrent_streams;
+        config.max_connections = self.max_connections;
+        config.max_watchers_per_stream = self.max_watchers_per_stream;
         config.grpc_keepalive_interval = self.grpc_keepalive_interval.0;
         config.grpc_keepalive_timeout = self.grpc_keepalive_timeout.0;
         config.namespace = Namespace::new(self.namespace.as_deref().unwrap_or(""));

@@ -1,0 +1,124 @@
+//! The limits a client cannot push past: connections (`--max-connections`)
+//! and watchers per stream (`--max-watchers-per-stream`). Each refusal is
+//! counted in `/metrics`, and well-behaved clients carry on.
+
+use std::time::Duration;
+
+use etcd_grpc_proxy::proto::etcdserverpb::watch_client::WatchClient;
+use etcd_grpc_proxy::proto::etcdserverpb::{
+    watch_request, WatchCancelRequest, WatchCreateRequest, WatchRequest,
+};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::support::proxy::config;
+use crate::support::{etcdctl, eventually, http, Cluster, TestProxy};
+
+async fn proxy_metric(addr: &str, name: &str) -> f64 {
+    let body = http::get(addr, "/metrics").await.expect("metrics").body;
+    http::metric(&body, name, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_max_connections_is_closed_and_counted() {
+    let cluster = Cluster::start(1).await;
+    let mut cfg = config(&cluster.endpoints());
+    cfg.max_connections = 3;
+    let proxy = TestProxy::with_config(cfg).await;
+    let via = proxy.endpoint();
+
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(proxy.addr).await.expect("connect"));
+    }
+    // The fourth is closed by the proxy at once: its read ends.
+    let mut extra = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), extra.read(&mut buf))
+        .await
+        .expect("the proxy closes the connection past its limit");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    // Once the idle ones go, clients are served again, and the refusal shows.
+    drop(idle);
+    eventually("a client served again", Duration::from_secs(10), || {
+        let via = via.clone();
+        async move {
+            let out = tokio::task::spawn_blocking(move || etcdctl(&via, &["get", "k"]))
+                .await
+                .ok()?;
+            out.status.success().then_some(())
+        }
+    })
+    .await;
+    assert!(proxy_metric(&via, "etcd_grpc_proxy_connections_refused_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_past_max_watchers_per_stream_is_canceled_with_a_reason() {
+    let cluster = Cluster::start(1).await;
+    let mut cfg = config(&cluster.endpoints());
+    cfg.max_watchers_per_stream = 2;
+    let proxy = TestProxy::with_config(cfg).await;
+    let via = proxy.endpoint();
+
+    let (tx, rx) = mpsc::channel(16);
+    let channel = crate::support::grpc::channel(&via).await;
+    let create = |key: &str| WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key: key.into(),
+                ..Default::default()
+            },
+        )),
+    };
+    tx.send(create("a")).await.unwrap();
+    let mut answers = WatchClient::new(channel)
+        .watch(ReceiverStream::new(rx))
+        .await
+        .expect("watch stream")
+        .into_inner();
+    let first = next(&mut answers).await;
+    assert!(first.created && !first.canceled);
+    tx.send(create("b")).await.unwrap();
+    let second = next(&mut answers).await;
+    assert!(second.created && !second.canceled);
+    tx.send(create("c")).await.unwrap();
+    let third = next(&mut answers).await;
+    assert!(third.created && third.canceled, "{third:?}");
+    assert!(
+        String::from_utf8_lossy(&third.cancel_reason).contains("--max-watchers-per-stream=2"),
+        "{third:?}"
+    );
+
+    // A cancel makes room again on the same stream.
+    tx.send(WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CancelRequest(
+            WatchCancelRequest {
+                watch_id: first.watch_id,
+            },
+        )),
+    })
+    .await
+    .unwrap();
+    assert!(next(&mut answers).await.canceled);
+    tx.send(create("d")).await.unwrap();
+    let fourth = next(&mut answers).await;
+    assert!(fourth.created && !fourth.canceled, "{fourth:?}");
+    assert_eq!(
+        proxy_metric(&via, "etcd_grpc_proxy_watchers_refused_total").await,
+        1.0
+    );
+}
+
+async fn next(
+    answers: &mut tonic::Streaming<etcd_grpc_proxy::proto::etcdserverpb::WatchResponse>,
+) -> etcd_grpc_proxy::proto::etcdserverpb::WatchResponse {
+    tokio::time::timeout(Duration::from_secs(20), answers.message())
+        .await
+        .expect("an answer")
+        .expect("stream")
+        .expect("not ended")
+}
