@@ -46,6 +46,28 @@ pub const SHARDS_PER_TOKEN: usize = 1;
 /// A token's renewals, dropped after this long unused.
 const IDLE_TOKEN: Duration = Duration::from_secs(600);
 
+/// Tokens with renewal state at once. Past it the least recently used one
+/// with nobody waiting is dropped; when every one has waiters, a new
+/// token's keep-alive is answered as etcd answers overload.
+const MAX_TOKENS: usize = 10_000;
+
+/// etcd's text for `ResourceExhausted`; clients back off on it.
+const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
+
+/// Drops the least recently used token with no waiting renewal; false when
+/// every token has one.
+fn evict_least_recent(map: &mut HashMap<Option<AsciiMetadataValue>, TokenRenewals>) -> bool {
+    let idle = map
+        .iter()
+        .filter(|(_, (r, _))| lock(&r.state).waiters.is_empty())
+        .min_by_key(|(_, (_, used))| *used)
+        .map(|(k, _)| k.clone());
+    match idle {
+        Some(k) => map.remove(&k).is_some(),
+        None => false,
+    }
+}
+
 fn shard_of(id: i64, shards: usize) -> usize {
     (id.unsigned_abs() % shards.max(1) as u64) as usize
 }
@@ -126,6 +148,9 @@ impl KeepAliveHub {
                 map.retain(|_, (r, used)| {
                     used.elapsed() < IDLE_TOKEN || !lock(&r.state).waiters.is_empty()
                 });
+                if map.len() >= MAX_TOKENS && !evict_least_recent(&mut map) {
+                    return Err(Status::resource_exhausted(TOO_MANY_REQUESTS));
+                }
                 let shards = if key.is_some() {
                     SHARDS_PER_TOKEN
                 } else {
@@ -148,7 +173,28 @@ impl KeepAliveHub {
                 None => return Err(ProxyError::Internal("keep-alive renewals").status()),
             }
         };
-        renewals.keep_alive(id).await
+        let answer = renewals.keep_alive(id).await;
+        if let (Err(status), Some(_)) = (&answer, token) {
+            if status.code() == tonic::Code::Unauthenticated {
+                // etcd does not accept the token: keep no state for it.
+                let mut map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+                if map
+                    .get(&token.cloned())
+                    .is_some_and(|(r, _)| Arc::ptr_eq(r, &renewals))
+                {
+                    map.remove(&token.cloned());
+                }
+            }
+        }
+        answer
+    }
+
+    /// Tokens with renewal state now (each has its own upstream streams).
+    pub fn tokens(&self) -> usize {
+        self.by_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Drops any reusable answer for `id` (after a revoke through this proxy).

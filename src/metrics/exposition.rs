@@ -142,6 +142,11 @@ impl Sources {
         let limits = &self.metrics.limits;
         vec![
             gauge(
+                "etcd_grpc_proxy_keepalive_tokens",
+                "Auth tokens with keep-alive renewal state (bounded; tokens etcd refuses keep none).",
+                self.keepalive_hub.tokens() as u64,
+            ),
+            gauge(
                 "etcd_grpc_proxy_client_connections",
                 "Client connections open now.",
                 load(&limits.connections_open),
