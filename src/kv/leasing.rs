@@ -31,6 +31,9 @@ use futures::StreamExt;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::Kv;
+
+/// Keys whose leasing copy one proxy holds at most.
+pub const MAX_OWNED: usize = 10_000;
 use crate::error::ProxyError;
 use crate::lease::keepalive::KeepAliveHub;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -337,6 +340,11 @@ impl Leasing {
             let lease = st.usable_lease()?;
             if let Some(owned) = st.owned.get(&req.key) {
                 return Some(Ok(owned.answer.clone()));
+            }
+            if st.owned.len() >= MAX_OWNED {
+                // Holding more copies would grow memory with every new key
+                // read: past the bound, reads go to etcd as without leasing.
+                return None;
             }
             *st.pending.entry(req.key.clone()).or_default() += 1;
             (lease, st.generation)
