@@ -262,7 +262,7 @@ pub async fn run_with(
         &ctx,
         watch,
         &keepalive_hub,
-        config.max_recv_bytes,
+        request_limit(&config),
         config.registration.clone(),
         health,
     );
@@ -371,6 +371,18 @@ macro_rules! wire {
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip)
     };
+}
+
+/// The largest request the proxy reads from a client: `--max-recv-bytes`,
+/// but never more than a member would take (its request limit, which
+/// `--max-send-bytes` mirrors, plus grpc-go's 512 KiB allowance, as etcd
+/// sets its own server): a larger request is refused from its gRPC length
+/// prefix, in a member's words, before any of it is buffered.
+fn request_limit(config: &Config) -> usize {
+    const GRPC_OVERHEAD: usize = 512 * 1024;
+    config
+        .max_recv_bytes
+        .min(config.max_send_bytes.saturating_add(GRPC_OVERHEAD))
 }
 
 /// Every etcd service and the gRPC health service, with the same message limits.

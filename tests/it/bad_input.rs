@@ -102,3 +102,71 @@ async fn request_larger_than_max_recv_bytes_is_refused() {
     assert_eq!(client.get("big", None).await.unwrap().count(), 0);
     client.put("small", "v", None).await.unwrap();
 }
+
+/// A Put whose gRPC length prefix announces `announced` bytes, of which only
+/// 64 KiB are sent; the status the server answers with, without the rest.
+async fn put_announcing(addr: &str, announced: u32) -> (tonic::Code, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{addr}/etcdserverpb.KV/Put"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (answer, mut body) = client.send_request(req, false).expect("send headers");
+    let mut data = vec![0u8];
+    data.extend_from_slice(&announced.to_be_bytes());
+    data.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    body.reserve_capacity(data.len());
+    let _ = body.send_data(data.into(), false);
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+        .await
+        .expect("answered without the rest of the message")
+        .expect("response");
+    let status = |h: &http::HeaderMap| {
+        h.get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map(|c| {
+                let msg = h
+                    .get("grpc-message")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                (tonic::Code::from_i32(c), msg)
+            })
+    };
+    if let Some(s) = status(answer.headers()) {
+        return s;
+    }
+    let mut body = answer.into_body();
+    while body.data().await.is_some() {}
+    let trailers = body.trailers().await.expect("trailers").expect("some");
+    status(&trailers).expect("grpc-status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_larger_than_members_take_is_refused_from_its_prefix_as_a_member_refuses_it() {
+    let cluster = Cluster::start(1).await;
+    let direct = cluster.members[0].addr();
+    let proxy = TestProxy::start(&direct).await;
+    let via = proxy.endpoint();
+
+    // A real 3 MiB Put: the member's refusal, word for word.
+    let big = |addr: String| async move {
+        let mut c = etcd_client::Client::connect([addr], None)
+            .await
+            .expect("client");
+        match c.put("big", vec![b'x'; 3 << 20], None).await {
+            Err(etcd_client::Error::GRpcStatus(s)) => (s.code(), s.message().to_string()),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    };
+    assert_eq!(big(via.clone()).await, big(direct.clone()).await);
+
+    // Announced at 1 GiB, 64 KiB sent: refused at once, as the member does.
+    let on_member = put_announcing(&direct, 1 << 30).await;
+    assert_eq!(on_member.0, tonic::Code::ResourceExhausted, "{on_member:?}");
+    assert_eq!(put_announcing(&via, 1 << 30).await, on_member);
+}
