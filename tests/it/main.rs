@@ -13,6 +13,7 @@ mod election_lock;
 mod grpc_health;
 mod health;
 mod kv;
+mod leak;
 mod lease;
 mod leasing;
 mod limits;
