@@ -122,3 +122,59 @@ async fn next(
         .expect("stream")
         .expect("not ended")
 }
+
+/// A member that accepts connections and never answers (SIGSTOP) stalls no
+/// unrelated client: reads and writes without deadlines are answered by the
+/// others, and watch creates go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_member_stalls_no_client() {
+    let cluster = Cluster::start(3).await;
+    let proxy = TestProxy::start(&cluster.endpoints()).await;
+    let mut client = proxy.client().await;
+    client.put("before", "v", None).await.expect("put");
+    let mut leader = None;
+    for (i, m) in cluster.members.iter().enumerate() {
+        let mut c = etcd_client::Client::connect([m.addr()], None)
+            .await
+            .expect("direct client");
+        let st = c.status().await.expect("status");
+        if st.header().map(|h| h.member_id()) == Some(st.leader()) {
+            leader = Some(i);
+        }
+    }
+    let leader = leader.expect("a leader");
+    let stopped = (leader + 1) % 3;
+    cluster.members[stopped].pause(true);
+
+    let start = std::time::Instant::now();
+    for i in 0..20 {
+        client
+            .get("before", None)
+            .await
+            .expect("read with a member stopped");
+        client
+            .put(format!("during/{i}"), "v", None)
+            .await
+            .expect("write with a member stopped");
+    }
+    let mut events = client
+        .watch(
+            "during/",
+            Some(etcd_client::WatchOptions::new().with_prefix()),
+        )
+        .await
+        .expect("watch create with a member stopped");
+    client.put("during/x", "v", None).await.expect("put");
+    let got = tokio::time::timeout(Duration::from_secs(30), events.message())
+        .await
+        .expect("an event")
+        .expect("stream")
+        .expect("not ended");
+    assert!(!got.events().is_empty() || got.created());
+    cluster.members[stopped].pause(false);
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "calls took {:?} with one member stopped",
+        start.elapsed()
+    );
+}

@@ -105,6 +105,18 @@ impl Member {
         self.child = Some(child);
     }
 
+    /// Stops (`true`: SIGSTOP) or resumes (`false`: SIGCONT) the process:
+    /// a member that accepts connections and never answers.
+    pub fn pause(&self, stop: bool) {
+        if let Some(c) = &self.child {
+            let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: kill(2) on a child this harness started and still owns.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
     /// Kills the process (SIGKILL) and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
