@@ -37,4 +37,9 @@ pub mod upstream;
 pub mod watch;
 
 pub use config::Config;
+
+/// Counts the heap the process holds, for the memory budget
+/// ([`server::memory`]).
+#[global_allocator]
+static ALLOCATOR: server::memory::CountingAlloc = server::memory::CountingAlloc;
 pub use server::{run, run_with, RunError, RunOptions};

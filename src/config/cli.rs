@@ -14,7 +14,8 @@ use crate::config::{
     Config, DEFAULT_AUTO_SYNC, DEFAULT_DRAIN_GRACE, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_GRPC_KEEPALIVE_INTERVAL, DEFAULT_GRPC_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RECV_BYTES,
-    DEFAULT_MAX_SEND_BYTES, DEFAULT_MAX_WATCHERS_PER_STREAM, GRPC_KEEPALIVE_MIN_TIME,
+    DEFAULT_MAX_SEND_BYTES, DEFAULT_MAX_WATCHERS_PER_STREAM, DEFAULT_MEMORY_BUDGET_BYTES,
+    GRPC_KEEPALIVE_MIN_TIME,
 };
 use crate::error::ConfigError;
 use crate::kv::cache::CacheLimits;
@@ -109,6 +110,9 @@ pub struct StartArgs {
     /// (ours) client connections served at once; past it new connections are closed and counted
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// (ours) heap bytes past which new calls get "etcdserver: too many requests" and new connections are closed (0 = off)
+    #[arg(long, default_value_t = DEFAULT_MEMORY_BUDGET_BYTES)]
+    pub memory_budget_bytes: usize,
     /// (ours) watchers one client watch stream may hold; past it a create is canceled and counted
     #[arg(long, default_value_t = DEFAULT_MAX_WATCHERS_PER_STREAM)]
     pub max_watchers_per_stream: usize,

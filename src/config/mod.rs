@@ -44,6 +44,9 @@ pub struct Config {
     /// Client connections served at once (`--max-connections`); past it a
     /// new connection is closed at once and counted.
     pub max_connections: usize,
+    /// Heap bytes past which new calls and connections are shed
+    /// (`--memory-budget-bytes`; 0 is off).
+    pub memory_budget_bytes: usize,
     /// Watchers one client watch stream may hold (`--max-watchers-per-stream`);
     /// past it a create is canceled with a reason and counted.
     pub max_watchers_per_stream: usize,
@@ -105,6 +108,11 @@ pub const DEFAULT_MAX_RECV_BYTES: usize = i32::MAX as usize;
 /// well-behaved clients opens to one proxy (each keeps one or a few).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 
+/// Default `--memory-budget-bytes` (ours): 4 GiB of heap. A million
+/// watchers take about 2 GiB; past the budget new calls get etcd's
+/// "too many requests" and new connections are closed, calls in flight finish.
+pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 4 << 30;
+
 /// Default `--max-watchers-per-stream` (ours): clientv3 puts every watch of
 /// a client with the same context on one stream; a kube-apiserver without
 /// its watch cache opens thousands, not a hundred thousand.
@@ -136,6 +144,7 @@ impl Config {
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_watchers_per_stream: DEFAULT_MAX_WATCHERS_PER_STREAM,
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
             grpc_keepalive_interval: DEFAULT_GRPC_KEEPALIVE_INTERVAL,
             grpc_keepalive_timeout: DEFAULT_GRPC_KEEPALIVE_TIMEOUT,
             namespace: None,

@@ -142,6 +142,21 @@ impl Sources {
         let limits = &self.metrics.limits;
         vec![
             gauge(
+                "etcd_grpc_proxy_memory_held_bytes",
+                "Heap bytes the proxy holds now (what --memory-budget-bytes bounds).",
+                crate::server::memory::held_bytes() as u64,
+            ),
+            counter(
+                "etcd_grpc_proxy_calls_shed_total",
+                "Calls answered 'too many requests' because the memory budget was reached.",
+                load(&limits.calls_shed),
+            ),
+            counter(
+                "etcd_grpc_proxy_connections_shed_total",
+                "Connections closed at once because the memory budget was reached.",
+                load(&limits.connections_shed),
+            ),
+            gauge(
                 "etcd_grpc_proxy_keepalive_tokens",
                 "Auth tokens with keep-alive renewal state (bounded; tokens etcd refuses keep none).",
                 self.keepalive_hub.tokens() as u64,

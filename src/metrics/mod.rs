@@ -148,6 +148,10 @@ pub struct LimitCounters {
     pub connections_refused: AtomicU64,
     /// Watch creates canceled because the stream held `--max-watchers-per-stream`.
     pub watchers_refused: AtomicU64,
+    /// Calls answered "too many requests" past `--memory-budget-bytes`.
+    pub calls_shed: AtomicU64,
+    /// Connections closed at once past `--memory-budget-bytes`.
+    pub connections_shed: AtomicU64,
 }
 
 impl Default for Metrics {

@@ -111,6 +111,16 @@ pub(super) async fn accept_loop(
             drop(tcp);
             continue;
         }
+        if limit.budget.exceeded() {
+            limit
+                .metrics
+                .limits
+                .connections_shed
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "connection refused: --memory-budget-bytes reached");
+            drop(tcp);
+            continue;
+        }
         let open = OpenConnection::new(limit.metrics.clone());
         let _ = tcp.set_nodelay(true);
         let (app, builder, watcher, acceptor) = (
@@ -145,6 +155,8 @@ pub(super) async fn accept_loop(
 pub(super) struct ConnectionLimit {
     /// Connections served at once; one more is closed at once.
     pub(super) max: usize,
+    /// Past it, new connections are closed at once too.
+    pub(super) budget: crate::server::memory::MemoryBudget,
     /// Where open and refused connections are counted.
     pub(super) metrics: Arc<crate::metrics::Metrics>,
 }

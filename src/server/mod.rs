@@ -15,6 +15,7 @@
 pub mod compression;
 pub mod grpc_service;
 pub mod http_api;
+pub mod memory;
 pub mod profile;
 pub mod size_limit;
 pub mod tls_accept;
@@ -252,6 +253,9 @@ pub async fn run_with(
         pool: pool.clone(),
         drain: drain.clone(),
     };
+    let budget = crate::server::memory::MemoryBudget {
+        bytes: config.memory_budget_bytes,
+    };
     let watch = WatchService {
         ctx: ctx.clone(),
         hub: watch_hub.clone(),
@@ -280,7 +284,7 @@ pub async fn run_with(
         enable_pprof: config.enable_pprof,
     });
     let app = App {
-        grpc: GrpcService::new(routes, metrics.clone(), drain.clone()),
+        grpc: GrpcService::new(routes, metrics.clone(), drain.clone(), budget),
         http,
         grpc_enabled: true,
         client_cert: None,
@@ -301,6 +305,7 @@ pub async fn run_with(
 
     let limit = ConnectionLimit {
         max: config.max_connections,
+        budget,
         metrics: metrics.clone(),
     };
     let main_loop = accept_loop(

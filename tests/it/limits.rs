@@ -178,3 +178,44 @@ async fn a_stopped_member_stalls_no_client() {
         start.elapsed()
     );
 }
+
+/// Past `--memory-budget-bytes`, new calls are answered as etcd answers
+/// overload and new connections are closed; once the memory is given back,
+/// calls are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_memory_budget_new_work_is_shed_until_memory_is_back() {
+    let cluster = Cluster::start(1).await;
+    let mut cfg = config(&cluster.endpoints());
+    // The heap is the whole test process's: leave room for the tests
+    // running beside this one.
+    cfg.memory_budget_bytes = etcd_grpc_proxy::server::memory::held_bytes() + (256 << 20);
+    let proxy = TestProxy::with_config(cfg).await;
+    let via = proxy.endpoint();
+    let mut client = proxy.client().await;
+    client
+        .put("k", "v", None)
+        .await
+        .expect("served under the budget");
+
+    // What clients could make a proxy hold, stood in for by one buffer.
+    let ballast = std::hint::black_box(vec![1u8; 512 << 20]);
+    match client.put("k", "v2", None).await {
+        Err(etcd_client::Error::GRpcStatus(s)) => {
+            assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+            assert_eq!(s.message(), "etcdserver: too many requests");
+        }
+        other => panic!("expected etcd's overload answer, got {other:?}"),
+    }
+    let mut fresh = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), fresh.read(&mut buf))
+        .await
+        .expect("a new connection is closed past the budget");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    drop(ballast);
+
+    client.put("k", "v3", None).await.expect("served again");
+    let shed = proxy_metric(&via, "etcd_grpc_proxy_calls_shed_total").await;
+    assert!(shed >= 1.0, "{shed}");
+    assert!(proxy_metric(&via, "etcd_grpc_proxy_connections_shed_total").await >= 1.0);
+}

@@ -131,6 +131,7 @@ impl StartArgs {
         config.max_concurrent_streams = self.max_concurrent_streams;
         config.max_connections = self.max_connections;
         config.max_watchers_per_stream = self.max_watchers_per_stream;
+        config.memory_budget_bytes = self.memory_budget_bytes;
         config.grpc_keepalive_interval = self.grpc_keepalive_interval.0;
         config.grpc_keepalive_timeout = self.grpc_keepalive_timeout.0;
         config.namespace = Namespace::new(self.namespace.as_deref().unwrap_or(""));

@@ -3,11 +3,12 @@
 //! every call (outermost first):
 //!
 //! 1. [`measured`]: go-grpc-prometheus metrics (started, handled, messages each way).
-//! 2. [`wire_checks`]: grpc-go's refusals of unknown paths and encodings; answers in the request's encoding.
-//! 3. [`spanned`]: a debug span per call.
-//! 4. [`drained`]: long-lived streams end when the drain cuts them.
-//! 5. [`deadline`]: the client's `grpc-timeout` bounds the wait for the answer.
-//! 6. [`sized`]: etcd's wording for messages over the size limits.
+//! 2. [`overloaded`]: past the memory budget, new calls get etcd's "too many requests".
+//! 3. [`wire_checks`]: grpc-go's refusals of unknown paths and encodings; answers in the request's encoding.
+//! 4. [`spanned`]: a debug span per call.
+//! 5. [`drained`]: long-lived streams end when the drain cuts them.
+//! 6. [`deadline`]: the client's `grpc-timeout` bounds the wait for the answer.
+//! 7. [`sized`]: etcd's wording for messages over the size limits.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,6 +29,7 @@ use crate::metrics::{MethodId, Metrics, METHODS};
 mod deadline;
 mod drained;
 mod measured;
+mod overloaded;
 mod sized;
 mod spanned;
 mod wire_checks;
@@ -40,8 +42,10 @@ pub use crate::error::DRAIN_MESSAGE;
 /// The whole stack, outermost layer first (named, not boxed: cloning it
 /// per call only clones `Arc`s).
 type Stack = measured::Measured<
-    wire_checks::WireChecks<
-        spanned::Spanned<drained::Drained<deadline::Deadline<sized::SizeLimited<Routes>>>>,
+    overloaded::Overloaded<
+        wire_checks::WireChecks<
+            spanned::Spanned<drained::Drained<deadline::Deadline<sized::SizeLimited<Routes>>>>,
+        >,
     >,
 >;
 
@@ -59,9 +63,15 @@ type LayerFuture = CallFuture;
 
 impl GrpcService {
     /// The layers around the assembled services.
-    pub fn new(routes: Routes, metrics: Arc<Metrics>, drain: Arc<Drain>) -> GrpcService {
+    pub fn new(
+        routes: Routes,
+        metrics: Arc<Metrics>,
+        drain: Arc<Drain>,
+        budget: crate::server::memory::MemoryBudget,
+    ) -> GrpcService {
         let stack = ServiceBuilder::new()
             .layer_fn(|inner| measured::Measured::new(inner, metrics.clone()))
+            .layer_fn(|inner| overloaded::Overloaded::new(inner, budget, metrics.clone()))
             .layer_fn(wire_checks::WireChecks::new)
             .layer_fn(spanned::Spanned::new)
             .layer_fn(|inner| drained::Drained::new(inner, drain.clone()))
