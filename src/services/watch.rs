@@ -439,20 +439,11 @@ impl ClientStream {
                 .limits
                 .watchers_refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return self
-                .send(WatchResponse {
-                    header: Some(self.header_for_own_answer()),
-                    watch_id,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: format!(
-                        "etcd-grpc-proxy: too many watchers on this stream (--max-watchers-per-stream={})",
-                        self.max_watchers
-                    )
-                    .into_bytes(),
-                    ..Default::default()
-                })
-                .await;
+            let reason = format!(
+                "etcd-grpc-proxy: too many watchers on this stream (--max-watchers-per-stream={})",
+                self.max_watchers
+            );
+            return self.refuse(watch_id, reason.into_bytes()).await;
         }
         match self.check_permission(&create, watch_id).await {
             Ok(CreateVerdict::Permitted) => {}
@@ -464,16 +455,8 @@ impl ClientStream {
                 return self.send(refusal).await;
             }
             Err(status) => {
-                return self
-                    .send(WatchResponse {
-                        header: Some(self.header_for_own_answer()),
-                        watch_id,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: crate::error::watch_refusal_reason(&status),
-                        ..Default::default()
-                    })
-                    .await;
+                let reason = crate::error::watch_refusal_reason(&status);
+                return self.refuse(watch_id, reason).await;
             }
         }
         if create.fragment {
@@ -490,6 +473,20 @@ impl ClientStream {
         let id = self.hub.add(key, spec, self.tx.clone(), self.fwd.clone());
         self.ids.insert(watch_id, id);
         Ok(())
+    }
+
+    /// Answers a create the proxy refuses itself: created and canceled at
+    /// once, with `reason`, as etcd refuses one.
+    async fn refuse(&self, watch_id: i64, reason: Vec<u8>) -> Result<(), ()> {
+        self.send(WatchResponse {
+            header: Some(self.header_for_own_answer()),
+            watch_id,
+            created: true,
+            canceled: true,
+            cancel_reason: reason,
+            ..Default::default()
+        })
+        .await
     }
 
     /// The header of an answer the proxy makes itself: a member's last

@@ -58,20 +58,6 @@ async fn revision(client: &mut Client) -> i64 {
         .revision()
 }
 
-fn watchers_on(cluster: &Cluster) -> Vec<f64> {
-    cluster
-        .members
-        .iter()
-        .map(|m| {
-            if m.is_running() {
-                m.metric("etcd_debugging_mvcc_watcher_total", &[])
-            } else {
-                0.0
-            }
-        })
-        .collect()
-}
-
 /// The members' watcher count once the proxy's range cache has opened its
 /// one watch over the whole key space: what tests count upstream watches from.
 async fn watchers_beyond_the_cache(cluster: &Cluster) -> f64 {
@@ -79,7 +65,7 @@ async fn watchers_beyond_the_cache(cluster: &Cluster) -> f64 {
         "the range cache's own watch is open",
         Duration::from_secs(10),
         || {
-            let n = watchers_on(cluster).iter().sum::<f64>();
+            let n = cluster.watchers_on().iter().sum::<f64>();
             async move { (n >= 1.0).then_some(n) }
         },
     )
@@ -147,7 +133,7 @@ async fn thousand_watchers_on_one_key_share_one_upstream_watch() {
         "member watcher gauge settles",
         Duration::from_secs(10),
         || {
-            let n = watchers_on(&cluster).iter().sum::<f64>() - before;
+            let n = cluster.watchers_on().iter().sum::<f64>() - before;
             async move { (n >= 1.0).then_some(n) }
         },
     )
@@ -250,7 +236,7 @@ async fn proxy_watchers_see_exactly_what_direct_sees_across_member_death() {
     let mut client = proxy.client().await;
     let rev0 = revision(&mut client).await + 1;
 
-    let before = watchers_on(&cluster);
+    let before = cluster.watchers_on();
     let mut proxied = Vec::new();
     for _ in 0..5 {
         proxied.push(watch(&mut client, "ex/", Some(WatchOptions::new().with_prefix())).await);
@@ -267,7 +253,7 @@ async fn proxy_watchers_see_exactly_what_direct_sees_across_member_death() {
         "the proxy's upstream watch shows on a member",
         Duration::from_secs(10),
         || {
-            let now = watchers_on(&cluster);
+            let now = cluster.watchers_on();
             let idx = now.iter().zip(&before).position(|(n, b)| n > b);
             async move { idx }
         },
@@ -363,7 +349,7 @@ async fn watcher_from_the_past_catches_up_alone_then_joins_the_shared_watch() {
         "caught-up watcher shares the upstream watch",
         Duration::from_secs(20),
         || {
-            let n = watchers_on(&cluster).iter().sum::<f64>() - baseline;
+            let n = cluster.watchers_on().iter().sum::<f64>() - baseline;
             async move { (n == 1.0).then_some(()) }
         },
     )

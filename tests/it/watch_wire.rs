@@ -462,7 +462,7 @@ async fn a_shared_watch_reopens_under_a_token_that_still_works() {
     enable_auth_with_alice_and_bob(&members[0]);
     let proxy = TestProxy::start(&cluster.endpoints()).await;
     let via = proxy.endpoint();
-    let baseline = watchers_on(&cluster);
+    let baseline = cluster.watchers_on();
 
     // The opener's watch, then a second client's on the same range.
     let first = token(&via, "alice", "pa").await;
@@ -475,7 +475,7 @@ async fn a_shared_watch_reopens_under_a_token_that_still_works() {
         "the shared upstream watch shows on a member",
         Duration::from_secs(10),
         || {
-            let now = watchers_on(&cluster);
+            let now = cluster.watchers_on();
             let idx = now.iter().zip(&baseline).position(|(n, b)| n > b);
             async move { idx }
         },
@@ -535,18 +535,4 @@ async fn a_shared_watch_reopens_under_a_token_that_still_works() {
         }
     }
     in_use.abort();
-}
-
-fn watchers_on(cluster: &Cluster) -> Vec<f64> {
-    cluster
-        .members
-        .iter()
-        .map(|m| {
-            if m.is_running() {
-                m.metric("etcd_debugging_mvcc_watcher_total", &[])
-            } else {
-                0.0
-            }
-        })
-        .collect()
 }

@@ -193,6 +193,21 @@ impl Cluster {
         cluster
     }
 
+    /// Each member's `etcd_debugging_mvcc_watcher_total` (0 when stopped):
+    /// where an upstream watch is open.
+    pub fn watchers_on(&self) -> Vec<f64> {
+        self.members
+            .iter()
+            .map(|m| {
+                if m.is_running() {
+                    m.metric("etcd_debugging_mvcc_watcher_total", &[])
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
     /// Comma separated client addresses of the running members.
     pub fn endpoints(&self) -> String {
         self.members
