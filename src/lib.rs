@@ -16,6 +16,7 @@
 //! - [`upstream`]: the member pool and the one way calls reach members:
 //!   membership, health, retry, credentials, long-lived streams.
 //! - [`tls`]: TLS towards clients and towards members.
+//! - [`tasks`]: the one owner of every task a running proxy spawns.
 //! - [`drain`]: the draining state and its hooks.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`codec`]: prost with small starting buffers, for every service and client.
@@ -32,6 +33,7 @@ pub mod proto;
 pub mod registration;
 pub mod server;
 pub mod services;
+pub mod tasks;
 pub mod tls;
 pub mod upstream;
 pub mod watch;

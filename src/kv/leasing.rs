@@ -64,6 +64,8 @@ pub struct Leasing {
     pool: Pool,
     /// Every call the leasing makes to a member.
     upstream: Upstream,
+    /// Owner of its background releases.
+    tasks: crate::tasks::Tasks,
     state: Mutex<State>,
 }
 
@@ -164,11 +166,12 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 
 impl Leasing {
     /// Leasing under `prefix`; nothing happens until [`Leasing::run`] runs.
-    pub fn new(prefix: Vec<u8>, upstream: Upstream) -> Arc<Leasing> {
+    pub fn new(prefix: Vec<u8>, upstream: Upstream, tasks: crate::tasks::Tasks) -> Arc<Leasing> {
         Arc::new(Leasing {
             prefix,
             pool: upstream.pool().clone(),
             upstream,
+            tasks,
             state: Mutex::new(State::default()),
         })
     }

@@ -89,6 +89,8 @@ type Waiter = oneshot::Sender<Result<LeaseKeepAliveResponse, Status>>;
 /// each auth token (none without auth).
 pub struct KeepAliveHub {
     pool: Pool,
+    /// Owner of the renewal shards and the client keep-alive streams.
+    tasks: crate::tasks::Tasks,
     by_token: Mutex<HashMap<Option<AsciiMetadataValue>, TokenRenewals>>,
     /// Counters for metrics.
     pub stats: Arc<KeepAliveStats>,
@@ -125,9 +127,10 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl KeepAliveHub {
     /// A hub over `pool`; upstream streams open on first use.
-    pub fn new(pool: Pool) -> Arc<KeepAliveHub> {
+    pub fn new(pool: Pool, tasks: crate::tasks::Tasks) -> Arc<KeepAliveHub> {
         Arc::new(KeepAliveHub {
             pool,
+            tasks,
             by_token: Mutex::new(HashMap::new()),
             stats: Default::default(),
         })
@@ -160,7 +163,13 @@ impl KeepAliveHub {
                 map.insert(
                     key.clone(),
                     (
-                        Renewals::start(self.pool.clone(), metadata, shards, self.stats.clone()),
+                        Renewals::start(
+                            self.pool.clone(),
+                            metadata,
+                            shards,
+                            self.stats.clone(),
+                            &self.tasks,
+                        ),
                         Instant::now(),
                     ),
                 );
@@ -189,6 +198,11 @@ impl KeepAliveHub {
         answer
     }
 
+    /// The owner of the proxy's tasks, for the client streams this hub serves.
+    pub fn tasks(&self) -> &crate::tasks::Tasks {
+        &self.tasks
+    }
+
     /// Tokens with renewal state now (each has its own upstream streams).
     pub fn tokens(&self) -> usize {
         self.by_token
@@ -213,6 +227,7 @@ impl Renewals {
         metadata: MetadataMap,
         shards: usize,
         stats: Arc<KeepAliveStats>,
+        tasks: &crate::tasks::Tasks,
     ) -> Arc<Renewals> {
         let (queues, receivers): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
@@ -226,7 +241,7 @@ impl Renewals {
         });
         for (shard, rx) in receivers.into_iter().enumerate() {
             let weak = Arc::downgrade(&hub);
-            tokio::spawn(
+            tasks.spawn(
                 upstream(weak, shard, rx).instrument(info_span!("upstream_keepalive", shard)),
             );
         }

@@ -174,7 +174,10 @@ pub async fn run_with(
         None => config.endpoints.clone(),
     };
     let pool = Pool::new(endpoints.clone(), channel)?;
-    let membership = AbortOnDrop(tokio::spawn(membership::run(
+    // Every task the proxy starts from here on, stopped and awaited before
+    // `run` returns.
+    let tasks = crate::tasks::Tasks::default();
+    let membership = AbortOnDrop(tasks.spawn(membership::run(
         pool.clone(),
         MembershipSettings {
             sync_interval: config.auto_sync_interval,
@@ -197,7 +200,7 @@ pub async fn run_with(
         leasing: config
             .leasing_prefix
             .clone()
-            .map(|p| crate::kv::leasing::Leasing::new(p, upstream.clone())),
+            .map(|p| crate::kv::leasing::Leasing::new(p, upstream.clone(), tasks.clone())),
     };
     let ctx = Context {
         upstream: upstream.clone(),
@@ -208,18 +211,20 @@ pub async fn run_with(
         serializable_floor: features.serializable_floor,
         leasing: features.leasing,
     };
-    let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE);
-    let keepalive_hub = KeepAliveHub::new(pool.clone());
-    let _cache_follower = AbortOnDrop(tokio::spawn(
-        ctx.cache
-            .clone()
-            .follow(watch_hub.clone(), upstream.clone()),
-    ));
+    let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE, tasks.clone());
+    let keepalive_hub = KeepAliveHub::new(pool.clone(), tasks.clone());
+    let _cache_follower = AbortOnDrop(
+        tasks.spawn(
+            ctx.cache
+                .clone()
+                .follow(watch_hub.clone(), upstream.clone()),
+        ),
+    );
     if let Some(reg) = config.registration.clone() {
         // Registered until the drain starts: then the entry is removed at
         // once, so clients stop discovering a proxy that is going away.
         let (lease_tx, lease) = watch::channel(0i64);
-        let task = AbortOnDrop(tokio::spawn(crate::registration::run(
+        let task = AbortOnDrop(tasks.spawn(crate::registration::run(
             upstream.clone(),
             keepalive_hub.clone(),
             reg,
@@ -237,7 +242,7 @@ pub async fn run_with(
     if let Some(leasing) = ctx.leasing.clone() {
         // Leases are given up when the drain starts, so writers elsewhere
         // need not wait for this proxy's session to expire.
-        let task = AbortOnDrop(tokio::spawn(leasing.clone().run(keepalive_hub.clone())));
+        let task = AbortOnDrop(tasks.spawn(leasing.clone().run(keepalive_hub.clone())));
         drain.on_drain(Box::new(move || {
             Box::pin(async move {
                 drop(task);
@@ -362,9 +367,18 @@ pub async fn run_with(
         metrics_conns.abort_all();
     }
     drop(membership);
+    if !tasks.stop(TASKS_PATIENCE).await {
+        warn!(
+            left = tasks.len(),
+            "tasks still running after the proxy stopped"
+        );
+    }
     info!("gRPC proxy stopped");
     Ok(())
 }
+
+/// How long `run` waits, after stopping them, for the proxy's tasks to end.
+const TASKS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A generated tonic server with the proxy's wire settings: the message
 /// limits, and gzip accepted and sent as members do (see [`crate::server::compression`]).

@@ -124,7 +124,9 @@ impl Lease for LeaseService {
                 }
             }
         };
-        tokio::spawn(task.instrument(tracing::info_span!("keepalive_stream")));
+        self.hub
+            .tasks()
+            .spawn(task.instrument(tracing::info_span!("keepalive_stream")));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -56,7 +56,12 @@ impl WatchService {
         let (fwd, inbound) = Forwarded::split(request);
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let fragmenting: Fragmenting = Arc::default();
-        let control = ControlStream::new(self.ctx.upstream.pool().clone(), fwd.clone(), tx.clone());
+        let control = ControlStream::new(
+            self.ctx.upstream.pool().clone(),
+            fwd.clone(),
+            tx.clone(),
+            self.hub.tasks(),
+        );
         let stream = ClientStream {
             control,
             hub: self.hub.clone(),
@@ -70,7 +75,7 @@ impl WatchService {
             max_watchers: self.max_watchers_per_stream,
             metrics: self.metrics.clone(),
         };
-        tokio::spawn(
+        self.hub.tasks().spawn(
             stream
                 .run(inbound)
                 .instrument(tracing::info_span!("watch_stream")),
@@ -393,7 +398,7 @@ impl ClientStream {
                     // on its release: the member decides.
                     self.control.progress().await;
                 } else if self.progress.request(ids.clone()) {
-                    tokio::spawn(run_progress(
+                    self.hub.tasks().spawn(run_progress(
                         self.progress.clone(),
                         self.hub.clone(),
                         ids,

@@ -65,9 +65,14 @@ pub struct ControlStream {
 impl ControlStream {
     /// A control stream for one client: `fwd` is its metadata, `client`
     /// where member answers of its own (progress) go.
-    pub fn new(pool: Pool, fwd: Forwarded, client: ClientTx) -> ControlStream {
+    pub fn new(
+        pool: Pool,
+        fwd: Forwarded,
+        client: ClientTx,
+        tasks: &crate::tasks::Tasks,
+    ) -> ControlStream {
         let (commands, rx) = mpsc::channel(16);
-        tokio::spawn(
+        tasks.spawn(
             Worker {
                 pool,
                 fwd,

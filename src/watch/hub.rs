@@ -105,6 +105,8 @@ pub struct WatchStats {
 /// Shared by every client watch stream of one proxy.
 pub struct WatchHub {
     pool: Pool,
+    /// Owner of the broadcasts' tasks.
+    tasks: crate::tasks::Tasks,
     state: Mutex<HubState>,
     next_id: AtomicU64,
     /// Counters for metrics.
@@ -198,9 +200,10 @@ pub struct WatcherId(u64);
 
 impl WatchHub {
     /// A hub over `pool`; `queue_hint` is the client stream queue size.
-    pub fn new(pool: Pool, queue_hint: usize) -> Arc<WatchHub> {
+    pub fn new(pool: Pool, queue_hint: usize, tasks: crate::tasks::Tasks) -> Arc<WatchHub> {
         Arc::new(WatchHub {
             pool,
+            tasks,
             state: Mutex::new(HubState::default()),
             next_id: AtomicU64::new(1),
             stats: WatchStats::default(),
@@ -401,7 +404,7 @@ impl WatchHub {
     fn spawn(self: &Arc<Self>, b: Arc<Broadcast>) {
         let hub = self.clone();
         let span = info_span!("upstream_watch", key = %String::from_utf8_lossy(&b.key.key), shared = b.shared);
-        tokio::spawn(
+        self.tasks.spawn(
             async move {
                 hub.stats.upstream_watches.fetch_add(1, Ordering::Relaxed);
                 hub.run_broadcast(&b).await;
@@ -410,6 +413,11 @@ impl WatchHub {
             }
             .instrument(span),
         );
+    }
+
+    /// The owner of the proxy's tasks, for the client streams this hub serves.
+    pub fn tasks(&self) -> &crate::tasks::Tasks {
+        &self.tasks
     }
 
     /// Takes a finished broadcast out of the shared map; any watcher still

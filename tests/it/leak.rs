@@ -113,3 +113,58 @@ async fn ten_thousand_clients_come_and_go_and_leave_nothing_behind() {
     )
     .await;
 }
+
+/// When `run` returns, every task the proxy started has ended: broadcasts,
+/// keep-alive shards, control workers and client streams included, even
+/// with clients still connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_run_returns_every_task_it_started_has_ended() {
+    let cluster = Cluster::start(1).await;
+    let baseline = live_tasks();
+    let proxy = TestProxy::start(&cluster.endpoints()).await;
+    let addr = proxy.endpoint();
+    let lease = LeaseClient::new(crate::support::grpc::channel(&addr).await)
+        .lease_grant(LeaseGrantRequest { ttl: 600, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner()
+        .id;
+    // Clients that stay connected: a watch with a progress request, and a
+    // keep-alive stream left open.
+    let channel = crate::support::grpc::channel(&addr).await;
+    let (wtx, wrx) = tokio::sync::mpsc::channel(4);
+    wtx.send(WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key: b"held".to_vec(),
+                ..Default::default()
+            },
+        )),
+    })
+    .await
+    .unwrap();
+    let mut watch = WatchClient::new(channel.clone())
+        .watch(tokio_stream::wrappers::ReceiverStream::new(wrx))
+        .await
+        .expect("watch")
+        .into_inner();
+    assert!(watch.message().await.expect("created").is_some());
+    let (ktx, krx) = tokio::sync::mpsc::channel(4);
+    ktx.send(LeaseKeepAliveRequest { id: lease }).await.unwrap();
+    let mut keep = LeaseClient::new(channel.clone())
+        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(krx))
+        .await
+        .expect("keep-alive")
+        .into_inner();
+    assert!(keep.message().await.expect("renewed").is_some());
+    assert!(live_tasks() > baseline, "the proxy runs tasks");
+
+    proxy.stop().await;
+    drop((watch, keep, wtx, ktx, channel));
+    eventually(
+        "every task the proxy started has ended",
+        Duration::from_secs(20),
+        || async move { (live_tasks() <= baseline + 2).then_some(()) },
+    )
+    .await;
+}

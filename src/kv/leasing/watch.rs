@@ -77,7 +77,7 @@ impl Leasing {
     fn release_later(&self, leasing_key: Vec<u8>, create_rev: i64) {
         let upstream = self.upstream.clone();
         let txn = self.release_txn(leasing_key, create_rev);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let r = upstream
                 .unary::<_, TxnResponse>(
                     "/etcdserverpb.KV/Txn",

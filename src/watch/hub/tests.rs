@@ -6,7 +6,7 @@ use crate::proto::mvccpb::{Event, KeyValue};
 
 fn hub() -> Arc<WatchHub> {
     let pool = Pool::new(Vec::new(), Default::default()).expect("a pool without members");
-    WatchHub::new(pool, 16)
+    WatchHub::new(pool, 16, crate::tasks::Tasks::default())
 }
 
 fn key(k: &str) -> WatchKey {
