@@ -12,6 +12,7 @@ mod drain;
 mod election_lock;
 mod grpc_health;
 mod health;
+mod hostile;
 mod kv;
 mod leak;
 mod lease;
