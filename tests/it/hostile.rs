@@ -384,3 +384,56 @@ async fn a_watcher_that_never_reads_a_busy_key_costs_a_bounded_queue() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_flood_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    under_attack("CONTINUATION flood", |addr, _| async move {
+        let mut tcp = TcpStream::connect(&addr).await.expect("connect");
+        let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+            let len = payload.len() as u32;
+            let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+            out.extend_from_slice(&stream.to_be_bytes());
+            out.extend_from_slice(payload);
+            out
+        };
+        let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        start.extend(frame(0x4, 0, 0, &[]));
+        // HEADERS without END_HEADERS: a literal header, then endless
+        // CONTINUATION frames of more literal headers.
+        let literal = |i: u32| {
+            let name = format!("x-flood-{i}");
+            let mut block = vec![0x00, name.len() as u8];
+            block.extend_from_slice(name.as_bytes());
+            block.push(8);
+            block.extend_from_slice(b"aaaaaaaa");
+            block
+        };
+        start.extend(frame(0x1, 0, 1, &literal(0)));
+        if tcp.write_all(&start).await.is_err() {
+            return;
+        }
+        let mut sent = 0u64;
+        for i in 1..200_000u32 {
+            let cont = frame(0x9, 0, 1, &literal(i));
+            if tcp.write_all(&cont).await.is_err() {
+                break;
+            }
+            sent += cont.len() as u64;
+            if sent > 64 << 20 {
+                break;
+            }
+        }
+        // The proxy ends the connection rather than buffer the flood.
+        let mut buf = vec![0u8; 64 * 1024];
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(n) = tcp.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    })
+    .await;
+}
