@@ -89,9 +89,11 @@ etcd-versions:
 	@for m in $$(awk '!/^#/ && NF {print $$1}' tests/etcd-versions/VERSIONS); do bash scripts/etcd-bin.sh $$m; done
 
 ## bench: side-by-side benchmark vs direct etcd and etcd's grpc-proxy; writes bench/results/latest.{md,svg}
-## (BENCH_FULL=1 for 10k watchers / lease clients; BENCH_SECS, BENCH_ROUNDS, ... see benches/side_by_side/main.rs)
+## (BENCH_FULL=1 for 10k watchers / lease clients; BENCH_SECS, BENCH_ROUNDS, ... see benches/side_by_side/main.rs);
+## then the hostile-client suite, longer, with etcd's grpc-proxy alongside: bench/results/hostile/latest.md (HOSTILE_SCALE)
 bench: deps build
 	$(CARGO) bench --bench side_by_side
+	CARGO=$(CARGO) bash scripts/bench-hostile.sh
 
 clean:
 	$(CARGO) clean

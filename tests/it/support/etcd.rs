@@ -30,6 +30,12 @@ fn find_bin(env: &str, name: &str) -> PathBuf {
     panic!("`{name}` not found: {INSTALL_HINT}");
 }
 
+/// The etcd binary tests run (`$ETCD_BIN`, else `etcd` on the PATH); it
+/// also has etcd's own `grpc-proxy start`.
+pub fn etcd_bin() -> PathBuf {
+    find_bin("ETCD_BIN", "etcd")
+}
+
 /// Runs `etcdctl` (API v3) against `endpoints`, returning its output.
 /// Arguments need not be UTF-8 (see `tests/it/strings.rs`).
 pub fn etcdctl<S: AsRef<OsStr>>(endpoints: &str, args: &[S]) -> Output {
