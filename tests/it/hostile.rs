@@ -496,3 +496,34 @@ async fn a_continuation_flood_is_cut_off() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_under_thousands_of_random_tokens_keep_bounded_state() {
+    under_attack("keep-alives under random tokens", |addr, _| async move {
+        use etcd_grpc_proxy::proto::etcdserverpb::LeaseKeepAliveRequest;
+        let mut client = h2_conn(&addr).await;
+        let ping = grpc_frame(&LeaseKeepAliveRequest { id: 7 });
+        let mut held = Vec::new();
+        for i in 0..2_000 * scale() {
+            let Ok(ready) = client.clone().ready().await else {
+                break;
+            };
+            client = ready;
+            let mut req = post(&addr, "/etcdserverpb.Lease/LeaseKeepAlive");
+            let token = format!("random.{i}.{}", fastrand::u64(..));
+            if let Ok(v) = token.parse() {
+                req.headers_mut().insert("token", v);
+            }
+            match client.send_request(req, false) {
+                Ok((answer, mut stream)) => {
+                    let _ = stream.send_data(ping.clone(), false);
+                    held.push((answer, stream));
+                }
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        std::mem::forget(held);
+    })
+    .await;
+}
