@@ -30,7 +30,7 @@ fn live_tasks() -> usize {
 
 /// One client's life: a connection, a watch with a progress request, a
 /// keep-alive, a read it gives up on, then gone.
-async fn one_client(addr: String, lease: i64, n: usize) {
+pub(crate) async fn one_client(addr: String, lease: i64, n: usize) {
     let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("url")
         .connect()
