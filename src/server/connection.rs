@@ -43,6 +43,12 @@ impl tower::Service<Request<Incoming>> for App {
     }
 }
 
+/// HTTP/2 connection window towards clients.
+const CLIENT_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// HTTP/2 stream window towards clients.
+const CLIENT_STREAM_WINDOW: u32 = 1024 * 1024;
+
 /// hyper's connection settings, as tonic's server would set them.
 pub(super) fn connection_builder(config: &Config) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -52,7 +58,11 @@ pub(super) fn connection_builder(config: &Config) -> Builder<TokioExecutor> {
         .max_concurrent_streams(config.max_concurrent_streams)
         // Room for many small frames not yet read (watch and keep-alive
         // requests): h2 closes the connection once they exceed half of it.
-        .initial_connection_window_size(4 * 1024 * 1024)
+        .initial_connection_window_size(CLIENT_CONNECTION_WINDOW)
+        // A sender gets at most this far ahead of what a call has read;
+        // what a call reads is bounded by the request limit (2 MiB), so one
+        // stream can make the proxy hold at most the two.
+        .initial_stream_window_size(CLIENT_STREAM_WINDOW)
         .keep_alive_interval(Some(config.grpc_keepalive_interval))
         .keep_alive_timeout(config.grpc_keepalive_timeout);
     builder.http1().timer(TokioTimer::new());
