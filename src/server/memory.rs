@@ -78,3 +78,20 @@ impl MemoryBudget {
         self.bytes != 0 && held_bytes() >= self.bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::held_bytes;
+
+    #[test]
+    fn a_large_allocation_shows_in_the_count_at_once_and_leaves_it_when_freed() {
+        // 16 MiB dwarfs what parallel tests allocate meanwhile.
+        let before = held_bytes();
+        let block = vec![1u8; 16 << 20];
+        let during = held_bytes();
+        assert!(during >= before + (8 << 20), "{before} -> {during}");
+        drop(block);
+        let after = held_bytes();
+        assert!(after + (8 << 20) <= during, "{during} -> {after}");
+    }
+}
