@@ -341,6 +341,13 @@ impl RangeCache {
         }
     }
 
+    /// Serves and stores as if the coherence watch were open, for unit
+    /// tests of the layers above that have no member to watch.
+    #[cfg(test)]
+    pub(crate) fn activate_for_tests(&self) {
+        self.active.store(true, Ordering::Release);
+    }
+
     /// Stops serving from memory until the coherence watch is re-opened
     /// (auth was just enabled through this proxy).
     pub fn suspend(&self) {

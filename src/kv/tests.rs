@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use prost::Message;
 use tonic::{Request, Response};
 
 use super::*;
@@ -137,13 +138,38 @@ async fn cached_tells_the_cache_what_a_write_touched_and_when() {
     let cache = crate::kv::cache::RangeCache::new(Default::default());
     let barrier = crate::kv::read_barrier::ReadBarrier::new(test_upstream());
     let kv = Cached::new(cache.clone(), barrier, below.clone());
+    // Two answers held, one reading k and one not: the write to k must
+    // forget the first and keep the second.
+    cache.activate_for_tests();
+    let held = |k: &str| {
+        let read = RangeRequest {
+            key: k.as_bytes().to_vec(),
+            serializable: true,
+            ..Default::default()
+        };
+        let key = read.encode_to_vec();
+        let answer = RangeResponse {
+            header: Some(ResponseHeader {
+                revision: 8,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        cache.put(key.clone(), &read, &answer);
+        key
+    };
+    let (k, other) = (held("k"), held("other"));
+    assert!(cache.holds(&k) && cache.holds(&other));
     kv.put(Request::new(PutRequest {
         key: b"k".to_vec(),
         ..Default::default()
     }))
     .await
     .unwrap();
+    assert!(!cache.holds(&k), "the entry reading k is forgotten");
+    assert!(cache.holds(&other), "an entry not reading k stays");
     assert_eq!(cache.floor(), 9);
+    cache.suspend();
     // An inactive cache answers nothing itself: the read goes below, and
     // its revision raises the floor.
     *below.revisions.lock().unwrap() = vec![11];

@@ -100,8 +100,28 @@ fn stays_within_its_entry_limit() {
             ..Default::default()
         };
         c.put(r.encode_to_vec(), &r, &answer(1));
+        // k0 is read after every store: the most recently used, it is
+        // never the one evicted.
+        let k0 = RangeRequest {
+            key: b"k0".to_vec(),
+            serializable: true,
+            ..Default::default()
+        };
+        assert!(c.get(&k0.encode_to_vec()).is_some(), "k0 evicted at k{i}");
     }
     assert!(c.len() <= 16);
+    // Eviction drops an eighth at a time, never everything.
+    assert!(c.len() >= 16 - 16 / 8, "only {} entries left", c.len());
+    let held = |i: usize| {
+        let r = RangeRequest {
+            key: format!("k{i}").into_bytes(),
+            serializable: true,
+            ..Default::default()
+        };
+        c.holds(&r.encode_to_vec())
+    };
+    assert!(held(99), "the newest entry is held");
+    assert!(!held(1), "an old entry not read since is gone");
 }
 
 #[test]

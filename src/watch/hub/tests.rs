@@ -59,9 +59,16 @@ async fn watchers_of_one_range_share_one_broadcast() {
     let hub = hub();
     let (tx, _rx) = mpsc::channel(4);
     let a = hub.add(key("k"), spec(1), tx.clone(), fwd());
-    hub.add(key("k"), spec(2), tx.clone(), fwd());
-    hub.add(key("other"), spec(3), tx, fwd());
-    assert_eq!(lock(&hub.state).shared.len(), 2);
+    let b = hub.add(key("k"), spec(2), tx.clone(), fwd());
+    let c = hub.add(key("other"), spec(3), tx, fwd());
+    {
+        let st = lock(&hub.state);
+        assert_eq!(st.shared.len(), 2);
+        let on = |w: WatcherId| st.owner.get(&w.0).expect("every watcher has a broadcast");
+        assert!(Arc::ptr_eq(on(a), on(b)), "both watchers of k on one broadcast");
+        assert!(!Arc::ptr_eq(on(a), on(c)), "another range has its own");
+        assert_eq!(lock(&on(a).state).watchers.len(), 2);
+    }
     assert!(hub.remove(a));
     assert!(!hub.remove(a), "a watcher is removed once");
 }
