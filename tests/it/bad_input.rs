@@ -33,10 +33,9 @@ fn malformed_endpoint_is_refused() {
     );
 }
 
-#[test]
-fn leasing_prefix_flag_is_accepted() {
-    // Every etcd flag is implemented now: the last one refused as "not
-    // implemented" is accepted and only its bad companions are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leasing_prefix_flag_is_accepted_and_takes_effect() {
+    // Its bad companions are refused, and not as "not implemented".
     let (code, err) = proxy_cli(&[
         "grpc-proxy",
         "start",
@@ -46,6 +45,55 @@ fn leasing_prefix_flag_is_accepted() {
     assert_eq!(code, 2);
     assert!(!err.contains("not implemented"), "{err}");
     assert!(err.contains("--endpoints"), "{err}");
+
+    // With good ones, the real binary leases what it reads: the member
+    // holds `lp/<key>`, bound to the proxy's session lease.
+    let cluster = Cluster::start(1).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_etcd-grpc-proxy"))
+        .args([
+            "grpc-proxy",
+            "start",
+            "--experimental-leasing-prefix=lp/",
+            &format!("--listen-addr={addr}"),
+            &format!("--endpoints={}", cluster.endpoints()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the proxy binary");
+    let _child = KillOnDrop(child);
+    let mut direct = etcd_client::Client::connect([cluster.members[0].addr()], None)
+        .await
+        .expect("direct client");
+    direct.put("k", "v", None).await.expect("direct put");
+    eventually(
+        "the proxy leases the key it read",
+        Duration::from_secs(30),
+        || {
+            let (addr, mut direct) = (addr.clone(), direct.clone());
+            async move {
+                let mut through = etcd_client::Client::connect([addr], None).await.ok()?;
+                let got = through.get("k", None).await.ok()?;
+                assert_eq!(got.kvs().first().map(|kv| kv.value()), Some(&b"v"[..]));
+                let lk = direct.get("lp/k", None).await.expect("direct get");
+                lk.kvs()
+                    .first()
+                    .map(|kv| assert_ne!(kv.lease(), 0, "leasing key bound to a lease"))
+            }
+        },
+    )
+    .await;
+}
+
+/// Kills the spawned binary when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,25 +81,37 @@ async fn lease_kept_alive_by_100_streams_survives_death_of_the_keepalive_member(
         })
         .collect();
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let killed = std::sync::Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let (mut keeper, mut stream) = client.lease_keep_alive(id).await.unwrap();
-        let stop = stop.clone();
+        let (stop, killed) = (stop.clone(), killed.clone());
         tasks.push(tokio::spawn(async move {
-            let mut answered = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if keeper.keep_alive().await.is_ok() {
-                    if let Ok(Ok(Some(r))) =
-                        tokio::time::timeout(Duration::from_secs(2), stream.message()).await
-                    {
+            // (answers after the kill, errors): the member's death must be
+            // invisible to every client stream.
+            let (mut after_kill, mut errors) = (0u32, Vec::new());
+            while !stop.load(Relaxed) {
+                let was_killed = killed.load(Relaxed);
+                if let Err(e) = keeper.keep_alive().await {
+                    errors.push(format!("send: {e}"));
+                }
+                // A slow answer is read on a later turn; only errors count.
+                match tokio::time::timeout(Duration::from_secs(2), stream.message()).await {
+                    Ok(Ok(Some(r))) => {
                         assert!(r.ttl() > 0, "lease expired while kept alive");
-                        answered += 1;
+                        if was_killed {
+                            after_kill += 1;
+                        }
                     }
+                    Ok(Ok(None)) => errors.push("stream ended".into()),
+                    Ok(Err(e)) => errors.push(format!("stream: {e}")),
+                    Err(_) => {}
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            answered
+            (after_kill, errors)
         }));
     }
     // Find the member holding the upstream keep-alive stream, and kill it.
@@ -118,11 +130,14 @@ async fn lease_kept_alive_by_100_streams_survives_death_of_the_keepalive_member(
     )
     .await;
     cluster.members[holder].kill();
+    killed.store(true, Relaxed);
     // Keep going for more than twice the TTL: the lease must not expire.
     tokio::time::sleep(Duration::from_secs(2 * ttl as u64 + 2)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for t in tasks {
-        assert!(t.await.unwrap() > 0, "every client stream got answers");
+    stop.store(true, Relaxed);
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (after_kill, errors) = t.await.unwrap();
+        assert!(errors.is_empty(), "stream {i} saw errors: {errors:?}");
+        assert!(after_kill > 0, "stream {i} got no answer after the kill");
     }
     let ttl_left = client.lease_time_to_live(id, None).await.unwrap().ttl();
     assert!(

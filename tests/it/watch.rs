@@ -197,6 +197,17 @@ async fn watch_filters_prev_kv_cancel_and_history_per_watcher() {
     plain.cancel(plain_id).await.unwrap();
     let resp = plain.message().await.unwrap().unwrap();
     assert!(resp.canceled());
+    // A write after the cancel reaches a watcher of the same key still
+    // open (same broadcast), and not the canceled one.
+    client.put("f", "2", None).await.unwrap();
+    // (It has the delete still to read, then this put.)
+    let after = collect(&mut no_prev, 2).await;
+    assert_eq!((after[0].0, after[1].2.as_str()), (false, "2"));
+    let late = tokio::time::timeout(Duration::from_millis(500), plain.message()).await;
+    match late {
+        Err(_) | Ok(Ok(None)) => {}
+        Ok(other) => panic!("the canceled watcher got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
