@@ -65,7 +65,10 @@ async fn watchers_of_one_range_share_one_broadcast() {
         let st = lock(&hub.state);
         assert_eq!(st.shared.len(), 2);
         let on = |w: WatcherId| st.owner.get(&w.0).expect("every watcher has a broadcast");
-        assert!(Arc::ptr_eq(on(a), on(b)), "both watchers of k on one broadcast");
+        assert!(
+            Arc::ptr_eq(on(a), on(b)),
+            "both watchers of k on one broadcast"
+        );
         assert!(!Arc::ptr_eq(on(a), on(c)), "another range has its own");
         assert_eq!(lock(&on(a).state).watchers.len(), 2);
     }
