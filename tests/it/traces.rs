@@ -30,6 +30,10 @@ struct Received {
     trace_id: String,
     span_id: String,
     parent_span_id: String,
+    /// Attribute keys of the span.
+    attributes: Vec<String>,
+    /// Names of its events.
+    events: Vec<String>,
 }
 
 /// An OTLP/gRPC trace collector keeping every span it is sent.
@@ -63,6 +67,8 @@ impl TraceService for Collector {
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
+                    attributes: span.attributes.iter().map(|a| a.key.clone()).collect(),
+                    events: span.events.iter().map(|e| e.name.clone()).collect(),
                 });
             }
         }
@@ -246,6 +252,10 @@ async fn a_put_is_one_trace_from_the_client_through_the_proxy_to_etcd() {
         ours.parent_span_id, CLIENT_SPAN,
         "the proxy continues the client's span"
     );
+    assert!(ours.events.iter().any(|e| e == "attempt"), "{ours:?}");
+    for key in ["rpc.method", "rpc.grpc.status_code", "etcd.member"] {
+        assert!(ours.attributes.iter().any(|a| a == key), "{key}: {ours:?}");
+    }
     assert_eq!(theirs.service, "etcd", "{theirs:?}");
     assert_eq!(
         theirs.name, "etcdserverpb.KV/Put",
