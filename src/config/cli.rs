@@ -264,7 +264,8 @@ fn metrics_addr(value: &str) -> Result<Option<String>, ConfigError> {
     }
 }
 
-/// `--otlp-traces-endpoint`: an `http://` (or `https://`) URL of an OTLP/gRPC collector.
+/// `--otlp-traces-endpoint`: an `http://` URL of an OTLP/gRPC collector
+/// (the exporter is built without TLS: a local collector or agent).
 fn otlp_endpoint(value: &str) -> Result<Option<String>, ConfigError> {
     let value = value.trim();
     if value.is_empty() {
@@ -275,9 +276,11 @@ fn otlp_endpoint(value: &str) -> Result<Option<String>, ConfigError> {
         value: value.into(),
         reason: reason.into(),
     };
+    if value.starts_with("https://") {
+        return Err(bad("https is not supported for --otlp-traces-endpoint by this proxy; use an http:// URL (a collector or agent next to the proxy)"));
+    }
     let rest = value
         .strip_prefix("http://")
-        .or_else(|| value.strip_prefix("https://"))
         .ok_or_else(|| bad("expected a URL like http://127.0.0.1:4317"))?;
     if rest.trim_end_matches('/').is_empty() || value.parse::<http::Uri>().is_err() {
         return Err(bad("expected a URL like http://127.0.0.1:4317"));

@@ -371,4 +371,10 @@ fn otlp_traces_endpoint_is_a_url_and_off_by_default() {
         .otlp_traces_endpoint
         .is_none());
     assert!(parse(&["p", "start", "--otlp-traces-endpoint=127.0.0.1:4317"]).is_err());
+    assert!(parse(&[
+        "p",
+        "start",
+        "--otlp-traces-endpoint=https://collector:4317"
+    ])
+    .is_err());
 }
