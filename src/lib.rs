@@ -18,6 +18,7 @@
 //! - [`tls`]: TLS towards clients and towards members.
 //! - [`tasks`]: the one owner of every task a running proxy spawns.
 //! - [`drain`]: the draining state and its hooks.
+//! - [`trace`]: OpenTelemetry spans over OTLP and `traceparent` towards members.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`codec`]: prost with small starting buffers, for every service and client.
 //! - [`proto`]: the generated etcd v3 wire types.
@@ -35,6 +36,7 @@ pub mod server;
 pub mod services;
 pub mod tasks;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod watch;
 

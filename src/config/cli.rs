@@ -140,6 +140,12 @@ pub struct StartArgs {
     /// listen for /metrics, /health, /livez and /readyz on an additional address (a URL, http:// only)
     #[arg(long, default_value = "")]
     pub metrics_addr: String,
+    /// (ours) comma-separated key prefixes with metrics of their own (requests, bytes, watchers, events; at most 64; given twice, the lists add up)
+    #[arg(long, value_delimiter = ',')]
+    pub metrics_prefixes: Vec<String>,
+    /// (ours) OTLP/gRPC collector to export a trace span per call to (e.g. http://127.0.0.1:4317); off when empty
+    #[arg(long, default_value = "")]
+    pub otlp_traces_endpoint: String,
     /// serve /debug/pprof/ (GET /debug/pprof/profile?seconds=N answers a CPU flamegraph SVG)
     #[arg(long, action = ArgAction::Set, value_parser = go_bool, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub enable_pprof: bool,
@@ -256,6 +262,30 @@ fn metrics_addr(value: &str) -> Result<Option<String>, ConfigError> {
             "expected host:port after http://, e.g. http://127.0.0.1:9379",
         )),
     }
+}
+
+/// `--otlp-traces-endpoint`: an `http://` URL of an OTLP/gRPC collector
+/// (the exporter is built without TLS: a local collector or agent).
+fn otlp_endpoint(value: &str) -> Result<Option<String>, ConfigError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let bad = |reason: &str| ConfigError::InvalidValue {
+        flag: "otlp-traces-endpoint",
+        value: value.into(),
+        reason: reason.into(),
+    };
+    if value.starts_with("https://") {
+        return Err(bad("https is not supported for --otlp-traces-endpoint by this proxy; use an http:// URL (a collector or agent next to the proxy)"));
+    }
+    let rest = value
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("expected a URL like http://127.0.0.1:4317"))?;
+    if rest.trim_end_matches('/').is_empty() || value.parse::<http::Uri>().is_err() {
+        return Err(bad("expected a URL like http://127.0.0.1:4317"));
+    }
+    Ok(Some(value.to_string()))
 }
 
 /// The environment variable naming the DNS server `--discovery-srv` asks

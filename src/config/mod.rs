@@ -79,6 +79,10 @@ pub struct Config {
     pub dns_server: Option<std::net::SocketAddr>,
     /// `host:port` serving the HTTP endpoints too (`--metrics-addr`, its URL's authority).
     pub metrics_addr: Option<String>,
+    /// Key prefixes with metrics of their own (`--metrics-prefixes`); empty: off.
+    pub metrics_prefixes: Vec<String>,
+    /// The OTLP/gRPC collector spans go to (`--otlp-traces-endpoint`); `None`: no tracing.
+    pub otlp_traces_endpoint: Option<String>,
     /// Whether `/debug/pprof/` answers (`--enable-pprof`).
     pub enable_pprof: bool,
     /// How long the proxy keeps serving, not ready, after a shutdown
@@ -157,6 +161,8 @@ impl Config {
             discovery: None,
             dns_server: None,
             metrics_addr: None,
+            metrics_prefixes: Vec::new(),
+            otlp_traces_endpoint: None,
             enable_pprof: false,
             drain_grace_period: DEFAULT_DRAIN_GRACE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,

@@ -235,6 +235,7 @@ impl RangeCache {
             Some(entry) => {
                 entry.last_used = tick;
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                crate::trace::event("cache hit", Vec::new);
                 Some(entry.answer.clone())
             }
             None => {

@@ -3,6 +3,7 @@
 //! one thing and hands the call to the layer below, down to the
 //! [`Upstream`]. A Range reads top-down:
 //!
+//! 0. [`Prefixed`], for `--metrics-prefixes`: counts each keyed call by its key's prefix;
 //! 1. [`Ordered`], for `--experimental-serializable-ordering`;
 //! 2. [`Namespaced`], for `--namespace`: keys in and out;
 //! 3. [`Leased`], for `--experimental-leasing-prefix`: linearizable Gets from held leases;
@@ -30,6 +31,7 @@ pub mod leasing;
 pub mod namespace;
 pub mod namespaced;
 pub mod ordered;
+pub mod prefixed;
 pub mod read_barrier;
 mod upstream;
 
@@ -37,6 +39,7 @@ pub use cached::Cached;
 pub use leased::Leased;
 pub use namespaced::Namespaced;
 pub use ordered::Ordered;
+pub use prefixed::Prefixed;
 
 /// The five KV calls, as every layer of the stack serves them.
 #[tonic::async_trait]
@@ -72,6 +75,8 @@ pub struct Features {
     pub cache: Arc<crate::kv::cache::RangeCache>,
     /// Shared linearizable read barriers for the cache.
     pub read_barrier: Arc<crate::kv::read_barrier::ReadBarrier>,
+    /// `--metrics-prefixes`: per-prefix counters, `None` when none is configured.
+    pub prefix_metrics: Option<Arc<crate::metrics::prefixes::PrefixMetrics>>,
 }
 
 /// The KV stack over `upstream`, built once from the configuration.
@@ -90,6 +95,9 @@ pub fn build(upstream: Upstream, features: &Features) -> SharedKv {
     }
     if let Some(floor) = &features.serializable_floor {
         kv = Arc::new(Ordered::new(floor.clone(), kv));
+    }
+    if let Some(metrics) = &features.prefix_metrics {
+        kv = Arc::new(Prefixed::new(metrics.clone(), kv));
     }
     kv
 }

@@ -75,6 +75,11 @@ impl Namespace {
         }
     }
 
+    /// `key` as the client sees it, without copying it.
+    pub fn relative<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        key.strip_prefix(self.prefix.as_slice()).unwrap_or(key)
+    }
+
     /// A key-value pair shown to the client.
     pub fn kv_out(&self, kv: &mut KeyValue) {
         self.strip(&mut kv.key);

@@ -110,6 +110,9 @@ impl Sources {
         let mut families = self.proxy_families();
         families.extend(self.backend_families());
         families.extend(self.grpc_families());
+        if let Some(prefixes) = &self.metrics.prefixes {
+            families.extend(prefix_families(prefixes));
+        }
         families.extend(prometheus::process_collector::ProcessCollector::for_self().collect());
         // The encoder refuses a family without samples (no backend yet, say).
         families.retain(|f| !f.get_metric().is_empty());
@@ -326,4 +329,73 @@ impl Sources {
             ),
         ]
     }
+}
+
+/// `--metrics-prefixes`' families: one label value per configured prefix and `other`.
+fn prefix_families(p: &super::prefixes::PrefixMetrics) -> Vec<MetricFamily> {
+    let labels = |prefix: &str, method: &str| {
+        vec![
+            ("prefix", prefix.to_string()),
+            ("grpc_method", method.to_string()),
+        ]
+    };
+    let requests = p
+        .request_samples()
+        .into_iter()
+        .map(|(prefix, method, code, n)| {
+            let mut l = labels(prefix, method);
+            l.push(("grpc_code", code.to_string()));
+            (l, n as f64)
+        })
+        .collect();
+    let bytes = p.byte_samples();
+    let received = bytes
+        .iter()
+        .map(|(prefix, method, r, _)| (labels(prefix, method), *r as f64))
+        .collect();
+    let sent = bytes
+        .iter()
+        .map(|(prefix, method, _, s)| (labels(prefix, method), *s as f64))
+        .collect();
+    let watch = p.watch_samples();
+    let watchers = watch
+        .iter()
+        .map(|(prefix, n, _)| (vec![("prefix", prefix.to_string())], *n as f64))
+        .collect();
+    let events = watch
+        .iter()
+        .map(|(prefix, _, n)| (vec![("prefix", prefix.to_string())], *n as f64))
+        .collect();
+    vec![
+        family(
+            "etcd_grpc_proxy_prefix_requests_total",
+            "Keyed calls (Range, Put, DeleteRange, Txn; Watch: watchers created) by key prefix, method and final gRPC code.",
+            MetricType::COUNTER,
+            requests,
+        ),
+        family(
+            "etcd_grpc_proxy_prefix_received_bytes_total",
+            "Request message bytes received from clients, by key prefix and method.",
+            MetricType::COUNTER,
+            received,
+        ),
+        family(
+            "etcd_grpc_proxy_prefix_sent_bytes_total",
+            "Response message bytes sent to clients (for Watch: the events' bytes), by key prefix and method.",
+            MetricType::COUNTER,
+            sent,
+        ),
+        family(
+            "etcd_grpc_proxy_prefix_watchers",
+            "Client watchers open now, by the prefix of their key.",
+            MetricType::GAUGE,
+            watchers,
+        ),
+        family(
+            "etcd_grpc_proxy_prefix_watch_events_total",
+            "Watch events delivered to clients, by the prefix of the event's key.",
+            MetricType::COUNTER,
+            events,
+        ),
+    ]
 }

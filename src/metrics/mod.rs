@@ -8,6 +8,7 @@
 //! `prometheus` crate's metric families and its text encoder writes them.
 
 mod exposition;
+pub mod prefixes;
 
 pub use exposition::Sources;
 
@@ -137,6 +138,8 @@ pub struct Metrics {
     unknown_methods: AtomicU64,
     /// What the limits refused, and the connections open now.
     pub limits: LimitCounters,
+    /// Per-prefix counters (`--metrics-prefixes`); `None`: none configured.
+    pub prefixes: Option<std::sync::Arc<prefixes::PrefixMetrics>>,
 }
 
 /// Counts of what a limit refused, for operators to see a bound at work.
@@ -160,11 +163,20 @@ impl Default for Metrics {
             methods: METHODS.iter().map(|_| MethodCounters::default()).collect(),
             unknown_methods: AtomicU64::new(0),
             limits: LimitCounters::default(),
+            prefixes: None,
         }
     }
 }
 
 impl Metrics {
+    /// Counters with per-prefix metrics for `prefixes` (none: off).
+    pub fn with_prefixes(prefixes: &[String]) -> Metrics {
+        Metrics {
+            prefixes: prefixes::PrefixMetrics::new(prefixes),
+            ..Metrics::default()
+        }
+    }
+
     /// A call of `method` started (`None`: a path outside the API).
     pub fn started(&self, method: Option<MethodId>) {
         match method {

@@ -101,6 +101,9 @@ pub enum RunError {
     /// `--discovery-srv` found no member.
     #[error("{0}")]
     Discovery(#[from] crate::upstream::discovery::DiscoveryError),
+    /// `--otlp-traces-endpoint` could not be used.
+    #[error("{0}")]
+    Trace(#[from] crate::trace::TraceError),
 }
 
 /// A background task that ends with the proxy, even when `run` itself is dropped.
@@ -186,7 +189,11 @@ pub async fn run_with(
         },
     )));
 
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::with_prefixes(&config.metrics_prefixes));
+    let traces = match &config.otlp_traces_endpoint {
+        Some(endpoint) => Some(crate::trace::Tracing::start(endpoint)?),
+        None => None,
+    };
     let drain = Arc::new(Drain::default());
     for hook in options.drain_hooks {
         drain.on_drain(hook);
@@ -201,6 +208,7 @@ pub async fn run_with(
             .leasing_prefix
             .clone()
             .map(|p| crate::kv::leasing::Leasing::new(p, upstream.clone(), tasks.clone())),
+        prefix_metrics: metrics.prefixes.clone(),
     };
     let ctx = Context {
         upstream: upstream.clone(),
@@ -289,7 +297,13 @@ pub async fn run_with(
         enable_pprof: config.enable_pprof,
     });
     let app = App {
-        grpc: GrpcService::new(routes, metrics.clone(), drain.clone(), budget),
+        grpc: GrpcService::new(
+            routes,
+            metrics.clone(),
+            drain.clone(),
+            budget,
+            traces.as_ref().map(|t| t.tracer().clone()),
+        ),
         http,
         grpc_enabled: true,
         client_cert: None,
@@ -372,6 +386,9 @@ pub async fn run_with(
             left = tasks.len(),
             "tasks still running after the proxy stopped"
         );
+    }
+    if let Some(traces) = traces {
+        traces.shutdown().await;
     }
     info!("gRPC proxy stopped");
     Ok(())

@@ -74,6 +74,7 @@ impl WatchService {
             progress: Arc::default(),
             max_watchers: self.max_watchers_per_stream,
             metrics: self.metrics.clone(),
+            open: HashMap::new(),
         };
         self.hub.tasks().spawn(
             stream
@@ -81,12 +82,16 @@ impl WatchService {
                 .instrument(tracing::info_span!("watch_stream")),
         );
         let ns = self.ctx.namespace.clone();
+        let prefixes = self.metrics.prefixes.clone();
         let answers = ReceiverStream::new(rx).flat_map(move |answer| {
             let pieces = match answer {
                 Ok(out) => {
                     let wants_fragments =
                         fragmenting.any.load(std::sync::atomic::Ordering::Acquire)
                             && lock_set(&fragmenting).contains(&out.watch_id());
+                    if let Some(prefixes) = &prefixes {
+                        count_events(prefixes, ns.as_deref(), out.response());
+                    }
                     if ns.is_none() && !wants_fragments {
                         // The common case: one response, passed on as it is.
                         return futures::future::Either::Left(futures::stream::once(
@@ -191,6 +196,21 @@ impl tonic::server::StreamingService<WatchRequest> for WatchCall {
     }
 }
 
+/// Counts the events of `resp` in the buckets of their keys as the client
+/// sees them (without `--namespace`'s prefix).
+fn count_events(
+    prefixes: &crate::metrics::prefixes::PrefixMetrics,
+    ns: Option<&crate::kv::namespace::Namespace>,
+    resp: &WatchResponse,
+) {
+    use prost::Message;
+    for ev in &resp.events {
+        let Some(kv) = &ev.kv else { continue };
+        let key = ns.map_or(kv.key.as_slice(), |ns| ns.relative(&kv.key));
+        prefixes.event_delivered(key, ev.encoded_len());
+    }
+}
+
 /// One client's watch stream.
 struct ClientStream {
     /// The client's own upstream stream, for permission checks and
@@ -211,6 +231,9 @@ struct ClientStream {
     max_watchers: usize,
     /// Where refusals are counted.
     metrics: Arc<crate::metrics::Metrics>,
+    /// With `--metrics-prefixes`: the stream's watchers counted as open
+    /// in their key's prefix, by watch id, until canceled or the stream ends.
+    open: HashMap<i64, crate::metrics::prefixes::OpenWatcher>,
 }
 
 /// At most one progress request in flight per client stream: requests that
@@ -378,6 +401,7 @@ impl ClientStream {
             Some(watch_request::RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(watch_request::RequestUnion::CancelRequest(cancel)) => {
                 if let Some(id) = self.ids.remove(&cancel.watch_id) {
+                    self.open.remove(&cancel.watch_id);
                     lock_set(&self.fragmenting).remove(&cancel.watch_id);
                     let header = self.hub.progress(&[id]);
                     self.hub.remove(id);
@@ -412,6 +436,11 @@ impl ClientStream {
     }
 
     async fn create(&mut self, mut create: WatchCreateRequest) -> Result<(), ()> {
+        // The bucket of the client's own key, before the namespace's prefix.
+        let counted = self.metrics.prefixes.as_ref().map(|p| {
+            use prost::Message;
+            (p.clone(), p.bucket(&create.key), create.encoded_len())
+        });
         if let Some(ns) = &self.ctx.namespace {
             ns.watch_in(&mut create);
         }
@@ -477,6 +506,11 @@ impl ClientStream {
         let spec = WatcherSpec::from_create(&create, watch_id);
         let id = self.hub.add(key, spec, self.tx.clone(), self.fwd.clone());
         self.ids.insert(watch_id, id);
+        if let Some((prefixes, bucket, received)) = counted {
+            use crate::metrics::prefixes::KeyedMethod;
+            prefixes.request(bucket, KeyedMethod::Watch, tonic::Code::Ok, received, 0);
+            self.open.insert(watch_id, prefixes.watcher_opened(bucket));
+        }
         Ok(())
     }
 

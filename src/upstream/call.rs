@@ -146,7 +146,8 @@ impl Upstream {
     {
         self.pool
             .call_on(target, policy, |channel| {
-                let request = credentials.request(&self.pool, msg.clone());
+                let mut request = credentials.request(&self.pool, msg.clone());
+                crate::trace::inject(&mut request);
                 let mut grpc = self.client(channel);
                 async move {
                     ready(&mut grpc).await?;
@@ -198,6 +199,8 @@ impl Upstream {
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
+        let mut request = request;
+        crate::trace::inject(&mut request);
         let mut grpc = self.client(channel);
         async move {
             ready(&mut grpc).await?;

@@ -366,6 +366,12 @@ impl Pool {
             };
             let Some(backend) = picked else { break };
             tried.push(backend.url.clone());
+            crate::trace::event("attempt", || {
+                vec![
+                    opentelemetry::KeyValue::new("etcd.member", backend.url.to_string()),
+                    opentelemetry::KeyValue::new("attempt", tried.len() as i64),
+                ]
+            });
             let _inflight = backend.start_call();
             let span = tracing::debug_span!("upstream", backend = %backend.url);
             let answer = tokio::time::timeout(
@@ -379,6 +385,9 @@ impl Pool {
                     if !backend.is_healthy() {
                         self.mark_healthy(&backend);
                     }
+                    crate::trace::attribute(|| {
+                        opentelemetry::KeyValue::new("etcd.member", backend.url.to_string())
+                    });
                     return Ok(v);
                 }
                 Err(status) => status,
@@ -391,6 +400,12 @@ impl Pool {
             if retry {
                 tracing::debug!(backend = %backend.url, ?failure, error = %status.message(), "retrying on another member");
                 self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+                crate::trace::event("retry", || {
+                    vec![
+                        opentelemetry::KeyValue::new("etcd.member", backend.url.to_string()),
+                        opentelemetry::KeyValue::new("error", status.message().to_string()),
+                    ]
+                });
             }
             let error = match failure {
                 Failure::NotReached if retry => {

@@ -151,6 +151,13 @@ impl StartArgs {
         config.discovery = self.discovery()?;
         config.dns_server = dns_server_from_env()?;
         config.metrics_addr = metrics_addr(&self.metrics_addr)?;
+        config.metrics_prefixes = crate::metrics::prefixes::parse_prefixes(&self.metrics_prefixes)
+            .map_err(|e| ConfigError::InvalidValue {
+                flag: "metrics-prefixes",
+                value: self.metrics_prefixes.join(","),
+                reason: e.to_string(),
+            })?;
+        config.otlp_traces_endpoint = otlp_endpoint(&self.otlp_traces_endpoint)?;
         config.enable_pprof = self.enable_pprof;
         config.drain_grace_period = self.drain_grace_period.0;
         config.drain_timeout = self.drain_timeout.0;

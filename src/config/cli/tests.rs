@@ -338,3 +338,43 @@ fn every_flag_given_twice_keeps_its_last_value_and_lists_add_up() {
     }
     assert!(checked >= 39, "only {checked} flags checked");
 }
+
+#[test]
+fn metrics_prefixes_are_a_bounded_comma_list() {
+    let c = parse(&[
+        "p",
+        "start",
+        "--metrics-prefixes=/registry/pods/,/registry/events/",
+        "--metrics-prefixes=/registry/leases/",
+    ])
+    .unwrap();
+    assert_eq!(
+        c.metrics_prefixes,
+        ["/registry/pods/", "/registry/events/", "/registry/leases/"]
+    );
+    assert!(parse(&["p", "start"]).unwrap().metrics_prefixes.is_empty());
+    let many: Vec<String> = (0..65).map(|i| format!("/p{i}/")).collect();
+    let flag = format!("--metrics-prefixes={}", many.join(","));
+    let err = parse(&["p", "start", &flag]).unwrap_err();
+    assert!(err.contains("65 prefixes given, at most 64"), "{err}");
+}
+
+#[test]
+fn otlp_traces_endpoint_is_a_url_and_off_by_default() {
+    let c = parse(&["p", "start", "--otlp-traces-endpoint=http://127.0.0.1:4317"]).unwrap();
+    assert_eq!(
+        c.otlp_traces_endpoint.as_deref(),
+        Some("http://127.0.0.1:4317")
+    );
+    assert!(parse(&["p", "start"])
+        .unwrap()
+        .otlp_traces_endpoint
+        .is_none());
+    assert!(parse(&["p", "start", "--otlp-traces-endpoint=127.0.0.1:4317"]).is_err());
+    assert!(parse(&[
+        "p",
+        "start",
+        "--otlp-traces-endpoint=https://collector:4317"
+    ])
+    .is_err());
+}

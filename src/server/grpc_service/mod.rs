@@ -5,10 +5,11 @@
 //! 1. [`measured`]: go-grpc-prometheus metrics (started, handled, messages each way).
 //! 2. [`overloaded`]: past the memory budget, new calls get etcd's "too many requests".
 //! 3. [`wire_checks`]: grpc-go's refusals of unknown paths and encodings; answers in the request's encoding.
-//! 4. [`spanned`]: a debug span per call.
-//! 5. [`drained`]: long-lived streams end when the drain cuts them.
-//! 6. [`deadline`]: the client's `grpc-timeout` bounds the wait for the answer.
-//! 7. [`sized`]: etcd's wording for messages over the size limits.
+//! 4. [`traced`]: with `--otlp-traces-endpoint`, an OpenTelemetry span per call.
+//! 5. [`spanned`]: a debug span per call.
+//! 6. [`drained`]: long-lived streams end when the drain cuts them.
+//! 7. [`deadline`]: the client's `grpc-timeout` bounds the wait for the answer.
+//! 8. [`sized`]: etcd's wording for messages over the size limits.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,6 +33,7 @@ mod measured;
 mod overloaded;
 mod sized;
 mod spanned;
+mod traced;
 mod wire_checks;
 
 pub use measured::MsgCounter;
@@ -44,7 +46,9 @@ pub use crate::error::DRAIN_MESSAGE;
 type Stack = measured::Measured<
     overloaded::Overloaded<
         wire_checks::WireChecks<
-            spanned::Spanned<drained::Drained<deadline::Deadline<sized::SizeLimited<Routes>>>>,
+            traced::Traced<
+                spanned::Spanned<drained::Drained<deadline::Deadline<sized::SizeLimited<Routes>>>>,
+            >,
         >,
     >,
 >;
@@ -68,11 +72,13 @@ impl GrpcService {
         metrics: Arc<Metrics>,
         drain: Arc<Drain>,
         budget: crate::server::memory::MemoryBudget,
+        tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     ) -> GrpcService {
         let stack = ServiceBuilder::new()
             .layer_fn(|inner| measured::Measured::new(inner, metrics.clone()))
             .layer_fn(|inner| overloaded::Overloaded::new(inner, budget, metrics.clone()))
             .layer_fn(wire_checks::WireChecks::new)
+            .layer_fn(|inner| traced::Traced::new(inner, tracer.clone()))
             .layer_fn(spanned::Spanned::new)
             .layer_fn(|inner| drained::Drained::new(inner, drain.clone()))
             .layer_fn(deadline::Deadline::new)
