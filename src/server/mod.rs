@@ -101,6 +101,9 @@ pub enum RunError {
     /// `--discovery-srv` found no member.
     #[error("{0}")]
     Discovery(#[from] crate::upstream::discovery::DiscoveryError),
+    /// `--limits-file` could not be read or parsed.
+    #[error("--limits-file: {0}")]
+    Limits(#[from] crate::limits::LimitsFileError),
 }
 
 /// A background task that ends with the proxy, even when `run` itself is dropped.
@@ -187,6 +190,19 @@ pub async fn run_with(
     )));
 
     let metrics = Arc::new(Metrics::default());
+    // Per-client limits exist only when configured: otherwise nothing on
+    // the call path looks at them.
+    let limits = match config.client_limits.enabled() {
+        true => Some(Arc::new(crate::limits::ClientLimits::new(
+            config.client_limits.clone(),
+            metrics.clone(),
+        )?)),
+        false => None,
+    };
+    let _limits_reload = limits
+        .as_ref()
+        .filter(|l| l.config.file.is_some())
+        .map(|l| AbortOnDrop(tasks.spawn(crate::limits::reload::follow(l.clone()))));
     let drain = Arc::new(Drain::default());
     for hook in options.drain_hooks {
         drain.on_drain(hook);
@@ -210,6 +226,7 @@ pub async fn run_with(
         read_barrier: features.read_barrier,
         serializable_floor: features.serializable_floor,
         leasing: features.leasing,
+        limits: limits.clone(),
     };
     let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE, tasks.clone());
     let keepalive_hub = KeepAliveHub::new(pool.clone(), tasks.clone());
@@ -289,10 +306,18 @@ pub async fn run_with(
         enable_pprof: config.enable_pprof,
     });
     let app = App {
-        grpc: GrpcService::new(routes, metrics.clone(), drain.clone(), budget),
+        grpc: GrpcService::new(
+            routes,
+            metrics.clone(),
+            drain.clone(),
+            budget,
+            limits.clone(),
+        ),
         http,
         grpc_enabled: true,
         client_cert: None,
+        peer: None,
+        with_peer: limits.is_some(),
     };
     let builder = Arc::new(connection_builder(&config));
 

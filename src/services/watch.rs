@@ -53,6 +53,15 @@ impl WatchService {
     /// what the hub delivers goes back out (namespaced and fragmented per
     /// watcher where needed; shared responses otherwise pass as they are).
     pub async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> RpcResult<WatchStream> {
+        // Set by the limits layer when per-client limits are on.
+        let client = match &self.ctx.limits {
+            Some(limits) => request
+                .extensions()
+                .get::<crate::limits::ClientId>()
+                .cloned()
+                .map(|c| (limits.clone(), c)),
+            None => None,
+        };
         let (fwd, inbound) = Forwarded::split(request);
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let fragmenting: Fragmenting = Arc::default();
@@ -74,6 +83,8 @@ impl WatchService {
             progress: Arc::default(),
             max_watchers: self.max_watchers_per_stream,
             metrics: self.metrics.clone(),
+            client,
+            permits: HashMap::new(),
         };
         self.hub.tasks().spawn(
             stream
@@ -211,6 +222,10 @@ struct ClientStream {
     max_watchers: usize,
     /// Where refusals are counted.
     metrics: Arc<crate::metrics::Metrics>,
+    /// The client's limits and name, with per-client limits on.
+    client: Option<(Arc<crate::limits::ClientLimits>, crate::limits::ClientId)>,
+    /// Each watcher's place in its client's watcher limit, given back on cancel.
+    permits: HashMap<i64, crate::limits::Permit>,
 }
 
 /// At most one progress request in flight per client stream: requests that
@@ -378,6 +393,7 @@ impl ClientStream {
             Some(watch_request::RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(watch_request::RequestUnion::CancelRequest(cancel)) => {
                 if let Some(id) = self.ids.remove(&cancel.watch_id) {
+                    self.permits.remove(&cancel.watch_id);
                     lock_set(&self.fragmenting).remove(&cancel.watch_id);
                     let header = self.hub.progress(&[id]);
                     self.hub.remove(id);
@@ -450,6 +466,17 @@ impl ClientStream {
             );
             return self.refuse(watch_id, reason.into_bytes()).await;
         }
+        let permit = match &self.client {
+            None => None,
+            Some((limits, client)) => match limits.admit_watcher(client) {
+                Ok(permit) => Some(permit),
+                Err(refusal) => {
+                    return self
+                        .refuse(watch_id, refusal.to_string().into_bytes())
+                        .await
+                }
+            },
+        };
         match self.check_permission(&create, watch_id).await {
             Ok(CreateVerdict::Permitted) => {}
             Ok(CreateVerdict::Refused(mut refusal)) => {
@@ -477,6 +504,9 @@ impl ClientStream {
         let spec = WatcherSpec::from_create(&create, watch_id);
         let id = self.hub.add(key, spec, self.tx.clone(), self.fwd.clone());
         self.ids.insert(watch_id, id);
+        if let Some(permit) = permit {
+            self.permits.insert(watch_id, permit);
+        }
         Ok(())
     }
 

@@ -5,10 +5,12 @@
 //! 1. [`measured`]: go-grpc-prometheus metrics (started, handled, messages each way).
 //! 2. [`overloaded`]: past the memory budget, new calls get etcd's "too many requests".
 //! 3. [`wire_checks`]: grpc-go's refusals of unknown paths and encodings; answers in the request's encoding.
-//! 4. [`spanned`]: a debug span per call.
-//! 5. [`drained`]: long-lived streams end when the drain cuts them.
-//! 6. [`deadline`]: the client's `grpc-timeout` bounds the wait for the answer.
-//! 7. [`sized`]: etcd's wording for messages over the size limits.
+//! 4. [`limited`]: per-client limits (rates, calls in flight, keep-alive
+//!    streams); off, one branch.
+//! 5. [`spanned`]: a debug span per call.
+//! 6. [`drained`]: long-lived streams end when the drain cuts them.
+//! 7. [`deadline`]: the client's `grpc-timeout` bounds the wait for the answer.
+//! 8. [`sized`]: etcd's wording for messages over the size limits.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,6 +30,7 @@ use crate::metrics::{MethodId, Metrics, METHODS};
 
 mod deadline;
 mod drained;
+mod limited;
 mod measured;
 mod overloaded;
 mod sized;
@@ -44,7 +47,9 @@ pub use crate::error::DRAIN_MESSAGE;
 type Stack = measured::Measured<
     overloaded::Overloaded<
         wire_checks::WireChecks<
-            spanned::Spanned<drained::Drained<deadline::Deadline<sized::SizeLimited<Routes>>>>,
+            limited::Limited<
+                spanned::Spanned<drained::Drained<deadline::Deadline<sized::SizeLimited<Routes>>>>,
+            >,
         >,
     >,
 >;
@@ -68,11 +73,13 @@ impl GrpcService {
         metrics: Arc<Metrics>,
         drain: Arc<Drain>,
         budget: crate::server::memory::MemoryBudget,
+        limits: Option<Arc<crate::limits::ClientLimits>>,
     ) -> GrpcService {
         let stack = ServiceBuilder::new()
             .layer_fn(|inner| measured::Measured::new(inner, metrics.clone()))
             .layer_fn(|inner| overloaded::Overloaded::new(inner, budget, metrics.clone()))
             .layer_fn(wire_checks::WireChecks::new)
+            .layer_fn(|inner| limited::Limited::new(inner, limits.clone()))
             .layer_fn(spanned::Spanned::new)
             .layer_fn(|inner| drained::Drained::new(inner, drain.clone()))
             .layer_fn(deadline::Deadline::new)
