@@ -52,6 +52,19 @@ pub enum ProxyError {
     Internal(&'static str),
 }
 
+/// etcd's text for overload (`ResourceExhausted`); clients back off on it.
+/// The memory budget and per-client limits answer with it.
+pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
+
+/// A call or keep-alive stream over its client's limits is answered as etcd
+/// answers overload, so clients back off as they would from a member; the
+/// refusal's own words are for logs and watch cancel reasons.
+impl From<crate::limits::Refusal> for Status {
+    fn from(_: crate::limits::Refusal) -> Status {
+        Status::new(Code::ResourceExhausted, TOO_MANY_REQUESTS)
+    }
+}
+
 /// What a draining proxy tells the calls and streams it cuts.
 pub const DRAIN_MESSAGE: &str = "etcd-grpc-proxy is shutting down; reconnect to another proxy";
 

@@ -9,6 +9,8 @@
 //!   environment variables, and the runtime configuration it builds.
 //! - [`services`]: one thin binding per etcd gRPC service, and `grpc.health.v1`.
 //! - [`metrics`]: Prometheus counters and their exposition.
+//! - [`limits`]: per-client limits (rates, calls in flight, watchers,
+//!   keep-alive streams) by etcd user, certificate name or source IP.
 //! - [`registration`]: `--resolver-prefix`, proxies registered in etcd and listed by MemberList.
 //! - [`kv`]: KV as a stack of layers (ordering, namespace, leasing, cache) over the upstream.
 //! - [`watch`]: watch coalescing, one upstream watch per key range.
@@ -29,6 +31,7 @@ pub mod drain;
 pub mod error;
 pub mod kv;
 pub mod lease;
+pub mod limits;
 pub mod metrics;
 pub mod proto;
 pub mod registration;

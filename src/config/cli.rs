@@ -161,6 +161,30 @@ pub struct StartArgs {
     /// (ours) file holding the password of --user (its first line)
     #[arg(long)]
     pub password_file: Option<String>,
+    /// (ours) per-client limit: read calls (Range, lease and election reads) per second; 0 = off
+    #[arg(long, default_value_t = 0.0)]
+    pub limit_read_rps: f64,
+    /// (ours) per-client limit: reads allowed at once after an idle spell (0 = the rate)
+    #[arg(long, default_value_t = 0)]
+    pub limit_read_burst: u32,
+    /// (ours) per-client limit: write calls (Put, DeleteRange, Txn, Compact, lease grant/revoke, lock, election) per second; 0 = off
+    #[arg(long, default_value_t = 0.0)]
+    pub limit_write_rps: f64,
+    /// (ours) per-client limit: writes allowed at once after an idle spell (0 = the rate)
+    #[arg(long, default_value_t = 0)]
+    pub limit_write_burst: u32,
+    /// (ours) per-client limit: unary calls in flight at once; 0 = off
+    #[arg(long, default_value_t = 0)]
+    pub limit_concurrent_calls: u32,
+    /// (ours) per-client limit: watchers open at once, over all its streams; 0 = off
+    #[arg(long, default_value_t = 0)]
+    pub limit_watchers: u32,
+    /// (ours) per-client limit: lease keep-alive streams open at once; 0 = off
+    #[arg(long, default_value_t = 0)]
+    pub limit_keepalive_streams: u32,
+    /// (ours) file of per-client limits (defaults and [user:NAME], [cn:NAME], [ip:ADDR] sections), reloaded when it changes
+    #[arg(long)]
+    pub limits_file: Option<String>,
     /// minimum interval a client should wait before pinging the proxy
     #[arg(long, default_value_t = GoDuration(GRPC_KEEPALIVE_MIN_TIME))]
     pub grpc_keepalive_min_time: GoDuration,

@@ -91,6 +91,8 @@ pub struct Config {
     /// How long in-flight calls may take after the listeners close before
     /// connections are dropped (`--drain-timeout`).
     pub drain_timeout: Duration,
+    /// Per-client limits (`--limit-*`, `--limits-file`; ours); off by default.
+    pub client_limits: crate::limits::ClientLimitsConfig,
 }
 
 /// Default `--drain-grace-period`: none, so SIGTERM exits as promptly as
@@ -166,6 +168,7 @@ impl Config {
             enable_pprof: false,
             drain_grace_period: DEFAULT_DRAIN_GRACE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            client_limits: crate::limits::ClientLimitsConfig::default(),
         }
     }
 }

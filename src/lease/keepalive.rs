@@ -51,8 +51,7 @@ const IDLE_TOKEN: Duration = Duration::from_secs(600);
 /// token's keep-alive is answered as etcd answers overload.
 const MAX_TOKENS: usize = 10_000;
 
-/// etcd's text for `ResourceExhausted`; clients back off on it.
-const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
+use crate::error::TOO_MANY_REQUESTS;
 
 /// Drops the least recently used token with no waiting renewal; false when
 /// every token has one.

@@ -179,6 +179,20 @@ impl Sources {
                 "Watch creates canceled because the stream held --max-watchers-per-stream watchers.",
                 load(&limits.watchers_refused),
             ),
+            family(
+                "etcd_grpc_proxy_client_limit_refused_total",
+                "Calls, watchers and keep-alive streams refused by per-client limits, by kind.",
+                MetricType::COUNTER,
+                crate::limits::RefusalKind::ALL
+                    .iter()
+                    .map(|k| {
+                        (
+                            vec![("kind", k.label().to_string())],
+                            load(&limits.client_refused[*k as usize]) as f64,
+                        )
+                    })
+                    .collect(),
+            ),
             counter("etcd_grpc_proxy_cache_hits_total", "Total number of cache hits.", load(&c.hits)),
             counter("etcd_grpc_proxy_cache_misses_total", "Total number of cache misses.", load(&c.misses)),
             // A gauge despite its name, as in etcd.

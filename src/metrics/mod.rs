@@ -120,6 +120,11 @@ impl MethodId {
     pub fn grpc_type(self) -> GrpcType {
         METHODS[self.0].2
     }
+
+    /// The service and method names, as in [`METHODS`].
+    pub fn names(self) -> (&'static str, &'static str) {
+        (METHODS[self.0].0, METHODS[self.0].1)
+    }
 }
 
 #[derive(Default)]
@@ -155,6 +160,8 @@ pub struct LimitCounters {
     pub calls_shed: AtomicU64,
     /// Connections closed at once past `--memory-budget-bytes`.
     pub connections_shed: AtomicU64,
+    /// What per-client limits refused, by [`crate::limits::RefusalKind`].
+    pub client_refused: [AtomicU64; 5],
 }
 
 impl Default for Metrics {

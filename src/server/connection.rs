@@ -13,6 +13,12 @@ pub struct App {
     /// The client certificate name of this connection, given to every
     /// request so [`crate::upstream::Caller`] can read it.
     pub(super) client_cert: Option<crate::upstream::ClientCertName>,
+    /// The connection's source address, given to every request when
+    /// `with_peer` (per-client limits fall back to it).
+    pub(super) peer: Option<crate::limits::PeerAddr>,
+    /// Whether requests carry `peer`: only with per-client limits on, so
+    /// without them a request pays nothing for it.
+    pub(super) with_peer: bool,
 }
 
 fn is_grpc<B>(req: &Request<B>) -> bool {
@@ -33,6 +39,9 @@ impl tower::Service<Request<Incoming>> for App {
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         if let Some(name) = &self.client_cert {
             req.extensions_mut().insert(name.clone());
+        }
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(peer);
         }
         if self.grpc_enabled && is_grpc(&req) {
             self.grpc.call(req)
@@ -139,6 +148,10 @@ pub(super) async fn accept_loop(
             graceful.watcher(),
             acceptor.clone(),
         );
+        let app = App {
+            peer: app.with_peer.then_some(crate::limits::PeerAddr(peer)),
+            ..app
+        };
         let span = tracing::debug_span!("conn", %peer);
         conns.spawn(
             async move {

@@ -104,6 +104,9 @@ pub enum RunError {
     /// `--otlp-traces-endpoint` could not be used.
     #[error("{0}")]
     Trace(#[from] crate::trace::TraceError),
+    /// `--limits-file` could not be read or parsed.
+    #[error("--limits-file: {0}")]
+    Limits(#[from] crate::limits::LimitsFileError),
 }
 
 /// A background task that ends with the proxy, even when `run` itself is dropped.
@@ -194,6 +197,19 @@ pub async fn run_with(
         Some(endpoint) => Some(crate::trace::Tracing::start(endpoint)?),
         None => None,
     };
+    // Per-client limits exist only when configured: otherwise nothing on
+    // the call path looks at them.
+    let limits = match config.client_limits.enabled() {
+        true => Some(Arc::new(crate::limits::ClientLimits::new(
+            config.client_limits.clone(),
+            metrics.clone(),
+        )?)),
+        false => None,
+    };
+    let _limits_reload = limits
+        .as_ref()
+        .filter(|l| l.config.file.is_some())
+        .map(|l| AbortOnDrop(tasks.spawn(crate::limits::reload::follow(l.clone()))));
     let drain = Arc::new(Drain::default());
     for hook in options.drain_hooks {
         drain.on_drain(hook);
@@ -218,6 +234,7 @@ pub async fn run_with(
         read_barrier: features.read_barrier,
         serializable_floor: features.serializable_floor,
         leasing: features.leasing,
+        limits: limits.clone(),
     };
     let watch_hub = WatchHub::new(pool.clone(), CLIENT_QUEUE, tasks.clone());
     let keepalive_hub = KeepAliveHub::new(pool.clone(), tasks.clone());
@@ -303,10 +320,13 @@ pub async fn run_with(
             drain.clone(),
             budget,
             traces.as_ref().map(|t| t.tracer().clone()),
+            limits.clone(),
         ),
         http,
         grpc_enabled: true,
         client_cert: None,
+        peer: None,
+        with_peer: limits.is_some(),
     };
     let builder = Arc::new(connection_builder(&config));
 

@@ -70,14 +70,32 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthenticateRequest>,
     ) -> RpcResult<AuthenticateResponse> {
-        self.ctx
+        let Some(limits) = &self.ctx.limits else {
+            return self
+                .ctx
+                .upstream
+                .forward(
+                    "/etcdserverpb.Auth/Authenticate",
+                    RetryPolicy::Idempotent,
+                    request,
+                )
+                .await;
+        };
+        // Per-client limits count a token's calls against its user.
+        let name = request.get_ref().name.clone();
+        let answer: RpcResult<AuthenticateResponse> = self
+            .ctx
             .upstream
             .forward(
                 "/etcdserverpb.Auth/Authenticate",
                 RetryPolicy::Idempotent,
                 request,
             )
-            .await
+            .await;
+        if let Ok(resp) = &answer {
+            limits.users.learn(&resp.get_ref().token, &name);
+        }
+        answer
     }
 
     async fn user_add(

@@ -39,4 +39,7 @@ pub struct Context {
     pub leasing: Option<Arc<crate::kv::leasing::Leasing>>,
     /// The KV stack ([`crate::kv`]) built once from the configuration.
     pub kv: crate::kv::SharedKv,
+    /// Per-client limits, when configured: Authenticate teaches them who
+    /// holds a token, the watch service bounds each client's watchers.
+    pub limits: Option<Arc<crate::limits::ClientLimits>>,
 }

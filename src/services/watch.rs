@@ -53,6 +53,15 @@ impl WatchService {
     /// what the hub delivers goes back out (namespaced and fragmented per
     /// watcher where needed; shared responses otherwise pass as they are).
     pub async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> RpcResult<WatchStream> {
+        // Set by the limits layer when per-client limits are on.
+        let client = match &self.ctx.limits {
+            Some(limits) => request
+                .extensions()
+                .get::<crate::limits::ClientId>()
+                .cloned()
+                .map(|c| (limits.clone(), c)),
+            None => None,
+        };
         let (fwd, inbound) = Forwarded::split(request);
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let fragmenting: Fragmenting = Arc::default();
@@ -75,6 +84,8 @@ impl WatchService {
             max_watchers: self.max_watchers_per_stream,
             metrics: self.metrics.clone(),
             open: HashMap::new(),
+            client,
+            permits: HashMap::new(),
         };
         self.hub.tasks().spawn(
             stream
@@ -234,6 +245,10 @@ struct ClientStream {
     /// With `--metrics-prefixes`: the stream's watchers counted as open
     /// in their key's prefix, by watch id, until canceled or the stream ends.
     open: HashMap<i64, crate::metrics::prefixes::OpenWatcher>,
+    /// The client's limits and name, with per-client limits on.
+    client: Option<(Arc<crate::limits::ClientLimits>, crate::limits::ClientId)>,
+    /// Each watcher's place in its client's watcher limit, given back on cancel.
+    permits: HashMap<i64, crate::limits::Permit>,
 }
 
 /// At most one progress request in flight per client stream: requests that
@@ -402,6 +417,7 @@ impl ClientStream {
             Some(watch_request::RequestUnion::CancelRequest(cancel)) => {
                 if let Some(id) = self.ids.remove(&cancel.watch_id) {
                     self.open.remove(&cancel.watch_id);
+                    self.permits.remove(&cancel.watch_id);
                     lock_set(&self.fragmenting).remove(&cancel.watch_id);
                     let header = self.hub.progress(&[id]);
                     self.hub.remove(id);
@@ -479,6 +495,17 @@ impl ClientStream {
             );
             return self.refuse(watch_id, reason.into_bytes()).await;
         }
+        let permit = match &self.client {
+            None => None,
+            Some((limits, client)) => match limits.admit_watcher(client) {
+                Ok(permit) => Some(permit),
+                Err(refusal) => {
+                    return self
+                        .refuse(watch_id, refusal.to_string().into_bytes())
+                        .await
+                }
+            },
+        };
         match self.check_permission(&create, watch_id).await {
             Ok(CreateVerdict::Permitted) => {}
             Ok(CreateVerdict::Refused(mut refusal)) => {
@@ -510,6 +537,9 @@ impl ClientStream {
             use crate::metrics::prefixes::KeyedMethod;
             prefixes.request(bucket, KeyedMethod::Watch, tonic::Code::Ok, received, 0);
             self.open.insert(watch_id, prefixes.watcher_opened(bucket));
+        }
+        if let Some(permit) = permit {
+            self.permits.insert(watch_id, permit);
         }
         Ok(())
     }

@@ -26,6 +26,35 @@ pub enum Caller {
     Anonymous,
 }
 
+/// [`Caller`] borrowed from a request not yet decoded by tonic: the gRPC
+/// stack's layers (per-client limits) see HTTP headers, and must not copy
+/// them on every call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallerRef<'a> {
+    /// The token's bytes, from `token` or `authorization`.
+    Token(&'a [u8]),
+    /// The client certificate's common name.
+    CommonName(&'a str),
+    /// No credentials at all.
+    Anonymous,
+}
+
+impl<'a> CallerRef<'a> {
+    /// The caller of a request with these headers and extensions, read in
+    /// the same order as [`Caller::of`].
+    pub fn of_headers(headers: &'a http::HeaderMap, extensions: &'a Extensions) -> CallerRef<'a> {
+        for name in TOKEN_HEADERS {
+            if let Some(token) = headers.get(name) {
+                return CallerRef::Token(token.as_bytes());
+            }
+        }
+        match extensions.get::<ClientCertName>() {
+            Some(ClientCertName(cn)) if !cn.is_empty() => CallerRef::CommonName(cn),
+            _ => CallerRef::Anonymous,
+        }
+    }
+}
+
 /// The metadata names etcd reads a token from, in the order it reads them.
 const TOKEN_HEADERS: [&str; 2] = ["token", "authorization"];
 
@@ -37,8 +66,8 @@ impl Caller {
                 return Caller::Token(token.clone());
             }
         }
-        match extensions.get::<ClientCertName>() {
-            Some(ClientCertName(cn)) if !cn.is_empty() => Caller::CommonName(cn.clone()),
+        match CallerRef::of_headers(metadata.as_ref(), extensions) {
+            CallerRef::CommonName(cn) => Caller::CommonName(cn.to_string()),
             _ => Caller::Anonymous,
         }
     }

@@ -28,7 +28,7 @@ pub mod resilient_stream;
 pub mod retry;
 
 pub use call::{Credentials, Upstream};
-pub use caller::{Caller, ClientCertName};
+pub use caller::{Caller, CallerRef, ClientCertName};
 pub use credentials::Forwarded;
 pub use endpoint::EndpointUrl;
 pub use pool::{Backend, ChannelSettings, OwnUser, Pool, PoolStats, Target};

@@ -7,6 +7,7 @@ mod auth_own_user;
 mod bad_input;
 mod cache;
 mod caller;
+mod client_limits;
 mod discovery;
 mod drain;
 mod election_lock;

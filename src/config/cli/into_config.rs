@@ -49,6 +49,48 @@ impl StartArgs {
         }))
     }
 
+    /// `--limit-*` and `--limits-file`: per-client limits (ours).
+    fn client_limits(&self) -> Result<crate::limits::ClientLimitsConfig, ConfigError> {
+        for (flag, value) in [
+            ("limit-read-rps", self.limit_read_rps),
+            ("limit-write-rps", self.limit_write_rps),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(ConfigError::InvalidValue {
+                    flag,
+                    value: value.to_string(),
+                    reason: "a rate is a number of calls per second, 0 or more".into(),
+                });
+            }
+        }
+        let defaults = crate::limits::LimitSet {
+            read_rps: self.limit_read_rps,
+            read_burst: self.limit_read_burst,
+            write_rps: self.limit_write_rps,
+            write_burst: self.limit_write_burst,
+            concurrent_calls: self.limit_concurrent_calls,
+            watchers: self.limit_watchers,
+            keepalive_streams: self.limit_keepalive_streams,
+        };
+        let file = non_empty(&self.limits_file).map(std::path::PathBuf::from);
+        if let Some(path) = &file {
+            // Checked now, so a bad file stops the start with its line named.
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::InvalidValue {
+                flag: "limits-file",
+                value: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            crate::limits::LimitSettings::parse(defaults, &text).map_err(|e| {
+                ConfigError::InvalidValue {
+                    flag: "limits-file",
+                    value: path.display().to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+        }
+        Ok(crate::limits::ClientLimitsConfig { defaults, file })
+    }
+
     /// `--resolver-prefix`, `--resolver-ttl` and `--advertise-client-url`,
     /// checked together as etcd checks them.
     fn registration(&self) -> Result<Option<Registration>, ConfigError> {
@@ -162,6 +204,7 @@ impl StartArgs {
         config.drain_grace_period = self.drain_grace_period.0;
         config.drain_timeout = self.drain_timeout.0;
         config.channel.own_user = self.own_user()?;
+        config.client_limits = self.client_limits()?;
         Ok(config)
     }
 

@@ -378,3 +378,44 @@ fn otlp_traces_endpoint_is_a_url_and_off_by_default() {
     ])
     .is_err());
 }
+
+#[test]
+fn client_limits_are_off_by_default_and_set_by_flags_and_file() {
+    assert!(!parse(&["p", "start"]).unwrap().client_limits.enabled());
+    let c = parse(&[
+        "p",
+        "start",
+        "--limit-read-rps=100",
+        "--limit-read-burst=150",
+        "--limit-write-rps=0.5",
+        "--limit-concurrent-calls=8",
+        "--limit-watchers=20",
+        "--limit-keepalive-streams=2",
+    ])
+    .unwrap();
+    let d = c.client_limits.defaults;
+    assert!(c.client_limits.enabled());
+    assert_eq!((d.read_rps, d.read_burst, d.write_rps), (100.0, 150, 0.5));
+    assert_eq!(
+        (d.concurrent_calls, d.watchers, d.keepalive_streams),
+        (8, 20, 2)
+    );
+    assert!(parse(&["p", "start", "--limit-write-rps=-1"]).is_err());
+
+    let dir = tempfile_dir();
+    let good = dir.join("limits-good");
+    std::fs::write(&good, "[user:a]\nwatchers = 1\n").unwrap();
+    let arg = format!("--limits-file={}", good.display());
+    let c = parse(&["p", "start", &arg]).unwrap();
+    assert!(c.client_limits.enabled());
+    assert_eq!(c.client_limits.file.as_deref(), Some(good.as_path()));
+    // A bad file stops the start, naming the flag and the line.
+    let bad = dir.join("limits-bad");
+    std::fs::write(&bad, "watchers = 1\nnope = 2\n").unwrap();
+    let err = parse(&["p", "start", &format!("--limits-file={}", bad.display())]).unwrap_err();
+    assert!(
+        err.contains("limits-file") && err.contains("line 2"),
+        "{err}"
+    );
+    assert!(parse(&["p", "start", "--limits-file=/no/such/file"]).is_err());
+}

@@ -6,10 +6,12 @@
 //! 2. [`overloaded`]: past the memory budget, new calls get etcd's "too many requests".
 //! 3. [`wire_checks`]: grpc-go's refusals of unknown paths and encodings; answers in the request's encoding.
 //! 4. [`traced`]: with `--otlp-traces-endpoint`, an OpenTelemetry span per call.
-//! 5. [`spanned`]: a debug span per call.
-//! 6. [`drained`]: long-lived streams end when the drain cuts them.
-//! 7. [`deadline`]: the client's `grpc-timeout` bounds the wait for the answer.
-//! 8. [`sized`]: etcd's wording for messages over the size limits.
+//! 5. [`limited`]: per-client limits (rates, calls in flight, keep-alive
+//!    streams); off, one branch.
+//! 6. [`spanned`]: a debug span per call.
+//! 7. [`drained`]: long-lived streams end when the drain cuts them.
+//! 8. [`deadline`]: the client's `grpc-timeout` bounds the wait for the answer.
+//! 9. [`sized`]: etcd's wording for messages over the size limits.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,6 +31,7 @@ use crate::metrics::{MethodId, Metrics, METHODS};
 
 mod deadline;
 mod drained;
+mod limited;
 mod measured;
 mod overloaded;
 mod sized;
@@ -47,7 +50,11 @@ type Stack = measured::Measured<
     overloaded::Overloaded<
         wire_checks::WireChecks<
             traced::Traced<
-                spanned::Spanned<drained::Drained<deadline::Deadline<sized::SizeLimited<Routes>>>>,
+                limited::Limited<
+                    spanned::Spanned<
+                        drained::Drained<deadline::Deadline<sized::SizeLimited<Routes>>>,
+                    >,
+                >,
             >,
         >,
     >,
@@ -73,12 +80,14 @@ impl GrpcService {
         drain: Arc<Drain>,
         budget: crate::server::memory::MemoryBudget,
         tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+        limits: Option<Arc<crate::limits::ClientLimits>>,
     ) -> GrpcService {
         let stack = ServiceBuilder::new()
             .layer_fn(|inner| measured::Measured::new(inner, metrics.clone()))
             .layer_fn(|inner| overloaded::Overloaded::new(inner, budget, metrics.clone()))
             .layer_fn(wire_checks::WireChecks::new)
             .layer_fn(|inner| traced::Traced::new(inner, tracer.clone()))
+            .layer_fn(|inner| limited::Limited::new(inner, limits.clone()))
             .layer_fn(spanned::Spanned::new)
             .layer_fn(|inner| drained::Drained::new(inner, drain.clone()))
             .layer_fn(deadline::Deadline::new)

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use super::*;
+use crate::error::TOO_MANY_REQUESTS;
 use crate::server::memory::MemoryBudget;
 
 /// The layer that sheds calls past the memory budget.
@@ -54,6 +55,3 @@ where
         futures::future::Either::Right(self.inner.call(req))
     }
 }
-
-/// etcd's text for overload; clients back off on it.
-pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";

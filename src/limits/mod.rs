@@ -1,0 +1,451 @@
+//! Per-client limits: one noisy client of a shared cluster is stopped at
+//! the proxy, and the others are not slowed.
+//!
+//! Every call counts against its client ([`identity`]): the etcd user
+//! behind its token, else its certificate's common name, else its source
+//! IP. Each client has read and write rates (token buckets), a bound on
+//! unary calls in flight, on open watchers and on lease keep-alive streams
+//! ([`settings`]). A refused unary call or keep-alive stream is answered
+//! as etcd answers overload (`ResourceExhausted`, `etcdserver: too many
+//! requests`), and a refused watch create is canceled with a reason.
+//!
+//! - [`identity`]: whose limits a call counts against.
+//! - [`settings`]: the limits, from flags and the limits file.
+//! - [`reload`]: the limits file, followed while the proxy runs.
+//!
+//! With no limit configured none of this exists: the gRPC stack holds
+//! `None` and each call pays one branch.
+
+pub mod identity;
+pub mod reload;
+pub mod settings;
+
+pub use identity::{client_of, ClientId, PeerAddr, TokenUsers};
+pub use settings::{LimitSet, LimitSettings, LimitsFileError};
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// Clients with state at once; past it idle ones are forgotten (a client
+/// forgotten with a full bucket loses nothing).
+pub const MAX_CLIENTS: usize = 100_000;
+
+/// Shards of the client map, so calls of different clients rarely meet on
+/// one lock.
+const SHARDS: usize = 16;
+
+/// Per-client limits as configured: flags, and the file they may come from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientLimitsConfig {
+    /// Every client's limits from the `--limit-*` flags (all 0: none).
+    pub defaults: LimitSet,
+    /// `--limits-file`: defaults and per-client limits, followed while the proxy runs.
+    pub file: Option<PathBuf>,
+}
+
+impl ClientLimitsConfig {
+    /// Whether any limit may apply; if not, the proxy leaves them out entirely.
+    pub fn enabled(&self) -> bool {
+        self.file.is_some() || !self.defaults.is_unlimited()
+    }
+}
+
+/// What a limit refused, as counted in `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The client's read rate.
+    Read = 0,
+    /// The client's write rate.
+    Write = 1,
+    /// The client's unary calls in flight.
+    Concurrency = 2,
+    /// The client's open watchers.
+    Watchers = 3,
+    /// The client's open keep-alive streams.
+    KeepAlive = 4,
+}
+
+impl RefusalKind {
+    /// Every kind, in counter order.
+    pub const ALL: [RefusalKind; 5] = [
+        RefusalKind::Read,
+        RefusalKind::Write,
+        RefusalKind::Concurrency,
+        RefusalKind::Watchers,
+        RefusalKind::KeepAlive,
+    ];
+
+    /// The `kind` label of the refusal counter.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalKind::Read => "read",
+            RefusalKind::Write => "write",
+            RefusalKind::Concurrency => "concurrency",
+            RefusalKind::Watchers => "watchers",
+            RefusalKind::KeepAlive => "keepalive",
+        }
+    }
+}
+
+/// A call, stream or watcher a client's limits refused. Calls and
+/// keep-alive streams reach the client as etcd's overload answer (see
+/// [`crate::error`]); a watcher as a canceled watch with this text.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("etcd-grpc-proxy: {client} is over its {} limit ({limit})", kind_words(*.kind))]
+pub struct Refusal {
+    /// Which limit.
+    pub kind: RefusalKind,
+    /// The client refused.
+    pub client: ClientId,
+    /// The limit's value, for the operator reading a cancel reason.
+    pub limit: f64,
+}
+
+fn kind_words(kind: RefusalKind) -> &'static str {
+    match kind {
+        RefusalKind::Read => "read rate",
+        RefusalKind::Write => "write rate",
+        RefusalKind::Concurrency => "concurrent calls",
+        RefusalKind::Watchers => "watchers",
+        RefusalKind::KeepAlive => "keep-alive streams",
+    }
+}
+
+/// How a call counts against its client's rates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallClass {
+    /// Against the read rate.
+    Read,
+    /// Against the write rate.
+    Write,
+    /// Against neither (Auth, Cluster, Maintenance, health).
+    Other,
+}
+
+/// The limits of every client and their state; shared by the gRPC stack,
+/// the watch service and the Auth service (which teaches it tokens).
+pub struct ClientLimits {
+    /// The limits in force, replaced whole on a reload.
+    settings: RwLock<Arc<LimitSettings>>,
+    /// Bumped on every reload, so each client re-reads its limits once.
+    generation: AtomicU64,
+    /// Each client's state.
+    shards: Vec<Mutex<HashMap<Arc<str>, Arc<Client>>>>,
+    /// Token to user, from the Authenticate calls forwarded.
+    pub users: TokenUsers,
+    /// Where refusals are counted.
+    metrics: Arc<Metrics>,
+    /// How the limits were configured (the file is read again on change).
+    pub config: ClientLimitsConfig,
+}
+
+/// One client's state.
+struct Client {
+    /// Rates and the limits they were last checked against.
+    rates: Mutex<Rates>,
+    /// Unary calls in flight.
+    calls: AtomicU32,
+    /// Watchers open.
+    watchers: AtomicU32,
+    /// Keep-alive streams open.
+    keepalives: AtomicU32,
+}
+
+struct Rates {
+    generation: u64,
+    limits: LimitSet,
+    read: Bucket,
+    write: Bucket,
+    last_used: Instant,
+}
+
+/// A token bucket.
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(now: Instant) -> Bucket {
+        Bucket {
+            tokens: f64::INFINITY,
+            at: now,
+        }
+    }
+
+    fn capacity(rate: f64, burst: u32) -> f64 {
+        if burst > 0 {
+            f64::from(burst)
+        } else {
+            rate.max(1.0)
+        }
+    }
+
+    /// Takes one token if there is one; `rate` 0 is no limit.
+    fn take(&mut self, rate: f64, burst: u32, now: Instant) -> bool {
+        if rate <= 0.0 {
+            return true;
+        }
+        let cap = Bucket::capacity(rate, burst);
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(cap);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether forgetting this bucket loses nothing (it is full again).
+    fn is_full(&self, rate: f64, burst: u32, now: Instant) -> bool {
+        rate <= 0.0
+            || self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * rate
+                >= Bucket::capacity(rate, burst)
+    }
+}
+
+/// One unit of a client's concurrency, watchers or keep-alive streams,
+/// given back when dropped.
+pub struct Permit {
+    client: Arc<Client>,
+    kind: RefusalKind,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.client
+            .counter(self.kind)
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Client {
+    fn counter(&self, kind: RefusalKind) -> &AtomicU32 {
+        match kind {
+            RefusalKind::Watchers => &self.watchers,
+            RefusalKind::KeepAlive => &self.keepalives,
+            _ => &self.calls,
+        }
+    }
+}
+
+impl ClientLimits {
+    /// The limits of `config`, reading its file once; refusals counted in `metrics`.
+    pub fn new(
+        config: ClientLimitsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<ClientLimits, LimitsFileError> {
+        let settings = match &config.file {
+            Some(path) => LimitSettings::parse(config.defaults, &std::fs::read_to_string(path)?)?,
+            None => LimitSettings {
+                default: config.defaults,
+                clients: HashMap::new(),
+            },
+        };
+        Ok(ClientLimits {
+            settings: RwLock::new(Arc::new(settings)),
+            generation: AtomicU64::new(0),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            users: TokenUsers::default(),
+            metrics,
+            config,
+        })
+    }
+
+    /// The limits in force now.
+    pub fn settings(&self) -> Arc<LimitSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts `settings` in force; every client follows at its next call.
+    pub fn replace(&self, settings: LimitSettings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Clients with state now.
+    pub fn clients(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// A call of class `class` by `client`: refused past its rate; for a
+    /// unary call (`unary`), also past its calls in flight, else the permit
+    /// to hold until the call is answered.
+    pub fn admit_call(
+        &self,
+        client: &ClientId,
+        class: CallClass,
+        unary: bool,
+    ) -> Result<Option<Permit>, Refusal> {
+        let state = self.client(client);
+        let limits = {
+            let now = Instant::now();
+            let mut rates = lock(&state.rates);
+            self.refresh(client, &mut rates);
+            rates.last_used = now;
+            let l = rates.limits;
+            let allowed = match class {
+                CallClass::Read => rates.read.take(l.read_rps, l.read_burst, now),
+                CallClass::Write => rates.write.take(l.write_rps, l.write_burst, now),
+                CallClass::Other => true,
+            };
+            if !allowed {
+                let (kind, limit) = match class {
+                    CallClass::Read => (RefusalKind::Read, l.read_rps),
+                    _ => (RefusalKind::Write, l.write_rps),
+                };
+                return Err(self.refused(kind, client, limit));
+            }
+            l
+        };
+        if !unary {
+            return Ok(None);
+        }
+        self.permit(
+            state,
+            client,
+            RefusalKind::Concurrency,
+            limits.concurrent_calls,
+        )
+        .map(Some)
+    }
+
+    /// A watcher `client` opens: refused past its watchers.
+    pub fn admit_watcher(&self, client: &ClientId) -> Result<Permit, Refusal> {
+        self.admit_held(client, RefusalKind::Watchers)
+    }
+
+    /// A keep-alive stream `client` opens: refused past its streams.
+    pub fn admit_keepalive_stream(&self, client: &ClientId) -> Result<Permit, Refusal> {
+        self.admit_held(client, RefusalKind::KeepAlive)
+    }
+
+    fn admit_held(&self, client: &ClientId, kind: RefusalKind) -> Result<Permit, Refusal> {
+        let state = self.client(client);
+        let limit = {
+            let mut rates = lock(&state.rates);
+            self.refresh(client, &mut rates);
+            rates.last_used = Instant::now();
+            match kind {
+                RefusalKind::Watchers => rates.limits.watchers,
+                _ => rates.limits.keepalive_streams,
+            }
+        };
+        self.permit(state, client, kind, limit)
+    }
+
+    fn permit(
+        &self,
+        state: Arc<Client>,
+        client: &ClientId,
+        kind: RefusalKind,
+        limit: u32,
+    ) -> Result<Permit, Refusal> {
+        let held = state.counter(kind).fetch_add(1, Ordering::AcqRel);
+        let permit = Permit {
+            client: state,
+            kind,
+        };
+        if limit > 0 && held >= limit {
+            drop(permit);
+            return Err(self.refused(kind, client, f64::from(limit)));
+        }
+        Ok(permit)
+    }
+
+    fn refused(&self, kind: RefusalKind, client: &ClientId, limit: f64) -> Refusal {
+        self.metrics.limits.client_refused[kind as usize].fetch_add(1, Ordering::Relaxed);
+        Refusal {
+            kind,
+            client: client.clone(),
+            limit,
+        }
+    }
+
+    /// Re-reads the client's limits after a reload.
+    fn refresh(&self, client: &ClientId, rates: &mut Rates) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if rates.generation != generation {
+            rates.limits = self.settings().of(client.as_str());
+            rates.generation = generation;
+        }
+    }
+
+    /// The state of `client`, made on its first call.
+    fn client(&self, client: &ClientId) -> Arc<Client> {
+        let shard = &self.shards[shard_of(client.as_str())];
+        let mut map = lock(shard);
+        if let Some(c) = map.get(client.as_str()) {
+            return c.clone();
+        }
+        if map.len() >= MAX_CLIENTS / SHARDS {
+            evict(&mut map);
+        }
+        let now = Instant::now();
+        let c = Arc::new(Client {
+            rates: Mutex::new(Rates {
+                generation: self.generation.load(Ordering::Acquire),
+                limits: self.settings().of(client.as_str()),
+                read: Bucket::full(now),
+                write: Bucket::full(now),
+                last_used: now,
+            }),
+            calls: AtomicU32::new(0),
+            watchers: AtomicU32::new(0),
+            keepalives: AtomicU32::new(0),
+        });
+        map.insert(client.0.clone(), c.clone());
+        c
+    }
+}
+
+/// Makes room in a full shard: every idle client whose buckets are full
+/// again goes (nothing is lost); if none, the least recently used idle one.
+/// A client holding a permit stays.
+fn evict(map: &mut HashMap<Arc<str>, Arc<Client>>) {
+    let now = Instant::now();
+    let before = map.len();
+    map.retain(|_, c| {
+        if Arc::strong_count(c) > 1 {
+            return true;
+        }
+        let r = lock(&c.rates);
+        let l = r.limits;
+        !(r.read.is_full(l.read_rps, l.read_burst, now)
+            && r.write.is_full(l.write_rps, l.write_burst, now))
+    });
+    if map.len() < before {
+        return;
+    }
+    let oldest = map
+        .iter()
+        .filter(|(_, c)| Arc::strong_count(c) == 1)
+        .min_by_key(|(_, c)| lock(&c.rates).last_used)
+        .map(|(k, _)| k.clone());
+    if let Some(k) = oldest {
+        map.remove(&k);
+    }
+}
+
+fn shard_of(name: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(name) as usize % SHARDS
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests;
