@@ -86,7 +86,8 @@ test-fast: deps
 etcd-versions:
 	@for m in $$(awk '!/^#/ && NF {print $$1}' tests/etcd-versions/VERSIONS); do bash scripts/etcd-bin.sh $$m; done
 
-## bench: side-by-side benchmark vs direct etcd and etcd's grpc-proxy; writes bench/results/latest.{md,svg}
+## bench: side-by-side benchmark vs direct etcd, etcd's grpc-proxy and two L4 floors (HAProxy `mode tcp`,
+## installed by deps via deps-ha, and `etcd gateway`); writes bench/results/latest.{md,svg}
 ## (BENCH_FULL=1 for 10k watchers / lease clients; BENCH_SECS, BENCH_ROUNDS, ... see benches/side_by_side/main.rs);
 ## then the hostile-client suite, longer, with etcd's grpc-proxy alongside: bench/results/hostile/latest.md (HOSTILE_SCALE)
 ## bench-scale (separate, ~30 min): scale curves vs etcd's grpc-proxy up to 1M watchers, 100k connections,

@@ -1,5 +1,6 @@
 //! Side-by-side benchmark: direct etcd, etcd's own `grpc-proxy`, and this
-//! proxy (the release binary), on one local 3-member etcd cluster, driven
+//! proxy (the release binary), with two L4 (TCP-forwarding) floors, HAProxy
+//! `mode tcp` and `etcd gateway`, on one local 3-member etcd cluster, driven
 //! by the project's own generated gRPC clients with the same load,
 //! alternating targets round by round so machine drift hits all equally.
 //!
@@ -14,7 +15,8 @@
 //! `watch`, `lease`, `membership`, `failover`, `kubernetes`), `BENCH_K8S_APISERVERS` (3), `BENCH_PROXY_BIN`,
 //! `BENCH_PROXY_BIN_B` (a second build of ours, measured as `ours-b` in the
 //! same run, for A/B comparisons), `BENCH_OUT` (bench/results), `BENCH_TARGETS` (comma list of `direct`,
-//! `etcd-proxy`, `ours`; all by default), `BENCH_KEEP=1` (keep the member and
+//! `etcd-proxy`, `ours`, `haproxy`, `etcd-gateway`, `ours-b`; all by default;
+//! `HAPROXY_BIN` overrides the haproxy found in PATH or /usr/sbin), `BENCH_KEEP=1` (keep the member and
 //! proxy logs), `BENCH_OURS_RUST_LOG` (RUST_LOG for our proxy; unset by default).
 
 mod lease;
@@ -28,7 +30,7 @@ mod watch;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use procs::{Cluster, ProxyKind, ProxyProc};
+use procs::{Cluster, L4Kind, ProxyKind, ProxyProc};
 use report::{Cell, Report, WatchRow};
 use target::Target;
 
@@ -180,9 +182,27 @@ fn main() {
             idle_rss_kib: None,
         });
     }
-    if let Ok(only) = std::env::var("BENCH_TARGETS") {
-        targets.retain(|t| only.split(',').any(|n| n.trim() == t.name));
+    let only = std::env::var("BENCH_TARGETS").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n.trim() == name))
+    };
+    // L4 floors, started only when selected (so a machine without haproxy can leave it out).
+    let mut l4 = Vec::new();
+    for kind in [L4Kind::HaProxy, L4Kind::Gateway] {
+        if wanted(kind.name()) {
+            eprintln!("== starting {}", kind.name());
+            let p = ProxyProc::start_l4(kind, &member_addrs, cluster.dir.path());
+            targets.push(Target {
+                name: kind.name(),
+                addrs: vec![p.addr.clone()],
+                pid: Some(p.proc.pid),
+                idle_rss_kib: None,
+            });
+            l4.push(p);
+        }
     }
+    targets.retain(|t| wanted(t.name));
     for t in &mut targets {
         rt.block_on(t.wait_ready(Duration::from_secs(30)));
         t.idle_rss_kib = t.pid.and_then(|p| procs::status_kib(p, "VmRSS"));
@@ -258,7 +278,7 @@ fn main() {
                     rt.block_on(sets[i].round(writer.clone(), settings.watch_puts));
                 let cpu = t.cpu().zip(cpu0).map(|(a, b)| a - b);
                 eprintln!(
-                    "   round {} {:<10} delivery p50 {:.2} ms p99 {:.2} ms missed {missed}",
+                    "   round {} {:<12} delivery p50 {:.2} ms p99 {:.2} ms missed {missed}",
                     round + 1,
                     t.name,
                     hist.value_at_quantile(0.5) as f64 / 1000.0,
@@ -314,7 +334,11 @@ fn main() {
     }
 
     if settings.runs("membership") {
-        for t in targets.iter().filter(|t| t.pid.is_some()) {
+        // Static L4 forwarders never learn of a new member: not measured here.
+        for t in targets
+            .iter()
+            .filter(|t| t.pid.is_some() && !t.is_static_l4())
+        {
             eprintln!("== membership pickup through {}", t.name);
             let channels = rt.block_on(t.connect(2));
             let p = scenario::membership_pickup(
@@ -333,7 +357,11 @@ fn main() {
     }
 
     if settings.runs("failover") {
-        for t in targets.iter().filter(|t| t.pid.is_some()) {
+        // A static L4 list keeps pinned connections on the dead member: not measured here.
+        for t in targets
+            .iter()
+            .filter(|t| t.pid.is_some() && !t.is_static_l4())
+        {
             eprintln!("== failover through {}", t.name);
             let channels = rt.block_on(t.connect(2));
             let f = scenario::failover(
@@ -366,6 +394,7 @@ fn main() {
     let md = report.markdown();
     println!("{md}");
     report.write(&out_dir, &md);
+    drop(l4);
     drop(ours);
     drop(etcd_proxy);
     drop(cluster);
@@ -422,7 +451,7 @@ fn kubernetes_workload(root: &Path, ours_bin: &Path, measured: Duration) -> Opti
 /// One round's progress line on stderr.
 fn print_round(round: usize, target: &str, unit: &str, r: &load::Round, window: Duration) {
     eprintln!(
-        "   round {} {:<10} {:>8.0} {unit}  p99 {:>7.2} ms  errors {}",
+        "   round {} {:<12} {:>8.0} {unit}  p99 {:>7.2} ms  errors {}",
         round + 1,
         target,
         r.ops as f64 / window.as_secs_f64(),

@@ -323,6 +323,19 @@ impl ProxyProc {
         ours_bin: &Path,
         log_name: &str,
     ) -> ProxyProc {
+        Self::start_with_args(kind, endpoints, dir, ours_bin, log_name, &[])
+    }
+
+    /// As [`ProxyProc::start_logged`], with `extra` flags appended to the
+    /// proxy's command line (e.g. ours' `--max-connections`).
+    pub fn start_with_args(
+        kind: ProxyKind,
+        endpoints: &str,
+        dir: &Path,
+        ours_bin: &Path,
+        log_name: &str,
+        extra: &[String],
+    ) -> ProxyProc {
         let addr = format!("127.0.0.1:{}", free_port());
         let (mut cmd, log) = match kind {
             ProxyKind::Etcd => {
@@ -344,6 +357,7 @@ impl ProxyProc {
                 (c, dir.join(format!("{log_name}.log")))
             }
         };
+        cmd.args(extra);
         cmd.env_remove("RUST_LOG");
         if let (ProxyKind::Ours, Ok(level)) = (kind, std::env::var("BENCH_OURS_RUST_LOG")) {
             cmd.env("RUST_LOG", level);
@@ -391,4 +405,89 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
 /// Resets a process's peak RSS (VmHWM) to its current RSS.
 pub fn reset_peak_rss(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// An L4 (TCP-forwarding) proxy: parses nothing, so its CPU per call is
+/// the floor for any proxy in front of the same members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4Kind {
+    /// HAProxy `mode tcp`, `balance roundrobin`, one process, 2 threads.
+    HaProxy,
+    /// `etcd gateway start` (etcd's own TCP proxy).
+    Gateway,
+}
+
+impl L4Kind {
+    /// Target name in tables and `BENCH_TARGETS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            L4Kind::HaProxy => "haproxy",
+            L4Kind::Gateway => "etcd-gateway",
+        }
+    }
+}
+
+/// `haproxy` by `$HAPROXY_BIN`, on PATH, or in the sbin directories
+/// (Debian installs it in /usr/sbin, often not on a user's PATH).
+pub fn haproxy_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("HAPROXY_BIN") {
+        return PathBuf::from(p);
+    }
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"])
+        .map(|d| PathBuf::from(d).join("haproxy"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("`haproxy` not found: install it (`make deps-ha`), set $HAPROXY_BIN, or leave it out of BENCH_TARGETS")
+        })
+}
+
+/// HAProxy's configuration: TCP round robin over `members` on `addr`.
+pub fn haproxy_config(addr: &str, members: &[String]) -> String {
+    let mut cfg = String::from(
+        // No maxconn: HAProxy derives it from the file descriptor limit
+        // (a fixed one it cannot raise the limit for is a fatal error).
+        "global\n    nbthread 2\n\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\n",
+    );
+    cfg.push_str(&format!(
+        "frontend etcd\n    bind {addr}\n    default_backend members\n\n\
+         backend members\n    balance roundrobin\n"
+    ));
+    for (i, m) in members.iter().enumerate() {
+        cfg.push_str(&format!("    server m{} {m}\n", i + 1));
+    }
+    cfg
+}
+
+impl ProxyProc {
+    /// Starts an L4 proxy over the members at `members` (`127.0.0.1:<port>`
+    /// each), in the foreground so the benchmark owns (and measures) its pid;
+    /// config and log go into `dir`.
+    pub fn start_l4(kind: L4Kind, members: &[String], dir: &Path) -> ProxyProc {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let cmd = match kind {
+            L4Kind::HaProxy => {
+                let cfg = dir.join("haproxy.cfg");
+                std::fs::write(&cfg, haproxy_config(&addr, members)).expect("write haproxy.cfg");
+                let mut c = Command::new(haproxy_bin());
+                // -db: foreground, no daemon, no master process: one process, two threads.
+                c.arg("-db").arg("-f").arg(&cfg);
+                c
+            }
+            L4Kind::Gateway => {
+                let mut c = Command::new(find_bin("ETCD_BIN", "etcd"));
+                c.args(["gateway", "start"])
+                    .arg(format!("--endpoints={}", members.join(",")))
+                    .arg(format!("--listen-addr={addr}"));
+                c
+            }
+        };
+        ProxyProc {
+            addr,
+            proc: Proc::spawn(cmd, &dir.join(format!("{}.log", kind.name()))),
+        }
+    }
 }

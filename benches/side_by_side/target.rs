@@ -9,9 +9,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::procs;
 
-/// One of the three things compared.
+/// One of the things compared.
 pub struct Target {
-    /// Short name used in tables: `direct`, `etcd-proxy`, `ours`.
+    /// Short name used in tables: `direct`, `etcd-proxy`, `ours`, `ours-b`,
+    /// `haproxy`, `etcd-gateway`.
     pub name: &'static str,
     /// Addresses the client dials: all members for direct, else the proxy.
     pub addrs: Vec<String>,
@@ -60,6 +61,13 @@ impl Target {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether this is an L4 forwarder with a static member list (HAProxy,
+    /// etcd gateway): it pins each connection to one member and never learns
+    /// of new members, so membership pickup and failover say nothing about it.
+    pub fn is_static_l4(&self) -> bool {
+        matches!(self.name, "haproxy" | "etcd-gateway")
     }
 
     /// CPU seconds the measured process has used so far.
