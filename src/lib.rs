@@ -32,6 +32,7 @@ pub mod error;
 pub mod kv;
 pub mod lease;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod proto;
 pub mod registration;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::FromArgMatches;
 use etcd_grpc_proxy::config::cli::Cli;
+use etcd_grpc_proxy::logging::{self, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -20,10 +21,7 @@ fn main() -> ExitCode {
         level.push_str(",tonic=debug,hyper=debug,h2=debug,tower=debug");
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(LogFormat::from_flag(&args.log_format), filter);
 
     let listen = args.listen_addr.clone();
     let config = match args.into_config() {

@@ -143,6 +143,9 @@ pub struct StartArgs {
     /// (ours) comma-separated key prefixes with metrics of their own (requests, bytes, watchers, events; at most 64; given twice, the lists add up)
     #[arg(long, value_delimiter = ',')]
     pub metrics_prefixes: Vec<String>,
+    /// (ours) log format on stderr: json (one object per line, as etcd's zap logger writes) or text (for people; coloured only on a terminal)
+    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
     /// (ours) OTLP/gRPC collector to export a trace span per call to (e.g. http://127.0.0.1:4317); off when empty
     #[arg(long, default_value = "")]
     pub otlp_traces_endpoint: String,

@@ -218,3 +218,78 @@ async fn a_request_larger_than_members_take_is_refused_from_its_prefix_as_a_memb
     assert_eq!(on_member.0, tonic::Code::ResourceExhausted, "{on_member:?}");
     assert_eq!(put_announcing(&via, 1 << 30).await, on_member);
 }
+
+/// The log, sent to a file as an operator's service manager does: one JSON
+/// object per line with zap's keys, no terminal escape byte anywhere; and
+/// `--log-format=text` is still plain text off a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_json_lines_like_etcds_and_text_on_request() {
+    let cluster = Cluster::start(1).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    for format in ["json", "text"] {
+        let log = dir.path().join(format!("proxy.{format}.log"));
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_etcd-grpc-proxy"))
+            .args([
+                "start",
+                "--debug",
+                &format!("--log-format={format}"),
+                &format!("--listen-addr={addr}"),
+                // One member that is not there, so a warning is logged too.
+                &format!("--endpoints={},127.0.0.1:1", cluster.endpoints()),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn the proxy binary");
+        let mut child = KillOnDrop(child);
+        eventually("the proxy serves", Duration::from_secs(30), || {
+            let addr = addr.clone();
+            async move {
+                let mut c = etcd_client::Client::connect([addr], None).await.ok()?;
+                c.put("logged", "v", None).await.ok()
+            }
+        })
+        .await;
+        // SIGTERM: the drain logs its steps, then the process exits.
+        // SAFETY: a plain signal to the child this test spawned.
+        unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+        let _ = child.0.wait();
+        let text = std::fs::read(&log).expect("read the log");
+        assert!(!text.contains(&0x1b), "{format}: escape bytes in the log");
+        let text = String::from_utf8(text).expect("the log is UTF-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() >= 3, "{format}: {text}");
+        if format == "text" {
+            assert!(!lines[0].starts_with('{'), "{text}");
+            continue;
+        }
+        for line in &lines {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            for key in ["level", "ts", "caller", "msg"] {
+                assert!(v[key].is_string(), "no {key} in {line}");
+            }
+        }
+        let levels: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["level"].as_str().map(str::to_string))
+            .map(|l| match l.as_str() {
+                "debug" => "debug",
+                "info" => "info",
+                "warn" => "warn",
+                _ => "other",
+            })
+            .collect();
+        assert!(
+            levels.contains(&"info") && levels.contains(&"warn"),
+            "{levels:?}"
+        );
+        assert!(
+            levels.contains(&"debug"),
+            "--debug lowers the level: {levels:?}"
+        );
+        assert!(!levels.contains(&"other"), "{levels:?}");
+    }
+}
