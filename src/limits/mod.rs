@@ -154,6 +154,11 @@ struct Client {
     watchers: AtomicU32,
     /// Keep-alive streams open.
     keepalives: AtomicU32,
+    /// Calls admitted or refused since this state was made, for the top-N
+    /// clients on `/metrics`.
+    requests: AtomicU64,
+    /// Calls, watchers and streams refused since this state was made.
+    refusals: AtomicU64,
 }
 
 struct Rates {
@@ -289,6 +294,7 @@ impl ClientLimits {
         unary: bool,
     ) -> Result<Option<Permit>, Refusal> {
         let state = self.client(client);
+        state.requests.fetch_add(1, Ordering::Relaxed);
         let limits = {
             let now = Instant::now();
             let mut rates = lock(&state.rates);
@@ -366,6 +372,7 @@ impl ClientLimits {
 
     fn refused(&self, kind: RefusalKind, client: &ClientId, limit: f64) -> Refusal {
         self.metrics.limits.client_refused[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.client(client).refusals.fetch_add(1, Ordering::Relaxed);
         Refusal {
             kind,
             client: client.clone(),
@@ -380,6 +387,25 @@ impl ClientLimits {
             rates.limits = self.settings().of(client.as_str());
             rates.generation = generation;
         }
+    }
+
+    /// The `n` clients with the most calls, busiest first: (client,
+    /// calls, refusals). Per-client figures go to `/metrics` only this
+    /// way, so their label count stays at `n` whatever the fleet's size.
+    pub fn top(&self, n: usize) -> Vec<(String, u64, u64)> {
+        let mut all: Vec<(String, u64, u64)> = Vec::new();
+        for shard in &self.shards {
+            let map = lock(shard);
+            for (name, c) in map.iter() {
+                let calls = c.requests.load(Ordering::Relaxed);
+                if calls > 0 {
+                    all.push((name.to_string(), calls, c.refusals.load(Ordering::Relaxed)));
+                }
+            }
+        }
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
     }
 
     /// The state of `client`, made on its first call.
@@ -404,6 +430,8 @@ impl ClientLimits {
             calls: AtomicU32::new(0),
             watchers: AtomicU32::new(0),
             keepalives: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
         });
         map.insert(client.0.clone(), c.clone());
         c

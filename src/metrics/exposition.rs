@@ -29,7 +29,12 @@ pub struct Sources {
     pub cache: Arc<crate::kv::cache::RangeCache>,
     /// How many linearizable read barriers were sent.
     pub read_barrier: Arc<crate::kv::read_barrier::ReadBarrier>,
+    /// Per-client limits, when on: the busiest clients are shown.
+    pub client_limits: Option<Arc<crate::limits::ClientLimits>>,
 }
+
+/// How many clients the per-client families show (the busiest).
+pub const TOP_CLIENTS: usize = 10;
 
 /// One sample: its labels and value.
 type Sample = (Vec<(&'static str, String)>, f64);
@@ -109,6 +114,9 @@ impl Sources {
     pub fn render(&self) -> String {
         let mut families = self.proxy_families();
         families.extend(self.backend_families());
+        if let Some(limits) = &self.client_limits {
+            families.extend(top_client_families(limits));
+        }
         families.extend(self.grpc_families());
         if let Some(prefixes) = &self.metrics.prefixes {
             families.extend(prefix_families(prefixes));
@@ -410,6 +418,31 @@ fn prefix_families(p: &super::prefixes::PrefixMetrics) -> Vec<MetricFamily> {
             "Watch events delivered to clients, by the prefix of the event's key.",
             MetricType::COUNTER,
             events,
+        ),
+    ]
+}
+
+/// The busiest clients' calls and refusals: [`TOP_CLIENTS`] series each,
+/// whatever the fleet's size.
+fn top_client_families(limits: &crate::limits::ClientLimits) -> Vec<MetricFamily> {
+    let top = limits.top(TOP_CLIENTS);
+    let samples = |pick: fn(&(String, u64, u64)) -> u64| -> Vec<Sample> {
+        top.iter()
+            .map(|t| (vec![("client", t.0.clone())], pick(t) as f64))
+            .collect()
+    };
+    vec![
+        family(
+            "etcd_grpc_proxy_top_client_calls",
+            "Calls of the 10 busiest clients (etcd user, certificate CN or address) since the proxy first saw them.",
+            MetricType::GAUGE,
+            samples(|t| t.1),
+        ),
+        family(
+            "etcd_grpc_proxy_top_client_refused",
+            "Calls, watchers and keep-alive streams refused to the 10 busiest clients since the proxy first saw them.",
+            MetricType::GAUGE,
+            samples(|t| t.2),
         ),
     ]
 }

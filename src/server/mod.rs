@@ -308,6 +308,7 @@ pub async fn run_with(
             keepalive_hub,
             cache: ctx.cache.clone(),
             read_barrier: ctx.read_barrier.clone(),
+            client_limits: limits.clone(),
         },
         drain: drain.clone(),
         upstream: upstream.clone(),

@@ -103,6 +103,18 @@ async fn a_noisy_user_is_limited_and_a_quiet_one_is_not() {
         .expect("reads are not limited");
     assert_eq!(refusals(&via, "write").await, f64::from(alice_refused));
     assert_eq!(refusals(&via, "read").await, 0.0);
+    // Per-client figures come as the busiest clients only, by etcd user.
+    let body = http::get(&via, "/metrics").await.expect("metrics").body;
+    let top =
+        |name: &str, user: &str| http::metric(&body, name, &[&format!("client=\"user:{user}\"")]);
+    assert_eq!(top("etcd_grpc_proxy_top_client_calls", "bob"), 40.0);
+    // Alice: her 40 puts and her get (the Authenticate is not limited).
+    assert_eq!(top("etcd_grpc_proxy_top_client_calls", "alice"), 41.0);
+    assert_eq!(
+        top("etcd_grpc_proxy_top_client_refused", "alice"),
+        f64::from(alice_refused)
+    );
+    assert_eq!(top("etcd_grpc_proxy_top_client_refused", "bob"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
