@@ -11,7 +11,8 @@
 # Writes bench/results/instructions/latest.md and appends one row to
 # history.md (INSTR_LABEL says what changed). INSTR_COUNT (default 2000),
 # INSTR_KINDS (default "get-cached get put txn"), INSTR_BIN (proxy binary),
-# INSTR_KEEP=1 keeps the callgrind files (for callgrind_annotate).
+# INSTR_KEEP=1 keeps the callgrind files (for callgrind_annotate),
+# INSTR_ARGS extra proxy flags (to price a feature: run with and without).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -50,7 +51,7 @@ for kind in $kinds; do
   port=$(free_port); mport=$(free_port)
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.$kind" \
     "$bin" start --endpoints "127.0.0.1:$cport" --listen-addr "127.0.0.1:$port" \
-    --metrics-addr "http://127.0.0.1:$mport" >"$dir/proxy.$kind.log" 2>&1 &
+    --metrics-addr "http://127.0.0.1:$mport" ${INSTR_ARGS:-} >"$dir/proxy.$kind.log" 2>&1 &
   vpid=$!
   pids+=("$vpid")
   for _ in $(seq 1 600); do
@@ -77,7 +78,7 @@ commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 dirty="$(git status --porcelain -- src Cargo.toml 2>/dev/null | head -1)"
 [ -n "$dirty" ] && commit="$commit+"
 when="$(date -u '+%Y-%m-%d %H:%M UTC')"
-row="| $when | $commit | ${label:--} |"
+row="| $when | $commit | ${label:--}${INSTR_ARGS:+ (\`${INSTR_ARGS}\`)} |"
 for kind in get-cached get put txn; do row="$row ${per_call[$kind]:--} |"; done
 mkdir -p "$out"
 if [ ! -f "$out/history.md" ]; then
