@@ -88,7 +88,7 @@ fi
   echo "Violations per guarantee (\"known\": a known finding, tests/robustness/known-findings.txt; etcd's grpc-proxy is measured, not judged):"
   echo
   "$harness" -summarize "$summary"
-  echo "Faults that could not be injected as asked: see the notes under each run and the README (Robustness)."
+  echo "Faults that could not be injected as asked: see the notes under each run and docs/robustness.md."
   echo
   sed -n '/^### /,$p' "$tmp"
 } >"$report"
