@@ -3,6 +3,7 @@
 //! onto upstream watches and fails them over between members.
 
 use crate::error::ProxyError;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -99,7 +100,7 @@ impl WatchService {
                 Ok(out) => {
                     let wants_fragments =
                         fragmenting.any.load(std::sync::atomic::Ordering::Acquire)
-                            && lock_set(&fragmenting).contains(&out.watch_id());
+                            && lock(&fragmenting.ids).contains(&out.watch_id());
                     if let Some(prefixes) = &prefixes {
                         count_events(prefixes, ns.as_deref(), out.response());
                     }
@@ -275,7 +276,7 @@ impl ProgressSlot {
     /// Notes a progress request for `ids`; true when the caller must start
     /// the runner (none is running).
     fn request(&self, ids: Vec<WatcherId>) -> bool {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&self.state);
         st.ids = ids;
         if st.running {
             st.again = true;
@@ -290,7 +291,7 @@ impl ProgressSlot {
     /// The watchers of the next run, or `None` when no request is waiting
     /// (the runner then stops).
     fn next(&self) -> Option<Vec<WatcherId>> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&self.state);
         if st.again {
             st.again = false;
             Some(st.ids.clone())
@@ -330,10 +331,6 @@ struct FragmentingIds {
     /// before taking the lock).
     any: std::sync::atomic::AtomicBool,
     ids: std::sync::Mutex<std::collections::HashSet<i64>>,
-}
-
-fn lock_set(set: &FragmentingIds) -> std::sync::MutexGuard<'_, std::collections::HashSet<i64>> {
-    set.ids.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Size above which a response is split for watchers that asked for
@@ -418,7 +415,7 @@ impl ClientStream {
                 if let Some(id) = self.ids.remove(&cancel.watch_id) {
                     self.open.remove(&cancel.watch_id);
                     self.permits.remove(&cancel.watch_id);
-                    lock_set(&self.fragmenting).remove(&cancel.watch_id);
+                    lock(&self.fragmenting.ids).remove(&cancel.watch_id);
                     let header = self.hub.progress(&[id]);
                     self.hub.remove(id);
                     self.send(WatchResponse {
@@ -524,7 +521,7 @@ impl ClientStream {
             self.fragmenting
                 .any
                 .store(true, std::sync::atomic::Ordering::Release);
-            lock_set(&self.fragmenting).insert(watch_id);
+            lock(&self.fragmenting.ids).insert(watch_id);
         }
         let key = WatchKey {
             key: create.key.clone(),
