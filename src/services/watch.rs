@@ -17,7 +17,7 @@ use tracing::{debug, Instrument};
 
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::*;
-use crate::services::Context;
+use crate::services::ServiceDeps;
 use crate::upstream::Forwarded;
 use crate::watch::control::{ControlStream, CreateVerdict};
 use crate::watch::hub::{WatchHub, WatchKey, WatcherId, WatcherSpec};
@@ -37,7 +37,7 @@ const NO_WATCH_ID: i64 = -1;
 /// Serves `etcdserverpb.Watch`.
 pub struct WatchService {
     /// Pool and limits shared by all services.
-    pub ctx: Context,
+    pub deps: ServiceDeps,
     /// Watchers of every client stream.
     pub hub: Arc<WatchHub>,
     /// Watchers one client stream may hold (`--max-watchers-per-stream`).
@@ -55,7 +55,7 @@ impl WatchService {
     /// watcher where needed; shared responses otherwise pass as they are).
     pub async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> RpcResult<WatchStream> {
         // Set by the limits layer when per-client limits are on.
-        let client = match &self.ctx.limits {
+        let client = match &self.deps.limits {
             Some(limits) => request
                 .extensions()
                 .get::<crate::limits::ClientId>()
@@ -67,7 +67,7 @@ impl WatchService {
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let fragmenting: Fragmenting = Arc::default();
         let control = ControlStream::new(
-            self.ctx.upstream.pool().clone(),
+            self.deps.upstream.pool().clone(),
             fwd.clone(),
             tx.clone(),
             self.hub.tasks(),
@@ -75,7 +75,7 @@ impl WatchService {
         let stream = ClientStream {
             control,
             hub: self.hub.clone(),
-            ctx: self.ctx.clone(),
+            deps: self.deps.clone(),
             fwd,
             tx,
             ids: HashMap::new(),
@@ -93,7 +93,7 @@ impl WatchService {
                 .run(inbound)
                 .instrument(tracing::info_span!("watch_stream")),
         );
-        let ns = self.ctx.namespace.clone();
+        let ns = self.deps.namespace.clone();
         let prefixes = self.metrics.prefixes.clone();
         let answers = ReceiverStream::new(rx).flat_map(move |answer| {
             let pieces = match answer {
@@ -229,7 +229,7 @@ struct ClientStream {
     /// progress requests only a member can answer.
     control: ControlStream,
     hub: Arc<WatchHub>,
-    ctx: Context,
+    deps: ServiceDeps,
     fwd: Forwarded,
     tx: mpsc::Sender<Result<WatchOut, Status>>,
     /// The client's watch ids and the hub's watchers behind them.
@@ -373,7 +373,7 @@ pub fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
 
 impl ClientStream {
     async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
-        let pool = self.ctx.upstream.pool().clone();
+        let pool = self.deps.upstream.pool().clone();
         let required = crate::upstream::require_leader::requested(self.fwd.metadata());
         let lost = crate::upstream::require_leader::lost(&pool, required);
         tokio::pin!(lost);
@@ -454,7 +454,7 @@ impl ClientStream {
             use prost::Message;
             (p.clone(), p.bucket(&create.key), create.encoded_len())
         });
-        if let Some(ns) = &self.ctx.namespace {
+        if let Some(ns) = &self.deps.namespace {
             ns.watch_in(&mut create);
         }
         let watch_id = if create.watch_id != 0 {
@@ -560,7 +560,7 @@ impl ClientStream {
     /// (never none: clientv3 3.5 and 3.6 dereference it).
     fn header_for_own_answer(&self) -> ResponseHeader {
         let ids: Vec<WatcherId> = self.ids.values().copied().collect();
-        self.ctx
+        self.deps
             .upstream
             .pool()
             .last_header()
