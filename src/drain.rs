@@ -11,6 +11,7 @@
 //!    in flight finish;
 //! 4. connections close once idle, or are dropped at the hard limit.
 
+use crate::sync::lock;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,10 +55,7 @@ impl Drain {
     /// DRAIN HOOK: the `--resolver-prefix` registration is to be removed
     /// here, so resolvers stop handing out this proxy before it goes away.
     pub fn on_drain(&self, hook: DrainHook) {
-        match self.hooks.lock() {
-            Ok(mut h) => h.push(hook),
-            Err(p) => p.into_inner().push(hook),
-        }
+        lock(&self.hooks).push(hook);
     }
 
     /// Marks the proxy as draining and runs the hooks (each bounded by
@@ -67,10 +65,7 @@ impl Drain {
             return;
         }
         info!("drain started: /readyz now answers 503");
-        let hooks: Vec<DrainHook> = match self.hooks.lock() {
-            Ok(mut h) => std::mem::take(&mut *h),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        };
+        let hooks: Vec<DrainHook> = std::mem::take(&mut *lock(&self.hooks));
         for hook in hooks {
             if tokio::time::timeout(HOOK_TIMEOUT, hook()).await.is_err() {
                 warn!(timeout = ?HOOK_TIMEOUT, "drain hook did not finish in time; draining on");

@@ -20,6 +20,7 @@
 //! - [`tls`]: TLS towards clients and towards members.
 //! - [`tasks`]: the one owner of every task a running proxy spawns.
 //! - [`drain`]: the draining state and its hooks.
+//! - `sync`: the one lock helper, recovering from poisoned locks.
 //! - [`trace`]: OpenTelemetry spans over OTLP and `traceparent` towards members.
 //! - [`error`]: the one place errors become gRPC statuses.
 //! - [`codec`]: prost with small starting buffers, for every service and client.
@@ -38,6 +39,7 @@ pub mod proto;
 pub mod registration;
 pub mod server;
 pub mod services;
+mod sync;
 pub mod tasks;
 pub mod tls;
 pub mod trace;

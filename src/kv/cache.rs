@@ -19,9 +19,10 @@
 //! came back, and the watch has applied every event up to the barrier's
 //! revision ([`RangeCache::caught_up_to`]).
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
@@ -91,10 +92,6 @@ pub struct RangeCache {
     applied: tokio::sync::watch::Sender<i64>,
     /// Counters for metrics.
     pub stats: CacheStats,
-}
-
-fn lock(m: &Mutex<Entries>) -> MutexGuard<'_, Entries> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether `key` lies in `[start, end)` as etcd reads a range: empty end is

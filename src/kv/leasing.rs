@@ -23,8 +23,9 @@
 //! Calls that carry an auth token are never served from or guarded by
 //! leases (cached answers are not shared across users).
 
+use crate::sync::lock;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -129,13 +130,6 @@ pub fn txn_writes(txn: &TxnRequest, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
             Some(request_op::Request::RequestTxn(inner)) => txn_writes(inner, out),
             Some(request_op::Request::RequestRange(_)) | None => {}
         }
-    }
-}
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

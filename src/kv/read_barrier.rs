@@ -13,6 +13,7 @@
 //! One barrier is in flight at a time, as in etcd: reads that arrive while
 //! it is out wait for the next one, so a read waits at most two round trips.
 
+use crate::sync::lock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -67,7 +68,7 @@ impl ReadBarrier {
     }
 
     fn join(self: &Arc<Self>) -> Barrier {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = lock(&self.next);
         if let Some((_, barrier)) = next.open.as_ref() {
             return barrier.clone();
         }
@@ -83,7 +84,7 @@ impl ReadBarrier {
         let _turn = self.in_flight.lock().await;
         {
             // From here on the barrier is closed: later reads form the next one.
-            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = lock(&self.next);
             if next.open.as_ref().is_some_and(|(g, _)| *g == generation) {
                 next.open = None;
             }

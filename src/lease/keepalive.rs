@@ -14,9 +14,10 @@
 //! client has no token and all share one set of streams.
 
 use crate::error::ProxyError;
+use crate::sync::lock;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -117,13 +118,6 @@ struct State {
     recent: HashMap<i64, (Instant, LeaseKeepAliveResponse)>,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
 impl KeepAliveHub {
     /// A hub over `pool`; upstream streams open on first use.
     pub fn new(pool: Pool, tasks: crate::tasks::Tasks) -> Arc<KeepAliveHub> {
@@ -144,7 +138,7 @@ impl KeepAliveHub {
         id: i64,
     ) -> Result<LeaseKeepAliveResponse, Status> {
         let renewals = {
-            let mut map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = lock(&self.by_token);
             let key = token.cloned();
             if !map.contains_key(&key) {
                 map.retain(|_, (r, used)| {
@@ -185,7 +179,7 @@ impl KeepAliveHub {
         if let (Err(status), Some(_)) = (&answer, token) {
             if status.code() == tonic::Code::Unauthenticated {
                 // etcd does not accept the token: keep no state for it.
-                let mut map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+                let mut map = lock(&self.by_token);
                 if map
                     .get(&token.cloned())
                     .is_some_and(|(r, _)| Arc::ptr_eq(r, &renewals))
@@ -204,15 +198,12 @@ impl KeepAliveHub {
 
     /// Tokens with renewal state now (each has its own upstream streams).
     pub fn tokens(&self) -> usize {
-        self.by_token
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        lock(&self.by_token).len()
     }
 
     /// Drops any reusable answer for `id` (after a revoke through this proxy).
     pub fn forget(&self, id: i64) {
-        let map = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+        let map = lock(&self.by_token);
         for (r, _) in map.values() {
             r.forget(id);
         }

@@ -9,6 +9,7 @@
 //! A simple token the proxy never saw issued counts as its source IP, so
 //! made-up tokens cannot buy a client fresh limits.
 
+use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -94,10 +95,6 @@ impl TokenUsers {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The client a request with these headers and extensions counts as.

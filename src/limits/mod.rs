@@ -23,6 +23,7 @@ pub mod settings;
 pub use identity::{client_of, ClientId, PeerAddr, TokenUsers};
 pub use settings::{LimitSet, LimitSettings, LimitsFileError};
 
+use crate::sync::{lock, read, write};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -267,15 +268,12 @@ impl ClientLimits {
 
     /// The limits in force now.
     pub fn settings(&self) -> Arc<LimitSettings> {
-        self.settings
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        read(&self.settings).clone()
     }
 
     /// Puts `settings` in force; every client follows at its next call.
     pub fn replace(&self, settings: LimitSettings) {
-        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+        *write(&self.settings) = Arc::new(settings);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -469,10 +467,6 @@ fn evict(map: &mut HashMap<Arc<str>, Arc<Client>>) {
 fn shard_of(name: &str) -> usize {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     BuildHasherDefault::<DefaultHasher>::default().hash_one(name) as usize % SHARDS
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -136,7 +136,7 @@ struct MethodCounters {
 }
 
 /// Counters shared by the whole proxy; reachable from
-/// [`crate::services::Context`] so any service can count.
+/// [`crate::services::ServiceDeps`] so any service can count.
 pub struct Metrics {
     methods: Vec<MethodCounters>,
     /// Calls to paths outside the etcd API (answered Unimplemented).

@@ -66,7 +66,7 @@ use crate::services::lease::LeaseService;
 use crate::services::lock::LockService;
 use crate::services::maintenance::MaintenanceService;
 use crate::services::watch::{WatchService, CLIENT_QUEUE};
-use crate::services::Context;
+use crate::services::ServiceDeps;
 use crate::upstream::membership::{self, MembershipSettings};
 use crate::upstream::{Pool, Upstream};
 use crate::watch::hub::WatchHub;
@@ -226,7 +226,7 @@ pub async fn run_with(
             .map(|p| crate::kv::leasing::Leasing::new(p, upstream.clone(), tasks.clone())),
         prefix_metrics: metrics.prefixes.clone(),
     };
-    let ctx = Context {
+    let deps = ServiceDeps {
         upstream: upstream.clone(),
         kv: crate::kv::build(upstream.clone(), &features),
         namespace: features.namespace,
@@ -240,7 +240,7 @@ pub async fn run_with(
     let keepalive_hub = KeepAliveHub::new(pool.clone(), tasks.clone());
     let _cache_follower = AbortOnDrop(
         tasks.spawn(
-            ctx.cache
+            deps.cache
                 .clone()
                 .follow(watch_hub.clone(), upstream.clone()),
         ),
@@ -264,7 +264,7 @@ pub async fn run_with(
             })
         }));
     }
-    if let Some(leasing) = ctx.leasing.clone() {
+    if let Some(leasing) = deps.leasing.clone() {
         // Leases are given up when the drain starts, so writers elsewhere
         // need not wait for this proxy's session to expire.
         let task = AbortOnDrop(tasks.spawn(leasing.clone().run(keepalive_hub.clone())));
@@ -287,13 +287,13 @@ pub async fn run_with(
         bytes: config.memory_budget_bytes,
     };
     let watch = WatchService {
-        ctx: ctx.clone(),
+        deps: deps.clone(),
         hub: watch_hub.clone(),
         max_watchers_per_stream: config.max_watchers_per_stream,
         metrics: metrics.clone(),
     };
     let routes = routes(
-        &ctx,
+        &deps,
         watch,
         &keepalive_hub,
         request_limit(&config),
@@ -306,8 +306,8 @@ pub async fn run_with(
             pool: pool.clone(),
             watch_hub,
             keepalive_hub,
-            cache: ctx.cache.clone(),
-            read_barrier: ctx.read_barrier.clone(),
+            cache: deps.cache.clone(),
+            read_barrier: deps.read_barrier.clone(),
             client_limits: limits.clone(),
         },
         drain: drain.clone(),
@@ -444,43 +444,43 @@ fn request_limit(config: &Config) -> usize {
 
 /// Every etcd service and the gRPC health service, with the same message limits.
 fn routes(
-    ctx: &Context,
+    deps: &ServiceDeps,
     watch: WatchService,
     keepalive_hub: &Arc<KeepAliveHub>,
     recv: usize,
     registration: Option<crate::registration::Registration>,
     health: HealthService,
 ) -> Routes {
-    Routes::new(wire!(KvServer::new(KvService { ctx: ctx.clone() }), recv))
+    Routes::new(wire!(KvServer::new(KvService { deps: deps.clone() }), recv))
         .add_service(wire!(
             ClusterServer::new(ClusterService {
-                ctx: ctx.clone(),
+                deps: deps.clone(),
                 registration
             }),
             recv
         ))
         .add_service(wire!(
-            MaintenanceServer::new(MaintenanceService { ctx: ctx.clone() }),
+            MaintenanceServer::new(MaintenanceService { deps: deps.clone() }),
             recv
         ))
         .add_service(crate::services::watch::WatchGrpc::new(watch, recv))
         .add_service(wire!(
             LeaseServer::new(LeaseService {
-                ctx: ctx.clone(),
+                deps: deps.clone(),
                 hub: keepalive_hub.clone()
             }),
             recv
         ))
         .add_service(wire!(
-            AuthServer::new(AuthService { ctx: ctx.clone() }),
+            AuthServer::new(AuthService { deps: deps.clone() }),
             recv
         ))
         .add_service(wire!(
-            ElectionServer::new(ElectionService { ctx: ctx.clone() }),
+            ElectionServer::new(ElectionService { deps: deps.clone() }),
             recv
         ))
         .add_service(wire!(
-            LockServer::new(LockService { ctx: ctx.clone() }),
+            LockServer::new(LockService { deps: deps.clone() }),
             recv
         ))
         .add_service(wire!(HealthServer::new(health), recv))

@@ -8,13 +8,13 @@ use tonic::Request;
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::*;
-use crate::services::Context;
+use crate::services::ServiceDeps;
 use crate::upstream::RetryPolicy;
 
 /// Serves `etcdserverpb.Auth`.
 pub struct AuthService {
     /// Pool and limits shared by all services.
-    pub ctx: Context,
+    pub deps: ServiceDeps,
 }
 
 #[tonic::async_trait]
@@ -24,9 +24,9 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthEnableRequest>,
     ) -> RpcResult<AuthEnableResponse> {
-        self.ctx.cache.suspend();
+        self.deps.cache.suspend();
         let answer: RpcResult<AuthEnableResponse> = self
-            .ctx
+            .deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/AuthEnable",
@@ -34,7 +34,7 @@ impl Auth for AuthService {
                 request,
             )
             .await;
-        self.ctx.cache.suspend();
+        self.deps.cache.suspend();
         answer
     }
 
@@ -42,7 +42,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthDisableRequest>,
     ) -> RpcResult<AuthDisableResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/AuthDisable",
@@ -56,7 +56,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthStatusRequest>,
     ) -> RpcResult<AuthStatusResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/AuthStatus",
@@ -70,9 +70,9 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthenticateRequest>,
     ) -> RpcResult<AuthenticateResponse> {
-        let Some(limits) = &self.ctx.limits else {
+        let Some(limits) = &self.deps.limits else {
             return self
-                .ctx
+                .deps
                 .upstream
                 .forward(
                     "/etcdserverpb.Auth/Authenticate",
@@ -84,7 +84,7 @@ impl Auth for AuthService {
         // Per-client limits count a token's calls against its user.
         let name = request.get_ref().name.clone();
         let answer: RpcResult<AuthenticateResponse> = self
-            .ctx
+            .deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/Authenticate",
@@ -102,7 +102,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserAddRequest>,
     ) -> RpcResult<AuthUserAddResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/UserAdd",
@@ -116,7 +116,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserGetRequest>,
     ) -> RpcResult<AuthUserGetResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/UserGet",
@@ -130,7 +130,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserListRequest>,
     ) -> RpcResult<AuthUserListResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/UserList",
@@ -144,7 +144,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserDeleteRequest>,
     ) -> RpcResult<AuthUserDeleteResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/UserDelete",
@@ -158,7 +158,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserChangePasswordRequest>,
     ) -> RpcResult<AuthUserChangePasswordResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/UserChangePassword",
@@ -172,7 +172,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserGrantRoleRequest>,
     ) -> RpcResult<AuthUserGrantRoleResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/UserGrantRole",
@@ -186,7 +186,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthUserRevokeRoleRequest>,
     ) -> RpcResult<AuthUserRevokeRoleResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/UserRevokeRole",
@@ -200,7 +200,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleAddRequest>,
     ) -> RpcResult<AuthRoleAddResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/RoleAdd",
@@ -214,7 +214,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleGetRequest>,
     ) -> RpcResult<AuthRoleGetResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/RoleGet",
@@ -228,7 +228,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleListRequest>,
     ) -> RpcResult<AuthRoleListResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/RoleList",
@@ -242,7 +242,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleDeleteRequest>,
     ) -> RpcResult<AuthRoleDeleteResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/RoleDelete",
@@ -256,7 +256,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleGrantPermissionRequest>,
     ) -> RpcResult<AuthRoleGrantPermissionResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/RoleGrantPermission",
@@ -270,7 +270,7 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthRoleRevokePermissionRequest>,
     ) -> RpcResult<AuthRoleRevokePermissionResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Auth/RoleRevokePermission",

@@ -8,13 +8,13 @@ use crate::error::RpcResult;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::*;
 use crate::registration::{self, Registered, Registration};
-use crate::services::Context;
+use crate::services::ServiceDeps;
 use crate::upstream::RetryPolicy;
 
 /// Serves `etcdserverpb.Cluster`.
 pub struct ClusterService {
     /// Pool and limits shared by all services.
-    pub ctx: Context,
+    pub deps: ServiceDeps,
     /// With `--resolver-prefix`, MemberList lists the registered proxies.
     pub registration: Option<Registration>,
 }
@@ -22,7 +22,7 @@ pub struct ClusterService {
 impl ClusterService {
     fn changed<T>(&self, result: RpcResult<T>) -> RpcResult<T> {
         if result.is_ok() {
-            self.ctx.upstream.pool().request_refresh();
+            self.deps.upstream.pool().request_refresh();
         }
         result
     }
@@ -32,7 +32,7 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn member_add(&self, request: Request<MemberAddRequest>) -> RpcResult<MemberAddResponse> {
         let r: RpcResult<MemberAddResponse> = self
-            .ctx
+            .deps
             .upstream
             .forward(
                 "/etcdserverpb.Cluster/MemberAdd",
@@ -48,7 +48,7 @@ impl Cluster for ClusterService {
         request: Request<MemberRemoveRequest>,
     ) -> RpcResult<MemberRemoveResponse> {
         let r: RpcResult<MemberRemoveResponse> = self
-            .ctx
+            .deps
             .upstream
             .forward(
                 "/etcdserverpb.Cluster/MemberRemove",
@@ -64,7 +64,7 @@ impl Cluster for ClusterService {
         request: Request<MemberUpdateRequest>,
     ) -> RpcResult<MemberUpdateResponse> {
         let r: RpcResult<MemberUpdateResponse> = self
-            .ctx
+            .deps
             .upstream
             .forward(
                 "/etcdserverpb.Cluster/MemberUpdate",
@@ -85,7 +85,7 @@ impl Cluster for ClusterService {
     ) -> RpcResult<MemberListResponse> {
         let Some(reg) = &self.registration else {
             return self
-                .ctx
+                .deps
                 .upstream
                 .forward(
                     "/etcdserverpb.Cluster/MemberList",
@@ -94,7 +94,7 @@ impl Cluster for ClusterService {
                 )
                 .await;
         };
-        let (header, mut found) = registration::list(&self.ctx.upstream, reg).await?;
+        let (header, mut found) = registration::list(&self.deps.upstream, reg).await?;
         if found.is_empty() {
             found.push(Registered {
                 addr: reg.advertise.clone(),
@@ -119,7 +119,7 @@ impl Cluster for ClusterService {
         request: Request<MemberPromoteRequest>,
     ) -> RpcResult<MemberPromoteResponse> {
         let r: RpcResult<MemberPromoteResponse> = self
-            .ctx
+            .deps
             .upstream
             .forward(
                 "/etcdserverpb.Cluster/MemberPromote",

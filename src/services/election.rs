@@ -9,25 +9,25 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::RpcResult;
 use crate::proto::v3electionpb::election_server::Election;
 use crate::proto::v3electionpb::*;
-use crate::services::Context;
+use crate::services::ServiceDeps;
 use crate::upstream::Forwarded;
 use crate::upstream::{Credentials, RetryPolicy};
 
 /// Serves `v3electionpb.Election`.
 pub struct ElectionService {
     /// Pool and limits shared by all services.
-    pub ctx: Context,
+    pub deps: ServiceDeps,
 }
 
 #[tonic::async_trait]
 impl Election for ElectionService {
     async fn campaign(&self, mut request: Request<CampaignRequest>) -> RpcResult<CampaignResponse> {
-        let ns = self.ctx.namespace.clone();
+        let ns = self.deps.namespace.clone();
         if let Some(ns) = &ns {
             ns.name_in(&mut request.get_mut().name);
         }
         let mut resp: Response<CampaignResponse> = self
-            .ctx
+            .deps
             .upstream
             .forward(
                 "/v3electionpb.Election/Campaign",
@@ -42,10 +42,11 @@ impl Election for ElectionService {
     }
 
     async fn proclaim(&self, mut request: Request<ProclaimRequest>) -> RpcResult<ProclaimResponse> {
-        if let (Some(ns), Some(leader)) = (&self.ctx.namespace, request.get_mut().leader.as_mut()) {
+        if let (Some(ns), Some(leader)) = (&self.deps.namespace, request.get_mut().leader.as_mut())
+        {
             ns.leader_key_in(leader);
         }
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/v3electionpb.Election/Proclaim",
@@ -56,12 +57,12 @@ impl Election for ElectionService {
     }
 
     async fn leader(&self, mut request: Request<LeaderRequest>) -> RpcResult<LeaderResponse> {
-        let ns = self.ctx.namespace.clone();
+        let ns = self.deps.namespace.clone();
         if let Some(ns) = &ns {
             ns.name_in(&mut request.get_mut().name);
         }
         let mut resp: Response<LeaderResponse> = self
-            .ctx
+            .deps
             .upstream
             .forward(
                 "/v3electionpb.Election/Leader",
@@ -79,13 +80,13 @@ impl Election for ElectionService {
         Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> + Send + 'static>>;
 
     async fn observe(&self, mut request: Request<LeaderRequest>) -> RpcResult<Self::ObserveStream> {
-        let ns = self.ctx.namespace.clone();
+        let ns = self.deps.namespace.clone();
         if let Some(ns) = &ns {
             ns.name_in(&mut request.get_mut().name);
         }
         let (fwd, msg) = Forwarded::split(request);
         let upstream: Streaming<LeaderResponse> = self
-            .ctx
+            .deps
             .upstream
             .server_stream(
                 "/v3electionpb.Election/Observe",
@@ -109,10 +110,11 @@ impl Election for ElectionService {
     }
 
     async fn resign(&self, mut request: Request<ResignRequest>) -> RpcResult<ResignResponse> {
-        if let (Some(ns), Some(leader)) = (&self.ctx.namespace, request.get_mut().leader.as_mut()) {
+        if let (Some(ns), Some(leader)) = (&self.deps.namespace, request.get_mut().leader.as_mut())
+        {
             ns.leader_key_in(leader);
         }
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/v3electionpb.Election/Resign",

@@ -6,18 +6,18 @@ use tonic::Request;
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::*;
-use crate::services::Context;
+use crate::services::ServiceDeps;
 
 /// Serves `etcdserverpb.KV`.
 pub struct KvService {
     /// The stack every KV call goes down, and what RangeStream needs.
-    pub ctx: Context,
+    pub deps: ServiceDeps,
 }
 
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> RpcResult<RangeResponse> {
-        self.ctx.kv.range(request).await
+        self.deps.kv.range(request).await
     }
 
     type RangeStreamStream = crate::services::range_stream::RangeStream;
@@ -26,25 +26,25 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> RpcResult<Self::RangeStreamStream> {
-        crate::services::range_stream::range_stream(&self.ctx, request).await
+        crate::services::range_stream::range_stream(&self.deps, request).await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> RpcResult<PutResponse> {
-        self.ctx.kv.put(request).await
+        self.deps.kv.put(request).await
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> RpcResult<DeleteRangeResponse> {
-        self.ctx.kv.delete_range(request).await
+        self.deps.kv.delete_range(request).await
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> RpcResult<TxnResponse> {
-        self.ctx.kv.txn(request).await
+        self.deps.kv.txn(request).await
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> RpcResult<CompactionResponse> {
-        self.ctx.kv.compact(request).await
+        self.deps.kv.compact(request).await
     }
 }

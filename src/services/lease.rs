@@ -17,13 +17,13 @@ use crate::error::RpcResult;
 use crate::lease::keepalive::KeepAliveHub;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::*;
-use crate::services::Context;
+use crate::services::ServiceDeps;
 use crate::upstream::RetryPolicy;
 
 /// Serves `etcdserverpb.Lease`.
 pub struct LeaseService {
     /// Pool and limits shared by all services.
-    pub ctx: Context,
+    pub deps: ServiceDeps,
     /// Keep-alives of every client stream.
     pub hub: Arc<KeepAliveHub>,
 }
@@ -34,7 +34,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> RpcResult<LeaseGrantResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Lease/LeaseGrant",
@@ -51,7 +51,7 @@ impl Lease for LeaseService {
         let id = request.get_ref().id;
         self.hub.forget(id);
         let result: RpcResult<LeaseRevokeResponse> = self
-            .ctx
+            .deps
             .upstream
             .forward(
                 "/etcdserverpb.Lease/LeaseRevoke",
@@ -74,7 +74,7 @@ impl Lease for LeaseService {
             .token()
             .cloned();
         let required = crate::upstream::require_leader::requested(request.metadata());
-        let pool = self.ctx.upstream.pool().clone();
+        let pool = self.deps.upstream.pool().clone();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let hub = self.hub.clone();
@@ -135,7 +135,7 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> RpcResult<LeaseTimeToLiveResponse> {
         let mut resp: Response<LeaseTimeToLiveResponse> = self
-            .ctx
+            .deps
             .upstream
             .forward(
                 "/etcdserverpb.Lease/LeaseTimeToLive",
@@ -143,7 +143,7 @@ impl Lease for LeaseService {
                 request,
             )
             .await?;
-        if let Some(ns) = &self.ctx.namespace {
+        if let Some(ns) = &self.deps.namespace {
             ns.lease_keys_out(resp.get_mut());
         }
         Ok(resp)
@@ -153,7 +153,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseLeasesRequest>,
     ) -> RpcResult<LeaseLeasesResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Lease/LeaseLeases",

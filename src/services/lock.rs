@@ -7,24 +7,24 @@ use tonic::Request;
 use crate::error::RpcResult;
 use crate::proto::v3lockpb::lock_server::Lock;
 use crate::proto::v3lockpb::*;
-use crate::services::Context;
+use crate::services::ServiceDeps;
 use crate::upstream::RetryPolicy;
 
 /// Serves `v3lockpb.Lock`.
 pub struct LockService {
     /// Pool and limits shared by all services.
-    pub ctx: Context,
+    pub deps: ServiceDeps,
 }
 
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, mut request: Request<LockRequest>) -> RpcResult<LockResponse> {
-        let ns = self.ctx.namespace.clone();
+        let ns = self.deps.namespace.clone();
         if let Some(ns) = &ns {
             ns.name_in(&mut request.get_mut().name);
         }
         let mut resp: tonic::Response<LockResponse> = self
-            .ctx
+            .deps
             .upstream
             .forward("/v3lockpb.Lock/Lock", RetryPolicy::UnlessApplied, request)
             .await?;
@@ -35,10 +35,10 @@ impl Lock for LockService {
     }
 
     async fn unlock(&self, mut request: Request<UnlockRequest>) -> RpcResult<UnlockResponse> {
-        if let Some(ns) = &self.ctx.namespace {
+        if let Some(ns) = &self.deps.namespace {
             ns.key_in(&mut request.get_mut().key);
         }
-        self.ctx
+        self.deps
             .upstream
             .forward("/v3lockpb.Lock/Unlock", RetryPolicy::UnlessApplied, request)
             .await

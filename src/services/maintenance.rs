@@ -12,14 +12,14 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::*;
-use crate::services::Context;
+use crate::services::ServiceDeps;
 use crate::upstream::Forwarded;
 use crate::upstream::{Credentials, RetryPolicy, Target};
 
 /// Serves `etcdserverpb.Maintenance`.
 pub struct MaintenanceService {
     /// Pool and limits shared by all services.
-    pub ctx: Context,
+    pub deps: ServiceDeps,
 }
 
 #[tonic::async_trait]
@@ -82,7 +82,7 @@ impl Maintenance for MaintenanceService {
     async fn snapshot(&self, request: Request<SnapshotRequest>) -> RpcResult<Self::SnapshotStream> {
         let (fwd, msg) = Forwarded::split(request);
         let upstream: Streaming<SnapshotResponse> = self
-            .ctx
+            .deps
             .upstream
             .server_stream_to(
                 Target::Pinned,
@@ -110,12 +110,12 @@ impl Maintenance for MaintenanceService {
                 request,
             )
             .await;
-        self.ctx.upstream.pool().request_refresh();
+        self.deps.upstream.pool().request_refresh();
         answer
     }
 
     async fn downgrade(&self, request: Request<DowngradeRequest>) -> RpcResult<DowngradeResponse> {
-        self.ctx
+        self.deps
             .upstream
             .forward(
                 "/etcdserverpb.Maintenance/Downgrade",
@@ -138,7 +138,7 @@ impl MaintenanceService {
         Req: prost::Message + Clone + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        self.ctx
+        self.deps
             .upstream
             .forward_to(Target::Pinned, method, policy, request)
             .await

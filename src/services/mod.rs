@@ -20,9 +20,9 @@ pub mod maintenance;
 pub mod range_stream;
 pub mod watch;
 
-/// What every service needs: the pool, the upstream message limits and the KV features.
+/// What every service binding shares (named apart from `std::task::Context`): the upstream, the upstream message limits and the KV features.
 #[derive(Clone)]
-pub struct Context {
+pub struct ServiceDeps {
     /// Every call to a member goes through it.
     pub upstream: Upstream,
     /// The key prefix clients are confined to (`--namespace`), if any.

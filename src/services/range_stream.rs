@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::{RangeRequest, RangeStreamResponse};
-use crate::services::Context;
+use crate::services::ServiceDeps;
 use crate::upstream::Forwarded;
 use crate::upstream::{Credentials, RetryPolicy};
 
@@ -36,18 +36,18 @@ pub type RangeStream =
 /// too late to read again when it is older than one already answered (as a
 /// Range is), and a linearizable answer never is.
 pub async fn range_stream(
-    ctx: &Context,
+    deps: &ServiceDeps,
     mut request: Request<RangeRequest>,
 ) -> RpcResult<RangeStream> {
-    let ns = ctx.namespace.clone();
+    let ns = deps.namespace.clone();
     if let Some(ns) = &ns {
         ns.range_in(request.get_mut())?;
     }
-    if ctx.serializable_floor.is_some() {
+    if deps.serializable_floor.is_some() {
         request.get_mut().serializable = false;
     }
     let (fwd, msg) = Forwarded::split(request);
-    let upstream: tonic::Streaming<RangeStreamResponse> = ctx
+    let upstream: tonic::Streaming<RangeStreamResponse> = deps
         .upstream
         .server_stream(
             "/etcdserverpb.KV/RangeStream",
@@ -56,7 +56,7 @@ pub async fn range_stream(
             msg,
         )
         .await?;
-    let floor = ctx.serializable_floor.clone();
+    let floor = deps.serializable_floor.clone();
     let answers = upstream.map(move |message| {
         let mut message = message?;
         if let Some(range) = message.range_response.as_mut() {

@@ -3,6 +3,7 @@
 //! onto upstream watches and fails them over between members.
 
 use crate::error::ProxyError;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use tracing::{debug, Instrument};
 
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::*;
-use crate::services::Context;
+use crate::services::ServiceDeps;
 use crate::upstream::Forwarded;
 use crate::watch::control::{ControlStream, CreateVerdict};
 use crate::watch::hub::{WatchHub, WatchKey, WatcherId, WatcherSpec};
@@ -36,7 +37,7 @@ const NO_WATCH_ID: i64 = -1;
 /// Serves `etcdserverpb.Watch`.
 pub struct WatchService {
     /// Pool and limits shared by all services.
-    pub ctx: Context,
+    pub deps: ServiceDeps,
     /// Watchers of every client stream.
     pub hub: Arc<WatchHub>,
     /// Watchers one client stream may hold (`--max-watchers-per-stream`).
@@ -54,7 +55,7 @@ impl WatchService {
     /// watcher where needed; shared responses otherwise pass as they are).
     pub async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> RpcResult<WatchStream> {
         // Set by the limits layer when per-client limits are on.
-        let client = match &self.ctx.limits {
+        let client = match &self.deps.limits {
             Some(limits) => request
                 .extensions()
                 .get::<crate::limits::ClientId>()
@@ -66,7 +67,7 @@ impl WatchService {
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let fragmenting: Fragmenting = Arc::default();
         let control = ControlStream::new(
-            self.ctx.upstream.pool().clone(),
+            self.deps.upstream.pool().clone(),
             fwd.clone(),
             tx.clone(),
             self.hub.tasks(),
@@ -74,7 +75,7 @@ impl WatchService {
         let stream = ClientStream {
             control,
             hub: self.hub.clone(),
-            ctx: self.ctx.clone(),
+            deps: self.deps.clone(),
             fwd,
             tx,
             ids: HashMap::new(),
@@ -92,14 +93,14 @@ impl WatchService {
                 .run(inbound)
                 .instrument(tracing::info_span!("watch_stream")),
         );
-        let ns = self.ctx.namespace.clone();
+        let ns = self.deps.namespace.clone();
         let prefixes = self.metrics.prefixes.clone();
         let answers = ReceiverStream::new(rx).flat_map(move |answer| {
             let pieces = match answer {
                 Ok(out) => {
                     let wants_fragments =
                         fragmenting.any.load(std::sync::atomic::Ordering::Acquire)
-                            && lock_set(&fragmenting).contains(&out.watch_id());
+                            && lock(&fragmenting.ids).contains(&out.watch_id());
                     if let Some(prefixes) = &prefixes {
                         count_events(prefixes, ns.as_deref(), out.response());
                     }
@@ -228,7 +229,7 @@ struct ClientStream {
     /// progress requests only a member can answer.
     control: ControlStream,
     hub: Arc<WatchHub>,
-    ctx: Context,
+    deps: ServiceDeps,
     fwd: Forwarded,
     tx: mpsc::Sender<Result<WatchOut, Status>>,
     /// The client's watch ids and the hub's watchers behind them.
@@ -275,7 +276,7 @@ impl ProgressSlot {
     /// Notes a progress request for `ids`; true when the caller must start
     /// the runner (none is running).
     fn request(&self, ids: Vec<WatcherId>) -> bool {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&self.state);
         st.ids = ids;
         if st.running {
             st.again = true;
@@ -290,7 +291,7 @@ impl ProgressSlot {
     /// The watchers of the next run, or `None` when no request is waiting
     /// (the runner then stops).
     fn next(&self) -> Option<Vec<WatcherId>> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&self.state);
         if st.again {
             st.again = false;
             Some(st.ids.clone())
@@ -330,10 +331,6 @@ struct FragmentingIds {
     /// before taking the lock).
     any: std::sync::atomic::AtomicBool,
     ids: std::sync::Mutex<std::collections::HashSet<i64>>,
-}
-
-fn lock_set(set: &FragmentingIds) -> std::sync::MutexGuard<'_, std::collections::HashSet<i64>> {
-    set.ids.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Size above which a response is split for watchers that asked for
@@ -376,7 +373,7 @@ pub fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
 
 impl ClientStream {
     async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
-        let pool = self.ctx.upstream.pool().clone();
+        let pool = self.deps.upstream.pool().clone();
         let required = crate::upstream::require_leader::requested(self.fwd.metadata());
         let lost = crate::upstream::require_leader::lost(&pool, required);
         tokio::pin!(lost);
@@ -418,7 +415,7 @@ impl ClientStream {
                 if let Some(id) = self.ids.remove(&cancel.watch_id) {
                     self.open.remove(&cancel.watch_id);
                     self.permits.remove(&cancel.watch_id);
-                    lock_set(&self.fragmenting).remove(&cancel.watch_id);
+                    lock(&self.fragmenting.ids).remove(&cancel.watch_id);
                     let header = self.hub.progress(&[id]);
                     self.hub.remove(id);
                     self.send(WatchResponse {
@@ -457,7 +454,7 @@ impl ClientStream {
             use prost::Message;
             (p.clone(), p.bucket(&create.key), create.encoded_len())
         });
-        if let Some(ns) = &self.ctx.namespace {
+        if let Some(ns) = &self.deps.namespace {
             ns.watch_in(&mut create);
         }
         let watch_id = if create.watch_id != 0 {
@@ -524,7 +521,7 @@ impl ClientStream {
             self.fragmenting
                 .any
                 .store(true, std::sync::atomic::Ordering::Release);
-            lock_set(&self.fragmenting).insert(watch_id);
+            lock(&self.fragmenting.ids).insert(watch_id);
         }
         let key = WatchKey {
             key: create.key.clone(),
@@ -563,7 +560,7 @@ impl ClientStream {
     /// (never none: clientv3 3.5 and 3.6 dereference it).
     fn header_for_own_answer(&self) -> ResponseHeader {
         let ids: Vec<WatcherId> = self.ids.values().copied().collect();
-        self.ctx
+        self.deps
             .upstream
             .pool()
             .last_header()

@@ -1,6 +1,7 @@
 //! The set of etcd members in use, each with a lazily connected channel,
 //! a health flag and an in-flight counter used for balancing.
 
+use crate::sync::{read, write};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -94,11 +95,7 @@ impl Pool {
 
     /// The proxy's own token, if it has logged in.
     pub fn own_token(&self) -> Option<tonic::metadata::AsciiMetadataValue> {
-        self.inner
-            .own_token
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read(&self.inner.own_token).clone()
     }
 
     /// `msg` as one of the proxy's own calls (see [`Pool::own_metadata`]).
@@ -112,14 +109,7 @@ impl Pool {
         let Some(user) = self.inner.settings.own_user.clone() else {
             return;
         };
-        if !stale
-            && self
-                .inner
-                .own_token
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some()
-        {
+        if !stale && read(&self.inner.own_token).is_some() {
             return;
         }
         let req = crate::proto::etcdserverpb::AuthenticateRequest {
@@ -149,11 +139,7 @@ impl Pool {
         if token.is_some() {
             info!(user = %String::from_utf8_lossy(&user.name), "the proxy's own calls are authenticated");
         }
-        *self
-            .inner
-            .own_token
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = token;
+        *write(&self.inner.own_token) = token;
     }
 
     /// The endpoints given at start.
@@ -163,10 +149,7 @@ impl Pool {
 
     /// The members in use now.
     pub fn backends(&self) -> Arc<Vec<Arc<Backend>>> {
-        match self.inner.backends.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        read(&self.inner.backends).clone()
     }
 
     /// The healthy member that leads the cluster, as last probed.
@@ -219,10 +202,7 @@ impl Pool {
                 })),
             }
         }
-        let mut guard = match self.inner.backends.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut guard = write(&self.inner.backends);
         *guard = Arc::new(next);
         drop(guard);
         if !old_urls.is_empty() {

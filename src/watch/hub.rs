@@ -11,9 +11,10 @@
 //!   broadcast re-opens on another member from `position + 1`, so watchers
 //!   see no error, no gap and no duplicate.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_stream::wrappers::ReceiverStream;
@@ -184,13 +185,6 @@ fn progress_request() -> WatchRequest {
         request_union: Some(watch_request::RequestUnion::ProgressRequest(
             WatchProgressRequest {},
         )),
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

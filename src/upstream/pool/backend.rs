@@ -1,6 +1,7 @@
 //! One member: its channel, health flag, in-flight count, and the settings every channel is built with.
 
 use super::*;
+use crate::sync::lock;
 
 /// How channels to members are dialled; shared by every backend.
 #[derive(Debug, Clone)]
@@ -131,12 +132,12 @@ impl Backend {
 
     /// Records the header of the member's last Status answer.
     pub(crate) fn set_last_header(&self, header: ResponseHeader) {
-        *self.last_header.lock().unwrap_or_else(|p| p.into_inner()) = Some(header);
+        *lock(&self.last_header) = Some(header);
     }
 
     /// The header of the member's last Status answer, if it has answered.
     pub fn last_header(&self) -> Option<ResponseHeader> {
-        *self.last_header.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.last_header)
     }
 
     /// Records the leader the member reported in its last Status.
