@@ -309,6 +309,8 @@ fn every_flag_given_twice_keeps_its_last_value_and_lists_add_up() {
         "http://127.0.0.1:2",
         "TLS1.2",
         "TLS1.3",
+        "json",
+        "text",
     ];
     let cmd = Cli::command();
     let start = cmd.find_subcommand("start").expect("start");
