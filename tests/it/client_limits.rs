@@ -333,21 +333,14 @@ async fn calls_in_flight_past_the_limit_get_too_many_requests() {
         .expect("hold the lock");
 
     let mut waiter = proxy.client().await;
-    let waiting = tokio::spawn(async move { waiter.lock("l", None).await.map(|_| ()) });
-    let mut other = proxy.client().await;
-    let refused = eventually(
-        "a call refused while the Lock waits",
-        Duration::from_secs(20),
-        || {
-            let mut other = other.clone();
-            async move {
-                match other.get("k", None).await {
-                    Err(e) if is_too_many_requests(&e) => Some(()),
-                    _ => None,
-                }
-            }
-        },
-    )
+    let mut waiting = tokio::spawn(async move { waiter.lock("l", None).await.map(|_| ()) });
+    let other = proxy.client().await;
+    let refused = async {
+        tokio::select! {
+            r = &mut waiting => panic!("the Lock ended while the lock was held: {r:?}"),
+            r = refused_while_waiting(&other) => r,
+        }
+    }
     .await;
     let () = refused;
     assert!(refusals(&proxy.endpoint(), "concurrency").await >= 1.0);
@@ -366,4 +359,22 @@ async fn calls_in_flight_past_the_limit_get_too_many_requests() {
         async move { other.get("k", None).await.ok() }
     })
     .await;
+}
+
+/// Polls until a Get from `other` is refused as too many requests.
+async fn refused_while_waiting(other: &Client) {
+    eventually(
+        "a call refused while the Lock waits",
+        Duration::from_secs(20),
+        || {
+            let mut other = other.clone();
+            async move {
+                match other.get("k", None).await {
+                    Err(e) if is_too_many_requests(&e) => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await
 }
