@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, LockOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, LockOptions};
 use etcd_grpc_proxy::error::TOO_MANY_REQUESTS;
 use etcd_grpc_proxy::limits::ClientLimitsConfig;
 use etcd_grpc_proxy::proto::etcdserverpb::watch_client::WatchClient;
@@ -334,6 +334,20 @@ async fn calls_in_flight_past_the_limit_get_too_many_requests() {
 
     let mut waiter = proxy.client().await;
     let mut waiting = tokio::spawn(async move { waiter.lock("l", None).await.map(|_| ()) });
+    // The Lock waits once its own key is under the lock's prefix at the
+    // member; only then may another call meet it (else that call could be
+    // the one in flight, and the Lock the one refused).
+    eventually("the Lock waits at the member", Duration::from_secs(20), || {
+        let mut holder = holder.clone();
+        async move {
+            let keys = holder
+                .get("l/", Some(GetOptions::new().with_prefix().with_count_only()))
+                .await
+                .ok()?;
+            (keys.count() == 2).then_some(())
+        }
+    })
+    .await;
     let other = proxy.client().await;
     let refused = async {
         tokio::select! {

@@ -125,6 +125,18 @@ fn tracing_etcd() -> Option<(PathBuf, String)> {
     })
 }
 
+/// Whether `bin --help` lists `flag`: releases of one line differ.
+fn knows_flag(bin: &PathBuf, flag: &str) -> bool {
+    Command::new(bin)
+        .arg("--help")
+        .output()
+        .map(|out| {
+            let text = [out.stdout, out.stderr].concat();
+            String::from_utf8_lossy(&text).contains(&format!("{flag} "))
+        })
+        .unwrap_or(false)
+}
+
 /// One etcd member exporting its spans to `collector`; killed on drop.
 struct TracingMember {
     child: Child,
@@ -145,6 +157,10 @@ impl TracingMember {
                 format!("--{name}")
             }
         };
+        // 3.5.0 and 3.5.1 have no sampling rate: they follow the sampled
+        // flag of the caller's traceparent, which the proxy passes on.
+        let sampling = flag("distributed-tracing-sampling-rate");
+        let sampling_rate = knows_flag(bin, &sampling).then(|| format!("{sampling}=1000000"));
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log file");
         let child = Command::new(bin)
             .arg("--name=t1")
@@ -159,10 +175,7 @@ impl TracingMember {
                 "{}={collector}",
                 flag("distributed-tracing-address")
             ))
-            .arg(format!(
-                "{}=1000000",
-                flag("distributed-tracing-sampling-rate")
-            ))
+            .args(sampling_rate)
             .arg(format!("{}=t1", flag("distributed-tracing-instance-id")))
             .stdout(Stdio::null())
             .stderr(log)
