@@ -50,20 +50,15 @@ pub enum ProxyError {
     /// A state the proxy's own code should never reach.
     #[error("etcd-grpc-proxy: {0}")]
     Internal(&'static str),
+    /// Over the memory budget or a client's limits: answered as etcd
+    /// answers overload, so clients back off as they would from a member.
+    #[error("{TOO_MANY_REQUESTS}")]
+    TooManyRequests,
 }
 
 /// etcd's text for overload (`ResourceExhausted`); clients back off on it.
 /// The memory budget and per-client limits answer with it.
 pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
-
-/// A call or keep-alive stream over its client's limits is answered as etcd
-/// answers overload, so clients back off as they would from a member; the
-/// refusal's own words are for logs and watch cancel reasons.
-impl From<crate::limits::Refusal> for Status {
-    fn from(_: crate::limits::Refusal) -> Status {
-        Status::new(Code::ResourceExhausted, TOO_MANY_REQUESTS)
-    }
-}
 
 /// What a draining proxy tells the calls and streams it cuts.
 pub const DRAIN_MESSAGE: &str = "etcd-grpc-proxy is shutting down; reconnect to another proxy";
@@ -93,6 +88,7 @@ impl From<ProxyError> for Status {
                 Status::new(Code::Unavailable, e.to_string())
             }
             e @ ProxyError::Internal(_) => Status::new(Code::Internal, e.to_string()),
+            ProxyError::TooManyRequests => Status::new(Code::ResourceExhausted, TOO_MANY_REQUESTS),
         }
     }
 }

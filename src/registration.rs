@@ -13,7 +13,7 @@ use std::time::Duration;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::error::ProxyError;
-use crate::lease::keepalive::KeepAliveHub;
+use crate::keepalive::KeepAliveHub;
 use crate::proto::etcdserverpb::*;
 use crate::upstream::RetryPolicy;
 use crate::upstream::{Credentials, Upstream};

@@ -36,7 +36,7 @@ use super::Kv;
 /// Keys whose leasing copy one proxy holds at most.
 pub const MAX_OWNED: usize = 10_000;
 use crate::error::ProxyError;
-use crate::lease::keepalive::KeepAliveHub;
+use crate::keepalive::KeepAliveHub;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::*;
@@ -298,7 +298,7 @@ impl Leasing {
             match hub.keep_alive(self.pool.own_token().as_ref(), lease).await {
                 Ok(resp) if resp.ttl > 0 => {
                     let life = Duration::from_secs(resp.ttl as u64)
-                        .saturating_sub(SAFETY_MARGIN + crate::lease::keepalive::FRESH);
+                        .saturating_sub(SAFETY_MARGIN + crate::keepalive::FRESH);
                     if let Some(s) = lock(&self.state).session.as_mut() {
                         s.1 = s.1.max(sent + life);
                     }

@@ -25,21 +25,13 @@ use crate::proto::etcdserverpb::*;
 use crate::upstream::Upstream;
 
 pub mod cache;
-pub mod cached;
-pub mod leased;
+pub mod layer;
 pub mod leasing;
 pub mod namespace;
-pub mod namespaced;
-pub mod ordered;
-pub mod prefixed;
 pub mod read_barrier;
 mod upstream;
 
-pub use cached::Cached;
-pub use leased::Leased;
-pub use namespaced::Namespaced;
-pub use ordered::Ordered;
-pub use prefixed::Prefixed;
+pub use layer::{Cached, Leased, Namespaced, Ordered, Prefixed};
 
 /// The five KV calls, as every layer of the stack serves them.
 #[tonic::async_trait]

@@ -107,6 +107,14 @@ pub struct Refusal {
     pub limit: f64,
 }
 
+/// The refusal's own words are for logs and watch cancel reasons; the
+/// client is told etcd's overload answer.
+impl From<Refusal> for crate::error::ProxyError {
+    fn from(_: Refusal) -> Self {
+        crate::error::ProxyError::TooManyRequests
+    }
+}
+
 fn kind_words(kind: RefusalKind) -> &'static str {
     match kind {
         RefusalKind::Read => "read rate",

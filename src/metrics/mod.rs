@@ -3,14 +3,12 @@
 //!
 //! Counters are plain atomics so the hot path never takes a lock: gRPC
 //! methods are looked up in a fixed table of the etcd v3 API, so label
-//! cardinality is bounded whatever paths clients send. At scrape time
-//! [`exposition`] reads them (and the other parts' own counters) into the
-//! `prometheus` crate's metric families and its text encoder writes them.
+//! cardinality is bounded whatever paths clients send. At scrape time the
+//! server's `/metrics` page (`server/exposition.rs`) reads them, and the
+//! other parts' own counters, into the `prometheus` crate's metric families.
 
-mod exposition;
+pub mod families;
 pub mod prefixes;
-
-pub use exposition::Sources;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

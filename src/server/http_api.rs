@@ -11,7 +11,7 @@ use http_body_util::Full;
 use tonic::body::Body;
 
 use crate::drain::Drain;
-use crate::metrics::Sources;
+use crate::server::exposition::Sources;
 use crate::upstream::health;
 
 /// Prometheus' text exposition content type.

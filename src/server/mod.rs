@@ -13,6 +13,7 @@
 //! - [`profile`]: CPU flamegraphs for `--enable-pprof`.
 
 pub mod compression;
+pub mod exposition;
 pub mod grpc_service;
 pub mod http_api;
 pub mod memory;
@@ -44,9 +45,9 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
 use crate::drain::{Drain, DrainHook};
+use crate::keepalive::KeepAliveHub;
 use crate::kv::cache::RangeCache;
-use crate::lease::keepalive::KeepAliveHub;
-use crate::metrics::{Metrics, Sources};
+use crate::metrics::Metrics;
 use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -70,6 +71,7 @@ use crate::services::ServiceDeps;
 use crate::upstream::membership::{self, MembershipSettings};
 use crate::upstream::{Pool, Upstream};
 use crate::watch::hub::WatchHub;
+use exposition::Sources;
 
 mod listener;
 pub use listener::{AcceptFuture, Accepted, Acceptor, Io};

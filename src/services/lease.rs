@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::error::RpcResult;
-use crate::lease::keepalive::KeepAliveHub;
+use crate::keepalive::KeepAliveHub;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::*;
 use crate::services::ServiceDeps;

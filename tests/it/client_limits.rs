@@ -337,16 +337,23 @@ async fn calls_in_flight_past_the_limit_get_too_many_requests() {
     // The Lock waits once its own key is under the lock's prefix at the
     // member; only then may another call meet it (else that call could be
     // the one in flight, and the Lock the one refused).
-    eventually("the Lock waits at the member", Duration::from_secs(20), || {
-        let mut holder = holder.clone();
-        async move {
-            let keys = holder
-                .get("l/", Some(GetOptions::new().with_prefix().with_count_only()))
-                .await
-                .ok()?;
-            (keys.count() == 2).then_some(())
-        }
-    })
+    eventually(
+        "the Lock waits at the member",
+        Duration::from_secs(20),
+        || {
+            let mut holder = holder.clone();
+            async move {
+                let keys = holder
+                    .get(
+                        "l/",
+                        Some(GetOptions::new().with_prefix().with_count_only()),
+                    )
+                    .await
+                    .ok()?;
+                (keys.count() == 2).then_some(())
+            }
+        },
+    )
     .await;
     let other = proxy.client().await;
     let refused = async {

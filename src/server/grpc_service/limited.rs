@@ -62,7 +62,7 @@ where
             Ok(permit) => permit,
             Err(refusal) => {
                 tracing::debug!(%refusal, "refused by per-client limits");
-                let status = tonic::Status::from(refusal);
+                let status = crate::error::ProxyError::from(refusal).status();
                 return Either::Right(Box::pin(std::future::ready(Ok(status.into_http()))));
             }
         };

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use super::*;
-use crate::error::TOO_MANY_REQUESTS;
+use crate::error::ProxyError;
 use crate::server::memory::MemoryBudget;
 
 /// The layer that sheds calls past the memory budget.
@@ -49,7 +49,7 @@ where
                 .limits
                 .calls_shed
                 .fetch_add(1, Ordering::Relaxed);
-            let status = tonic::Status::resource_exhausted(TOO_MANY_REQUESTS);
+            let status = ProxyError::TooManyRequests.status();
             return futures::future::Either::Left(std::future::ready(Ok(status.into_http())));
         }
         futures::future::Either::Right(self.inner.call(req))

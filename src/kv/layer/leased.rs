@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response};
 
-use super::leasing::{self, Leasing};
-use super::{txn_is_read_only, Kv, SharedKv};
 use crate::error::{ProxyError, RpcResult};
+use crate::kv::leasing::{self, Leasing};
+use crate::kv::{txn_is_read_only, Kv, SharedKv};
 use crate::proto::etcdserverpb::*;
 use crate::upstream::{Caller, Forwarded};
 

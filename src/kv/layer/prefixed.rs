@@ -10,8 +10,8 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::Request;
 
-use super::{Kv, SharedKv};
 use crate::error::RpcResult;
+use crate::kv::{Kv, SharedKv};
 use crate::metrics::prefixes::{KeyedMethod, PrefixMetrics};
 use crate::proto::etcdserverpb::*;
 

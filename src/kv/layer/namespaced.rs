@@ -3,9 +3,9 @@
 
 use tonic::Request;
 
-use super::{Kv, SharedKv};
 use crate::error::RpcResult;
 use crate::kv::namespace::Namespace;
+use crate::kv::{Kv, SharedKv};
 use crate::proto::etcdserverpb::*;
 use std::sync::Arc;
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tonic::{Request, Response};
 
-use super::{revision, Kv, SharedKv};
 use crate::error::RpcResult;
 use crate::kv::cache::{self, RangeCache};
 use crate::kv::read_barrier::ReadBarrier;
+use crate::kv::{revision, Kv, SharedKv};
 use crate::proto::etcdserverpb::*;
 use crate::upstream::Caller;
 

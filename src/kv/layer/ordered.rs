@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use tonic::Request;
 
-use super::{again, revision, Kv, SharedKv};
 use crate::error::RpcResult;
+use crate::kv::{again, revision, Kv, SharedKv};
 use crate::proto::etcdserverpb::*;
 
 /// The serializable-ordering layer.

@@ -52,8 +52,6 @@ const IDLE_TOKEN: Duration = Duration::from_secs(600);
 /// token's keep-alive is answered as etcd answers overload.
 const MAX_TOKENS: usize = 10_000;
 
-use crate::error::TOO_MANY_REQUESTS;
-
 /// Drops the least recently used token with no waiting renewal; false when
 /// every token has one.
 fn evict_least_recent(map: &mut HashMap<Option<AsciiMetadataValue>, TokenRenewals>) -> bool {
@@ -145,7 +143,7 @@ impl KeepAliveHub {
                     used.elapsed() < IDLE_TOKEN || !lock(&r.state).waiters.is_empty()
                 });
                 if map.len() >= MAX_TOKENS && !evict_least_recent(&mut map) {
-                    return Err(Status::resource_exhausted(TOO_MANY_REQUESTS));
+                    return Err(ProxyError::TooManyRequests.status());
                 }
                 let shards = if key.is_some() {
                     SHARDS_PER_TOKEN
