@@ -133,8 +133,9 @@ struct MethodCounters {
     msg_sent: AtomicU64,
 }
 
-/// Counters shared by the whole proxy; reachable from
-/// [`crate::services::ServiceDeps`] so any service can count.
+/// Counters shared by the whole proxy: one `Arc` given at start to the
+/// gRPC layers that count calls (`measured`, `overloaded`) and to the
+/// per-client limits, and read by the `/metrics` page.
 pub struct Metrics {
     methods: Vec<MethodCounters>,
     /// Calls to paths outside the etcd API (answered Unimplemented).
