@@ -4,7 +4,7 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := etcd-server etcd-client protobuf-compiler
 
-.PHONY: all build deps deps-ha demo demo-ha test test-fast test-kubernetes test-ha test-deploy robustness etcd-versions bench bench-scale clean
+.PHONY: all build deps deps-ha demo demo-ha test test-fast test-kubernetes test-ha test-deploy robustness etcd-versions bench bench-scale bench-ab clean
 
 all: build
 
@@ -98,6 +98,10 @@ bench: deps build
 
 bench-scale: deps build
 	$(CARGO) bench --bench scale
+
+## bench-ab: instructions per call of commit AB_BASE against the working tree (scripts/bench-ab.sh)
+bench-ab: deps
+	CARGO=$(CARGO) bash scripts/bench-ab.sh $(AB_BASE)
 
 clean:
 	$(CARGO) clean
