@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The code's layout, checked: no file in src/ is longer than MAX_LINES,
-and no folder of src/ imports one above it in the README's dependency
-order (the line starting "Dependency order:"). Doc comments, and test code
-(`tests.rs` files and what follows `#[cfg(test)]`), are not imports.
+no folder of src/ imports one above it in the README's dependency order
+(the line starting "Dependency order:"), and every `src/...` path the
+README and docs/ name exists. Doc comments, and test code (`tests.rs`
+files and what follows `#[cfg(test)]`), are not imports.
 
 Run by .ci/run; prints every breach and exits 1 if there is one."""
 import os
@@ -62,10 +63,28 @@ def imports(text):
     return found
 
 
+def stale_doc_paths():
+    """`src/...` paths named in the README and docs/ that do not exist."""
+    docs = [os.path.join(ROOT, "README.md")]
+    docs += sorted(
+        os.path.join(ROOT, "docs", n)
+        for n in os.listdir(os.path.join(ROOT, "docs"))
+        if n.endswith(".md")
+    )
+    stale = []
+    for doc in docs:
+        with open(doc, encoding="utf-8") as f:
+            text = f.read()
+        for path in sorted(set(re.findall(r"\bsrc/[\w/]*\w(?:\.rs)?/?", text))):
+            if not os.path.exists(os.path.join(ROOT, path)):
+                stale.append(f"{os.path.relpath(doc, ROOT)} names {path}, which does not exist")
+    return stale
+
+
 def main():
     order = order_from_readme()
     rank = {name: i for i, name in enumerate(order)}
-    breaches = []
+    breaches = stale_doc_paths()
     for folder, _, files in os.walk(SRC):
         for name in sorted(files):
             if not name.endswith(".rs"):
@@ -94,7 +113,9 @@ def main():
         print(f"check-layout: {b}")
     if breaches:
         sys.exit(1)
-    print(f"check-layout: ok ({len(order)} modules in order, files at most {MAX_LINES} lines)")
+    print(
+        f"check-layout: ok ({len(order)} modules in order, files at most {MAX_LINES} lines, doc paths exist)"
+    )
 
 
 if __name__ == "__main__":
