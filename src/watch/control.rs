@@ -23,8 +23,7 @@ use tracing::debug;
 
 use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::{
-    watch_request, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
-    WatchResponse,
+    watch_request, WatchCancelRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use crate::upstream::retry::{AttemptTimedOut, Failure};
 
@@ -36,6 +35,7 @@ use crate::upstream::Forwarded;
 use crate::upstream::{Backend, Pool};
 
 use super::hub::ClientTx;
+use super::progress_request;
 
 /// Members tried before a check gives up.
 const ATTEMPTS: usize = 3;
@@ -160,11 +160,7 @@ impl Worker {
     /// both on its control queue, in order, so whatever precedes the
     /// marker's answer is the progress answer (or there was none).
     async fn progress(&mut self) {
-        let req = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::ProgressRequest(
-                WatchProgressRequest {},
-            )),
-        };
+        let req = progress_request();
         let marker = WatchCreateRequest {
             key: vec![0],
             ..Default::default()

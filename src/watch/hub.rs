@@ -1,39 +1,35 @@
-//! Watch coalescing: watchers on the same (key, range_end) share one
-//! upstream watch (a *broadcast*), opened with prev_kv and progress notify.
+//! The watch hub: every watcher of the proxy, each in one *broadcast*
+//! (`broadcast.rs`), and the map of shared broadcasts by key range.
+//! Watchers on the same (key, range_end) share one upstream watch.
 //!
-//! Each watcher remembers `next_rev`, the first revision it has not been
-//! given yet. That one number makes the hard cases simple:
+//! The hub decides which broadcast a watcher is in, and moves it:
 //! - a watcher asking for history older than a broadcast's position gets a
 //!   dedicated upstream watch from its start revision;
 //! - a watcher whose client stream is full is split off onto a dedicated
-//!   upstream watch from its `next_rev` (nothing dropped, nobody stalled);
+//!   upstream watch from its `next_rev` (nothing dropped, nobody stalled),
+//!   and rejoins the shared broadcast once caught up;
 //! - when the member serving a broadcast dies or leaves rotation, the
-//!   broadcast re-opens on another member from `position + 1`, so watchers
-//!   see no error, no gap and no duplicate.
+//!   broadcast re-opens on another member from `position + 1` (its
+//!   session), so watchers see no error, no gap and no duplicate.
 
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::AsciiMetadataValue;
+use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 use tracing::{debug, info_span, Instrument};
 
-use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
-use crate::proto::etcdserverpb::{
-    watch_request, ResponseHeader, WatchCreateRequest, WatchProgressRequest, WatchRequest,
-    WatchResponse,
-};
-use crate::proto::mvccpb::event::EventType;
-use crate::upstream::resilient_stream::{self, Choice, Session, Step};
+use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
+use crate::upstream::resilient_stream::{self, Choice};
 use crate::upstream::Forwarded;
 use crate::upstream::Pool;
 
-use super::shared_response::{SharedView, WatchOut};
+use super::broadcast::{Broadcast, Fanout, Join, Watcher};
+use super::session::BroadcastSession;
+use super::shared_response::WatchOut;
 
 /// Where a watcher's responses go: its client stream's outbound queue.
 pub type ClientTx = mpsc::Sender<Result<WatchOut, Status>>;
@@ -78,18 +74,6 @@ impl WatcherSpec {
     }
 }
 
-struct Watcher {
-    spec: WatcherSpec,
-    tx: ClientTx,
-    /// First revision not yet delivered; 0 until the broadcast is created.
-    next_rev: i64,
-    /// Whether the client has had its `created` response.
-    announced: bool,
-    /// The client's token, so the upstream watch can be re-opened under a
-    /// watcher still present when its opener has gone (or its token expired).
-    token: Option<AsciiMetadataValue>,
-}
-
 /// Counters operators (and tests) read to see coalescing work.
 #[derive(Debug, Default)]
 pub struct WatchStats {
@@ -124,73 +108,18 @@ struct HubState {
     owner: HashMap<u64, Arc<Broadcast>>,
 }
 
-struct Broadcast {
-    key: WatchKey,
-    /// Shared broadcasts never wait on one client; dedicated ones may.
-    shared: bool,
-    /// Metadata (auth token) of the client that opened it; see
-    /// [`Broadcast::credentials`] for what a (re)open carries.
-    fwd: Forwarded,
-    /// Upstream start revision for the first open (0 = now).
-    initial_start: i64,
-    state: Mutex<BroadcastState>,
-    /// Woken when the last watcher leaves.
-    emptied: Notify,
-}
-
-#[derive(Default)]
-struct BroadcastState {
-    watchers: HashMap<u64, Watcher>,
-    created: bool,
-    /// Every event at or below this revision has been handed to the watchers.
-    position: i64,
-    /// The last upstream header, for answers the proxy makes itself.
-    header: Option<ResponseHeader>,
-    closed: bool,
-    /// Requests towards the open upstream stream (`None` between members).
-    upstream: Option<mpsc::Sender<WatchRequest>>,
-    /// Client progress requests waiting for the member's progress answer
-    /// on this upstream stream (sent once it has caught up).
-    progress_waiters: Vec<oneshot::Sender<ResponseHeader>>,
-}
-
-impl Broadcast {
-    /// What the upstream watch is (re)opened under: the proxy's own user
-    /// when it has one; else the token of the newest watcher still present
-    /// (the opener may have gone and its token expired, and every watcher
-    /// was checked for the range before joining); else the opener's.
-    fn credentials(&self, pool: &Pool) -> Forwarded {
-        if let Some(own) = pool.own_token() {
-            return self.fwd.with_token(Some(&own));
-        }
-        let st = lock(&self.state);
-        let newest = st
-            .watchers
-            .iter()
-            .filter(|(_, w)| w.token.is_some())
-            .max_by_key(|(id, _)| **id);
-        match newest {
-            Some((_, w)) => self.fwd.with_token(w.token.as_ref()),
-            None => self.fwd.clone(),
-        }
-    }
-}
-
-/// etcd's watch id for answers meant for a whole stream (progress answers).
-const STREAM_WIDE: i64 = -1;
-
-/// A progress request towards a member.
-fn progress_request() -> WatchRequest {
-    WatchRequest {
-        request_union: Some(watch_request::RequestUnion::ProgressRequest(
-            WatchProgressRequest {},
-        )),
-    }
-}
-
 /// A handle a client stream keeps per watch, to cancel it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WatcherId(u64);
+
+/// Whether a broadcast's upstream watch goes on after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    /// It does.
+    More,
+    /// etcd canceled it: every watcher has been told.
+    Done,
+}
 
 impl WatchHub {
     /// A hub over `pool`; `queue_hint` is the client stream queue size.
@@ -216,68 +145,31 @@ impl WatchHub {
         fwd: Forwarded,
     ) -> WatcherId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let token = fwd.caller().token().cloned();
         let mut hub = lock(&self.state);
-        if let Some(b) = hub.shared.get(&key).cloned() {
-            let mut st = lock(&b.state);
-            let joinable = !st.closed
-                && if st.created {
-                    spec.start_revision == 0 || spec.start_revision > st.position
-                } else {
-                    spec.start_revision == 0 && b.initial_start == 0
-                };
-            if joinable {
-                let mut w = Watcher {
-                    spec,
-                    tx,
-                    next_rev: 0,
-                    announced: false,
-                    token: fwd.caller().token().cloned(),
-                };
-                if st.created {
-                    w.next_rev = w.spec.start_revision.max(st.position + 1);
-                    let created = WatchResponse {
-                        header: st.header.map(|mut h| {
-                            h.revision = st.position;
-                            h
-                        }),
-                        watch_id: w.spec.watch_id,
-                        created: true,
-                        ..Default::default()
-                    };
-                    // Sent under the broadcast's lock, so it precedes every
-                    // event for this watcher on the client's queue.
-                    w.announced = w.tx.try_send(Ok(created.into())).is_ok();
+        let (spec, tx) = match hub.shared.get(&key).cloned() {
+            None => (spec, tx),
+            Some(b) => match b.join(id, spec, tx, token.clone()) {
+                Join::Joined => {
+                    hub.owner.insert(id, b);
+                    self.stats
+                        .watchers_coalescing
+                        .fetch_add(1, Ordering::Relaxed);
+                    return WatcherId(id);
                 }
-                if st.created && !w.announced {
+                Join::Full(w) => {
                     // Client queue full: this watcher waits on its own stream.
-                    drop(st);
                     drop(hub);
                     self.dedicated(id, w, b.key.clone(), b.fwd.clone(), true);
                     return WatcherId(id);
                 }
-                st.watchers.insert(id, w);
-                drop(st);
-                hub.owner.insert(id, b);
-                self.stats
-                    .watchers_coalescing
-                    .fetch_add(1, Ordering::Relaxed);
-                return WatcherId(id);
-            }
-        }
+                Join::Refused(spec, tx) => (spec, tx),
+            },
+        };
         let shared = spec.start_revision == 0 && !hub.shared.contains_key(&key);
         let start = spec.start_revision;
-        let token = fwd.caller().token().cloned();
-        let b = self.new_broadcast(key.clone(), shared, fwd, start);
-        lock(&b.state).watchers.insert(
-            id,
-            Watcher {
-                spec,
-                tx,
-                next_rev: 0,
-                announced: false,
-                token,
-            },
-        );
+        let b = Broadcast::new(key.clone(), shared, fwd, start);
+        b.insert(id, Watcher::new(spec, tx, token));
         if shared {
             hub.shared.insert(key, b.clone());
         }
@@ -292,13 +184,7 @@ impl WatchHub {
     pub fn remove(&self, id: WatcherId) -> bool {
         let b = lock(&self.state).owner.remove(&id.0);
         let Some(b) = b else { return false };
-        let mut st = lock(&b.state);
-        let existed = st.watchers.remove(&id.0).is_some();
-        if st.watchers.is_empty() {
-            drop(st);
-            b.emptied.notify_one();
-        }
-        existed
+        b.remove(id.0)
     }
 
     /// The highest revision up to which every event of these watchers has
@@ -310,19 +196,11 @@ impl WatchHub {
             let Some(b) = hub.owner.get(&id.0) else {
                 continue;
             };
-            let st = lock(&b.state);
-            let Some(w) = st.watchers.get(&id.0) else {
+            let Some(h) = b.progress_of(id.0) else {
                 continue;
             };
-            let rev = if w.next_rev > 0 {
-                w.next_rev - 1
-            } else {
-                st.position
-            };
-            let mut h = st.header.unwrap_or_default();
-            h.revision = rev;
             out = match out {
-                Some(o) if o.revision <= rev => Some(o),
+                Some(o) if o.revision <= h.revision => Some(o),
                 _ => Some(h),
             };
         }
@@ -345,18 +223,7 @@ impl WatchHub {
                 continue;
             }
             seen.push(Arc::as_ptr(b));
-            let (tx, rx) = oneshot::channel();
-            let mut st = lock(&b.state);
-            // Requests given up on (etcd stays silent while a watcher is
-            // behind) leave closed waiters: drop them rather than pile up.
-            st.progress_waiters.retain(|w| !w.is_closed());
-            st.progress_waiters.push(tx);
-            if let Some(up) = &st.upstream {
-                // A full queue already holds a progress request or a create
-                // that precedes one: the answer covers this waiter too.
-                let _ = up.try_send(progress_request());
-            }
-            answers.push(rx);
+            answers.push(b.request_progress());
         }
         answers
     }
@@ -370,29 +237,50 @@ impl WatchHub {
             let Some(b) = hub.owner.get(&id.0) else {
                 return true;
             };
-            let st = lock(&b.state);
-            let Some(w) = st.watchers.get(&id.0) else {
-                return true;
-            };
-            w.announced && w.next_rev > revision && w.spec.start_revision <= revision
+            b.synced_through(id.0, revision)
         })
     }
 
-    fn new_broadcast(
-        &self,
-        key: WatchKey,
-        shared: bool,
-        fwd: Forwarded,
-        start: i64,
-    ) -> Arc<Broadcast> {
-        Arc::new(Broadcast {
-            key,
-            shared,
-            fwd,
-            initial_start: start,
-            state: Mutex::new(BroadcastState::default()),
-            emptied: Notify::new(),
-        })
+    /// The owner of the proxy's tasks, for the client streams this hub serves.
+    pub fn tasks(&self) -> &crate::tasks::Tasks {
+        &self.tasks
+    }
+
+    /// The member pool the broadcasts' upstream watches run on.
+    pub(super) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Hands one upstream response of `b` to its watchers, then moves the
+    /// ones whose queue was full onto upstream watches of their own, and a
+    /// dedicated broadcast's watchers back to the shared one once caught up.
+    pub(super) async fn deliver(self: &Arc<Self>, b: &Arc<Broadcast>, resp: WatchResponse) -> Flow {
+        let sends = match Fanout::plan(b, resp, &self.stats) {
+            Fanout::Going(sends) => sends,
+            Fanout::Canceled(cancels) => {
+                {
+                    let mut hub = lock(&self.state);
+                    for id in cancels.watchers() {
+                        hub.owner.remove(&id);
+                    }
+                }
+                cancels.send().await;
+                return Flow::Done;
+            }
+        };
+        let detached = sends.send(b.shared).await.settle(b);
+        for (id, w) in detached {
+            debug!(
+                watch_id = w.watch_id(),
+                queue = self.queue_hint,
+                "slow watcher split onto its own upstream watch"
+            );
+            self.move_to_dedicated(id, w, b);
+        }
+        if !b.shared {
+            self.try_rejoin(b);
+        }
+        Flow::More
     }
 
     fn spawn(self: &Arc<Self>, b: Arc<Broadcast>) {
@@ -409,9 +297,14 @@ impl WatchHub {
         );
     }
 
-    /// The owner of the proxy's tasks, for the client streams this hub serves.
-    pub fn tasks(&self) -> &crate::tasks::Tasks {
-        &self.tasks
+    /// Keeps one upstream watch open for `b`, on whichever member is
+    /// healthy, until its last watcher leaves or etcd cancels it.
+    async fn run_broadcast(self: &Arc<Self>, b: &Arc<Broadcast>) {
+        let session = BroadcastSession {
+            hub: self.clone(),
+            b: b.clone(),
+        };
+        resilient_stream::run(&self.pool, Choice::Balanced, "watch", session).await;
     }
 
     /// Takes a finished broadcast out of the shared map; any watcher still
@@ -421,10 +314,7 @@ impl WatchHub {
         if hub.shared.get(&b.key).is_some_and(|x| Arc::ptr_eq(x, b)) {
             hub.shared.remove(&b.key);
         }
-        let mut st = lock(&b.state);
-        st.closed = true;
-        let left: Vec<(u64, Watcher)> = st.watchers.drain().collect();
-        drop(st);
+        let left = b.close();
         drop(hub);
         for (id, w) in left {
             self.move_to_dedicated(id, w, b);
@@ -439,13 +329,8 @@ impl WatchHub {
     /// Starts a dedicated broadcast for one watcher. `new` says the watcher
     /// is not registered yet (else it is only moved, unless canceled meanwhile).
     fn dedicated(self: &Arc<Self>, id: u64, w: Watcher, key: WatchKey, fwd: Forwarded, new: bool) {
-        let start = if w.next_rev > 0 {
-            w.next_rev
-        } else {
-            w.spec.start_revision
-        };
-        let b = self.new_broadcast(key, false, fwd, start);
-        lock(&b.state).watchers.insert(id, w);
+        let b = Broadcast::new(key, false, fwd, w.resume_from());
+        b.insert(id, w);
         let mut hub = lock(&self.state);
         if !new && !hub.owner.contains_key(&id) {
             return; // canceled meanwhile
@@ -455,22 +340,35 @@ impl WatchHub {
         self.spawn(b);
     }
 
-    /// Keeps one upstream watch open for `b`, on whichever member is
-    /// healthy, until its last watcher leaves or etcd cancels it.
-    async fn run_broadcast(self: &Arc<Self>, b: &Arc<Broadcast>) {
-        let session = BroadcastSession {
-            hub: self.clone(),
-            b: b.clone(),
+    /// A watcher on its own upstream watch (it started in the past, or was
+    /// too slow) joins the shared broadcast on its range once it has caught
+    /// up with it ([`Broadcast::hand_over`]): from then on it costs no
+    /// upstream watch of its own. (It is checked as events arrive: etcd 3.4
+    /// answers a progress request with its current revision even before
+    /// history is replayed, so that answer cannot tell when a stream has
+    /// caught up.)
+    fn try_rejoin(&self, b: &Arc<Broadcast>) {
+        let mut hub = lock(&self.state);
+        let Some(shared) = hub.shared.get(&b.key).cloned() else {
+            return;
         };
-        resilient_stream::run(&self.pool, Choice::Balanced, "watch", session).await;
+        if Arc::ptr_eq(&shared, b) {
+            return;
+        }
+        let moved = b.hand_over(&shared);
+        if moved.is_empty() {
+            return;
+        }
+        for id in moved {
+            hub.owner.insert(id, shared.clone());
+            self.stats
+                .watchers_coalescing
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        drop(hub);
+        b.notify_emptied();
     }
 }
-
-mod deliver;
-mod session;
-
-use deliver::Flow;
-use session::BroadcastSession;
 
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,6 @@
-//! The hub's own rules, without a member: which watchers share a broadcast,
-//! and what each watcher is handed of a broadcast's response.
+//! The hub's own rules, without a member: which watchers share a broadcast.
 
 use super::*;
-use crate::proto::mvccpb::{Event, KeyValue};
 
 fn hub() -> Arc<WatchHub> {
     let pool = Pool::new(Vec::new(), Default::default()).expect("a pool without members");
@@ -31,29 +29,6 @@ fn fwd() -> Forwarded {
     Forwarded::split(tonic::Request::new(())).0
 }
 
-fn event(kind: EventType, rev: i64) -> Event {
-    Event {
-        r#type: kind as i32,
-        kv: Some(KeyValue {
-            key: b"k".to_vec(),
-            mod_revision: rev,
-            ..Default::default()
-        }),
-        prev_kv: Some(KeyValue::default()),
-    }
-}
-
-fn watcher(spec: WatcherSpec, next_rev: i64) -> Watcher {
-    let (tx, _rx) = mpsc::channel(1);
-    Watcher {
-        spec,
-        tx,
-        next_rev,
-        announced: true,
-        token: None,
-    }
-}
-
 #[tokio::test]
 async fn watchers_of_one_range_share_one_broadcast() {
     let hub = hub();
@@ -70,65 +45,8 @@ async fn watchers_of_one_range_share_one_broadcast() {
             "both watchers of k on one broadcast"
         );
         assert!(!Arc::ptr_eq(on(a), on(c)), "another range has its own");
-        assert_eq!(lock(&on(a).state).watchers.len(), 2);
+        assert_eq!(on(a).watcher_count(), 2);
     }
     assert!(hub.remove(a));
     assert!(!hub.remove(a), "a watcher is removed once");
-}
-
-#[test]
-fn a_watcher_gets_only_events_from_its_next_revision_and_its_filters() {
-    let hub = hub();
-    let resp = WatchResponse {
-        events: vec![
-            event(EventType::Put, 4),
-            event(EventType::Delete, 5),
-            event(EventType::Put, 6),
-        ],
-        ..Default::default()
-    };
-    let mut receivers = 0;
-    let late = watcher(spec(1), 5);
-    let got = hub.filtered_for(&late, &resp, &mut receivers).unwrap();
-    let revs: Vec<i64> = got
-        .into_response()
-        .events
-        .iter()
-        .map(|e| e.kv.as_ref().unwrap().mod_revision)
-        .collect();
-    assert_eq!(revs, vec![5, 6]);
-
-    let no_put = watcher(
-        WatcherSpec {
-            no_put: true,
-            prev_kv: true,
-            ..spec(2)
-        },
-        0,
-    );
-    let got = hub
-        .filtered_for(&no_put, &resp, &mut receivers)
-        .unwrap()
-        .into_response();
-    assert_eq!(got.events.len(), 1);
-    assert!(got.events[0].prev_kv.is_some(), "prev_kv kept when asked");
-    assert_eq!(got.watch_id, 2);
-
-    let past_all = watcher(spec(3), 7);
-    assert!(hub.filtered_for(&past_all, &resp, &mut receivers).is_none());
-    assert_eq!(receivers, 2);
-}
-
-#[test]
-fn prev_kv_is_dropped_unless_asked() {
-    let hub = hub();
-    let resp = WatchResponse {
-        events: vec![event(EventType::Put, 4)],
-        ..Default::default()
-    };
-    let got = hub
-        .filtered_for(&watcher(spec(1), 0), &resp, &mut 0)
-        .unwrap()
-        .into_response();
-    assert!(got.events[0].prev_kv.is_none());
 }

@@ -1,13 +1,29 @@
-//! A broadcast's upstream watch as a resilient stream.
+//! A broadcast's upstream watch as a resilient stream: the loop of
+//! [`crate::upstream::resilient_stream::run`] picks the member, backs off and fails over;
+//! this session (re)opens the watch from the broadcast's position + 1, so a
+//! re-open after a failure leaves no gap and no duplicate, and hands each
+//! response to the hub.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
 
-/// A broadcast's upstream watch, as a [`resilient_stream::Session`]: each
+use crate::proto::etcdserverpb::watch_client::WatchClient;
+use crate::proto::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::upstream::resilient_stream::{Session, Step};
+
+use super::broadcast::Broadcast;
+use super::hub::{Flow, WatchHub};
+
+/// A broadcast's upstream watch, as a [`Session`]: each
 /// (re)open creates the watch from the broadcast's position + 1.
 pub(super) struct BroadcastSession {
+    /// Where responses go, and the counters of failovers.
     pub(super) hub: Arc<WatchHub>,
+    /// The broadcast this upstream watch serves.
     pub(super) b: Arc<Broadcast>,
 }
 
@@ -16,7 +32,7 @@ impl Session for BroadcastSession {
     type Message = WatchResponse;
 
     async fn ready(&mut self) -> Step {
-        if lock(&self.b.state).watchers.is_empty() {
+        if self.b.is_empty() {
             Step::Stop
         } else {
             Step::Continue
@@ -32,14 +48,7 @@ impl Session for BroadcastSession {
         if reopened {
             self.hub.stats.failovers.fetch_add(1, Ordering::Relaxed);
         }
-        let start = {
-            let st = lock(&b.state);
-            if st.created {
-                st.position + 1
-            } else {
-                b.initial_start
-            }
-        };
+        let start = b.open_from();
         let (req_tx, req_rx) = mpsc::channel(16);
         let create = WatchRequest {
             request_union: Some(watch_request::RequestUnion::CreateRequest(
@@ -58,29 +67,25 @@ impl Session for BroadcastSession {
             WatchClient::new(backend.channel.clone()).max_decoding_message_size(usize::MAX);
         let stream = client
             .watch(
-                b.credentials(&self.hub.pool)
+                b.credentials(self.hub.pool())
                     .request(ReceiverStream::new(req_rx)),
             )
             .await?
             .into_inner();
-        let mut st = lock(&b.state);
-        if !st.progress_waiters.is_empty() {
-            let _ = req_tx.try_send(progress_request());
-        }
-        st.upstream = Some(req_tx);
+        b.attach(req_tx);
         Ok(stream)
     }
 
     async fn message(&mut self, resp: WatchResponse) -> Step {
         match self.hub.deliver(&self.b, resp).await {
             Flow::Done => Step::Stop,
-            _ => Step::Continue,
+            Flow::More => Step::Continue,
         }
     }
 
     async fn event(&mut self) -> Step {
-        self.b.emptied.notified().await;
-        if lock(&self.b.state).watchers.is_empty() {
+        self.b.emptied().await;
+        if self.b.is_empty() {
             Step::Stop
         } else {
             Step::Continue
@@ -88,6 +93,6 @@ impl Session for BroadcastSession {
     }
 
     fn closed(&mut self) {
-        lock(&self.b.state).upstream = None;
+        self.b.detach();
     }
 }

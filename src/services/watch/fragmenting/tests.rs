@@ -1,4 +1,4 @@
-//! Unit tests of the parent module.
+//! Responses split for watchers that asked for `fragment`.
 
 use super::*;
 use crate::proto::mvccpb::{Event, KeyValue};
