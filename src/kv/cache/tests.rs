@@ -1,6 +1,9 @@
 //! Unit tests of the parent module.
 
+use super::store::{covers, overlaps};
 use super::*;
+use crate::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use prost::Message;
 
 fn answer(rev: i64) -> RangeResponse {
     RangeResponse {
