@@ -104,13 +104,6 @@ impl RangeCache {
         self.floor.load(Ordering::Acquire)
     }
 
-    /// Whether etcd is known to run without auth right now: the cache's own
-    /// token-less watch over the key space is open and its once-a-second
-    /// check found reads without a token allowed.
-    pub fn auth_known_off(&self) -> bool {
-        self.active.load(Ordering::Acquire)
-    }
-
     /// Serves and stores as if the coherence watch were open, for unit
     /// tests of the layers above that have no member to watch.
     #[cfg(test)]
