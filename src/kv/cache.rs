@@ -32,8 +32,6 @@ use std::sync::{Arc, Mutex};
 
 use tracing::info;
 
-use crate::proto::etcdserverpb::{request_op, DeleteRangeRequest, PutRequest, TxnRequest};
-
 mod follow;
 mod lookup;
 mod store;
@@ -137,30 +135,6 @@ impl RangeCache {
             );
         }
     }
-}
-
-/// The key ranges a write touches, for invalidation after it succeeds.
-pub fn touched_by_put(req: &PutRequest) -> Vec<(Vec<u8>, Vec<u8>)> {
-    vec![(req.key.clone(), Vec::new())]
-}
-
-/// The key ranges a DeleteRange touches.
-pub fn touched_by_delete(req: &DeleteRangeRequest) -> Vec<(Vec<u8>, Vec<u8>)> {
-    vec![(req.key.clone(), req.range_end.clone())]
-}
-
-/// The key ranges any branch of a Txn may write.
-pub fn touched_by_txn(req: &TxnRequest) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    for op in req.success.iter().chain(req.failure.iter()) {
-        match &op.request {
-            Some(request_op::Request::RequestPut(p)) => out.extend(touched_by_put(p)),
-            Some(request_op::Request::RequestDeleteRange(d)) => out.extend(touched_by_delete(d)),
-            Some(request_op::Request::RequestTxn(t)) => out.extend(touched_by_txn(t)),
-            Some(request_op::Request::RequestRange(_)) | None => {}
-        }
-    }
-    out
 }
 
 #[cfg(test)]

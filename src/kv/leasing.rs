@@ -125,20 +125,6 @@ pub fn servable(r: &RangeRequest) -> bool {
         && r.max_create_revision == 0
 }
 
-/// The key ranges a transaction writes, in every branch, nested ones included.
-pub fn txn_writes(txn: &TxnRequest, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-    for op in txn.success.iter().chain(txn.failure.iter()) {
-        match &op.request {
-            Some(request_op::Request::RequestPut(p)) => out.push((p.key.clone(), Vec::new())),
-            Some(request_op::Request::RequestDeleteRange(d)) => {
-                out.push((d.key.clone(), d.range_end.clone()))
-            }
-            Some(request_op::Request::RequestTxn(inner)) => txn_writes(inner, out),
-            Some(request_op::Request::RequestRange(_)) | None => {}
-        }
-    }
-}
-
 fn create_rev_is(key: Vec<u8>, range_end: Vec<u8>, rev: i64) -> Compare {
     Compare {
         result: CompareResult::Equal as i32,
@@ -151,17 +137,6 @@ fn create_rev_is(key: Vec<u8>, range_end: Vec<u8>, rev: i64) -> Compare {
 
 fn op(r: request_op::Request) -> RequestOp {
     RequestOp { request: Some(r) }
-}
-
-/// Whether `key` lies in `[start, end)` with etcd's range conventions.
-fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
-    if end.is_empty() {
-        key == start
-    } else if end == [0] {
-        key >= start
-    } else {
-        key >= start && key < end
-    }
 }
 
 impl Leasing {

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use prost::Message;
 
 use super::{CacheLimits, RangeCache};
+use crate::kv::ranges::{self, KeyRange};
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
 
 /// One stored answer, with the range it read (for invalidation) and its
@@ -28,28 +29,6 @@ pub(super) struct Entries {
     by_request: HashMap<Vec<u8>, Entry>,
     bytes: usize,
     tick: u64,
-}
-
-/// Whether `key` lies in `[start, end)` as etcd reads a range: empty end is
-/// the single key, `"\0"` is everything from `start` on.
-pub(super) fn covers(start: &[u8], end: &[u8], key: &[u8]) -> bool {
-    if end.is_empty() {
-        return key == start;
-    }
-    key >= start && (end == [0] || key < end)
-}
-
-/// Whether two ranges share a key (`a_end`/`b_end` as in [`covers`]).
-pub(super) fn overlaps(a: &[u8], a_end: &[u8], b: &[u8], b_end: &[u8]) -> bool {
-    if a_end.is_empty() {
-        return covers(b, b_end, a);
-    }
-    if b_end.is_empty() {
-        return covers(a, a_end, b);
-    }
-    let a_before_b_end = b_end == [0] || a < b_end;
-    let b_before_a_end = a_end == [0] || b < a_end;
-    a_before_b_end && b_before_a_end
 }
 
 impl RangeCache {
@@ -152,7 +131,7 @@ impl RangeCache {
         let before = e.by_request.len();
         let mut freed = 0;
         e.by_request.retain(|_, entry| {
-            let keep = !overlaps(&entry.key, &entry.range_end, key, range_end);
+            let keep = !ranges::overlap(&entry.key, &entry.range_end, key, range_end);
             if !keep {
                 freed += entry.bytes;
             }
@@ -176,7 +155,7 @@ impl RangeCache {
 
     /// A write through this proxy succeeded at `revision`: forget what it
     /// touched now, without waiting for the watch (read-your-writes).
-    pub fn written(&self, touched: &[(Vec<u8>, Vec<u8>)], revision: i64) {
+    pub fn written(&self, touched: &[KeyRange], revision: i64) {
         for (key, end) in touched {
             self.invalidate(key, end, revision);
         }
