@@ -5,8 +5,15 @@
 //! `Lease` service binding (`services/lease.rs`) and KV leasing
 //! (`kv/leasing.rs`, `--experimental-leasing-prefix`).
 //!
-//! - [`hub`]: the [`KeepAliveHub`] and its shards of upstream streams.
+//! - [`hub`]: the [`KeepAliveHub`]: each auth token's renewals, made on
+//!   first use and dropped when idle;
+//! - `renewals`: one token's table per lease (waiting clients, renewals in
+//!   flight, answers fresh enough to reuse);
+//! - `shard`: the upstream LeaseKeepAlive stream of one shard of a token's
+//!   leases, re-opened on another member when its member fails.
 
 pub mod hub;
+mod renewals;
+mod shard;
 
 pub use hub::{KeepAliveHub, FRESH};

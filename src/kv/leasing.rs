@@ -18,6 +18,12 @@
 //!   keep-alive answer's TTL not yet run out) and its watch is open; when
 //!   either is lost every copy is dropped and the session lease revoked.
 //!
+//! This file holds the state and the Txns the parts share; beside it:
+//! - `session`: the session lease, its keep-alives, and a reset when lost;
+//! - `acquire`: a Get served from a held copy, or read while acquiring;
+//! - `watch`: what other proxies' revokes mean for the copies held;
+//! - `write`: a write once no other proxy holds what it touches.
+//!
 //! Not covered, as in etcd: writers that bypass leasing proxies (direct
 //! clients of etcd) do not revoke, so owners keep serving the old value.
 //! Calls that carry an auth token are never served from or guarded by
@@ -119,20 +125,6 @@ pub fn servable(r: &RangeRequest) -> bool {
         && r.max_create_revision == 0
 }
 
-/// The key ranges a transaction writes, in every branch, nested ones included.
-pub fn txn_writes(txn: &TxnRequest, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-    for op in txn.success.iter().chain(txn.failure.iter()) {
-        match &op.request {
-            Some(request_op::Request::RequestPut(p)) => out.push((p.key.clone(), Vec::new())),
-            Some(request_op::Request::RequestDeleteRange(d)) => {
-                out.push((d.key.clone(), d.range_end.clone()))
-            }
-            Some(request_op::Request::RequestTxn(inner)) => txn_writes(inner, out),
-            Some(request_op::Request::RequestRange(_)) | None => {}
-        }
-    }
-}
-
 fn create_rev_is(key: Vec<u8>, range_end: Vec<u8>, rev: i64) -> Compare {
     Compare {
         result: CompareResult::Equal as i32,
@@ -145,17 +137,6 @@ fn create_rev_is(key: Vec<u8>, range_end: Vec<u8>, rev: i64) -> Compare {
 
 fn op(r: request_op::Request) -> RequestOp {
     RequestOp { request: Some(r) }
-}
-
-/// Whether `key` lies in `[start, end)` with etcd's range conventions.
-fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
-    if end.is_empty() {
-        key == start
-    } else if end == [0] {
-        key >= start
-    } else {
-        key >= start && key < end
-    }
 }
 
 impl Leasing {
@@ -214,206 +195,10 @@ impl Leasing {
             .unary("/etcdserverpb.KV/Txn", policy, Credentials::Own, txn)
             .await
     }
-
-    /// Keeps the session and the watch going until the task is dropped;
-    /// any loss drops every copy and starts a new session.
-    pub async fn run(self: Arc<Self>, hub: Arc<KeepAliveHub>) {
-        let span = info_span!("leasing", prefix = %String::from_utf8_lossy(&self.prefix));
-        async move {
-            loop {
-                let grant: Result<LeaseGrantResponse, _> = self
-                    .upstream
-                    .unary(
-                        "/etcdserverpb.Lease/LeaseGrant",
-                        RetryPolicy::UnlessApplied,
-                        Credentials::Own,
-                        LeaseGrantRequest { ttl: SESSION_TTL_SECS, id: 0 },
-                    )
-                    .await;
-                let lease = match grant {
-                    Ok(g) if g.error.is_empty() && g.id != 0 => g.id,
-                    Ok(g) => {
-                        warn!(error = %String::from_utf8_lossy(&g.error), "leasing session lease refused; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "could not grant the leasing session lease; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                let until = Instant::now() + Duration::from_secs(SESSION_TTL_SECS as u64) - SAFETY_MARGIN;
-                lock(&self.state).session = Some((lease, until));
-                info!(lease, "leasing session started");
-                tokio::select! {
-                    _ = self.keep_alive(&hub, lease) => {}
-                    _ = self.watch(lease) => {}
-                }
-                self.reset();
-                self.revoke_session(lease).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Drops every copy and the session; nothing is served until a new one is up.
-    pub fn reset(&self) {
-        let mut st = lock(&self.state);
-        let dropped = st.owned.len();
-        st.owned.clear();
-        st.lost.clear();
-        st.session = None;
-        st.watching = false;
-        st.generation += 1;
-        warn!(dropped, "leasing session lost: every leased copy dropped");
-    }
-
-    /// Revokes a lost session's lease so its leasing keys vanish at once.
-    pub async fn revoke_session(&self, lease: i64) {
-        let call = self.upstream.unary::<_, LeaseRevokeResponse>(
-            "/etcdserverpb.Lease/LeaseRevoke",
-            RetryPolicy::UnlessApplied,
-            Credentials::Own,
-            LeaseRevokeRequest { id: lease },
-        );
-        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), call).await {
-            debug!(lease, error = %e, "could not revoke the old leasing session; it expires");
-        }
-    }
-
-    /// The current session lease, for revoking it on shutdown.
-    pub fn session_lease(&self) -> Option<i64> {
-        lock(&self.state).session.map(|(l, _)| l)
-    }
-
-    /// Returns when the session can no longer be shown alive.
-    async fn keep_alive(&self, hub: &KeepAliveHub, lease: i64) {
-        let tick = Duration::from_millis(SESSION_TTL_SECS as u64 * 1000 / 3);
-        loop {
-            tokio::time::sleep(tick).await;
-            let sent = Instant::now();
-            match hub.keep_alive(self.pool.own_token().as_ref(), lease).await {
-                Ok(resp) if resp.ttl > 0 => {
-                    let life = Duration::from_secs(resp.ttl as u64)
-                        .saturating_sub(SAFETY_MARGIN + crate::keepalive::FRESH);
-                    if let Some(s) = lock(&self.state).session.as_mut() {
-                        s.1 = s.1.max(sent + life);
-                    }
-                }
-                Ok(_) => {
-                    warn!(lease, "leasing session lease expired");
-                    return;
-                }
-                Err(status) => {
-                    warn!(lease, error = %status.message(), "leasing keep-alive failed");
-                    let expired = lock(&self.state)
-                        .session
-                        .is_none_or(|(_, until)| Instant::now() >= until);
-                    if expired {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// A linearizable single-key Get through leasing: the held copy, or a
-    /// read that also tries to acquire the key. `None`: not for leasing
-    /// (the caller forwards it as usual).
-    pub async fn get(
-        &self,
-        below: &dyn Kv,
-        fwd: &Forwarded,
-        req: &RangeRequest,
-    ) -> Option<Result<RangeResponse, ProxyError>> {
-        if !servable(req) || !fwd.caller().is_anonymous() {
-            return None;
-        }
-        let (lease, generation) = {
-            let mut st = lock(&self.state);
-            let lease = st.usable_lease()?;
-            if let Some(owned) = st.owned.get(&req.key) {
-                return Some(Ok(owned.answer.clone()));
-            }
-            if st.owned.len() >= MAX_OWNED {
-                // Holding more copies would grow memory with every new key
-                // read: past the bound, reads go to etcd as without leasing.
-                return None;
-            }
-            *st.pending.entry(req.key.clone()).or_default() += 1;
-            (lease, st.generation)
-        };
-        let lk = self.leasing_key(&req.key);
-        let read = op(request_op::Request::RequestRange(req.clone()));
-        let read_lk = op(request_op::Request::RequestRange(RangeRequest {
-            key: lk.clone(),
-            ..Default::default()
-        }));
-        let txn = TxnRequest {
-            compare: vec![create_rev_is(lk.clone(), Vec::new(), 0)],
-            success: vec![
-                op(request_op::Request::RequestPut(PutRequest {
-                    key: lk,
-                    lease,
-                    ..Default::default()
-                })),
-                read.clone(),
-                read_lk.clone(),
-            ],
-            failure: vec![read, read_lk],
-        };
-        let result = self.client_txn(below, fwd, txn).await;
-        let mut st = lock(&self.state);
-        let lost = match st.pending.get_mut(&req.key) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                st.lost.get(&req.key).cloned().unwrap_or_default()
-            }
-            _ => {
-                st.pending.remove(&req.key);
-                st.lost.remove(&req.key).unwrap_or_default()
-            }
-        };
-        let resp = match result {
-            Ok(resp) => resp,
-            Err(e) => {
-                debug!(error = %e, "leasing acquire failed; reading without a lease");
-                return None;
-            }
-        };
-        let mut ranges = resp.responses.into_iter().filter_map(|r| match r.response {
-            Some(response_op::Response::ResponseRange(r)) => Some(r),
-            _ => None,
-        });
-        let (Some(mut answer), Some(lk_now)) = (ranges.next(), ranges.next()) else {
-            return None;
-        };
-        answer.header = resp.header;
-        if let Some(kv) = lk_now.kvs.first() {
-            let current = st.generation == generation && st.usable_lease() == Some(lease);
-            if current
-                && kv.lease == lease
-                && kv.value.is_empty()
-                && !lost.contains(&kv.create_revision)
-                && !lost.contains(&0)
-            {
-                st.owned.insert(
-                    req.key.clone(),
-                    Owned {
-                        create_rev: kv.create_revision,
-                        answer: answer.clone(),
-                    },
-                );
-                debug!(key = %String::from_utf8_lossy(&req.key), "key leased");
-            }
-        }
-        Some(Ok(answer))
-    }
 }
 
+mod acquire;
+mod session;
 mod watch;
 mod write;
 

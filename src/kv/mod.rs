@@ -13,7 +13,8 @@
 //! Layers that are off are left out of the stack ([`build`]). Beside the
 //! layers live what they use: [`cache`] (the range cache, kept coherent by
 //! one watch), [`read_barrier`], [`namespace`] (key mapping, also used by
-//! Watch, Election and Lock) and [`leasing`] (the leasing state machine).
+//! Watch, Election and Lock), [`leasing`] (the leasing state machine) and
+//! [`ranges`] (etcd's key ranges, and what a write touches, for both).
 
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub mod cache;
 pub mod layer;
 pub mod leasing;
 pub mod namespace;
+pub mod ranges;
 pub mod read_barrier;
 mod upstream;
 

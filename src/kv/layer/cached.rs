@@ -9,7 +9,8 @@ use std::time::Duration;
 use tonic::{Request, Response};
 
 use crate::error::RpcResult;
-use crate::kv::cache::{self, RangeCache};
+use crate::kv::cache::RangeCache;
+use crate::kv::ranges;
 use crate::kv::read_barrier::ReadBarrier;
 use crate::kv::{revision, Kv, SharedKv};
 use crate::proto::etcdserverpb::*;
@@ -99,7 +100,7 @@ impl Kv for Cached {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> RpcResult<PutResponse> {
-        let touched = cache::touched_by_put(request.get_ref());
+        let touched = ranges::written_by_put(request.get_ref());
         let resp = self.inner.put(request).await?;
         self.cache
             .written(&touched, revision(&resp.get_ref().header));
@@ -110,7 +111,7 @@ impl Kv for Cached {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> RpcResult<DeleteRangeResponse> {
-        let touched = cache::touched_by_delete(request.get_ref());
+        let touched = ranges::written_by_delete(request.get_ref());
         let resp = self.inner.delete_range(request).await?;
         self.cache
             .written(&touched, revision(&resp.get_ref().header));
@@ -118,7 +119,7 @@ impl Kv for Cached {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> RpcResult<TxnResponse> {
-        let touched = cache::touched_by_txn(request.get_ref());
+        let touched = ranges::written_by_txn(request.get_ref());
         let resp = self.inner.txn(request).await?;
         self.cache
             .written(&touched, revision(&resp.get_ref().header));

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use tonic::{Request, Response};
 
 use crate::error::{ProxyError, RpcResult};
-use crate::kv::leasing::{self, Leasing};
+use crate::kv::leasing::Leasing;
+use crate::kv::ranges::{self, KeyRange};
 use crate::kv::{txn_is_read_only, Kv, SharedKv};
 use crate::proto::etcdserverpb::*;
 use crate::upstream::{Caller, Forwarded};
@@ -32,7 +33,7 @@ impl Leased {
         &self,
         fwd: Forwarded,
         op: request_op::Request,
-        writes: &[(Vec<u8>, Vec<u8>)],
+        writes: &[KeyRange],
     ) -> Result<response_op::Response, tonic::Status> {
         let ops = vec![RequestOp { request: Some(op) }];
         let outer = self
@@ -80,7 +81,7 @@ impl Kv for Leased {
             return self.inner.put(request).await;
         }
         let (fwd, msg) = Forwarded::split(request);
-        let writes = vec![(msg.key.clone(), Vec::new())];
+        let writes = ranges::written_by_put(&msg);
         match self
             .write(fwd, request_op::Request::RequestPut(msg), &writes)
             .await?
@@ -98,7 +99,7 @@ impl Kv for Leased {
             return self.inner.delete_range(request).await;
         }
         let (fwd, msg) = Forwarded::split(request);
-        let writes = vec![(msg.key.clone(), msg.range_end.clone())];
+        let writes = ranges::written_by_delete(&msg);
         match self
             .write(fwd, request_op::Request::RequestDeleteRange(msg), &writes)
             .await?
@@ -113,8 +114,7 @@ impl Kv for Leased {
             return self.inner.txn(request).await;
         }
         let (fwd, msg) = Forwarded::split(request);
-        let mut writes = Vec::new();
-        leasing::txn_writes(&msg, &mut writes);
+        let writes = ranges::written_by_txn(&msg);
         match self
             .write(fwd, request_op::Request::RequestTxn(msg), &writes)
             .await?

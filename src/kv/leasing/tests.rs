@@ -1,4 +1,5 @@
-//! Unit tests of the parent module.
+//! Unit tests of the parent module (what a write touches is tested with
+//! `kv::ranges`).
 
 use super::*;
 
@@ -29,56 +30,4 @@ fn only_plain_single_key_linearizable_gets_are_served() {
         key: Vec::new(),
         ..plain
     }));
-}
-
-#[test]
-fn ranges_follow_etcd_conventions() {
-    assert!(in_range(b"k", b"k", b""));
-    assert!(!in_range(b"k1", b"k", b""));
-    assert!(in_range(b"zz", b"k", &[0]));
-    assert!(in_range(b"k1", b"k", b"l") && !in_range(b"l", b"k", b"l"));
-}
-
-#[test]
-fn txn_writes_cover_every_branch_and_nested_txns() {
-    let put = |k: &str| {
-        op(request_op::Request::RequestPut(PutRequest {
-            key: k.into(),
-            ..Default::default()
-        }))
-    };
-    let inner = TxnRequest {
-        success: vec![put("c")],
-        ..Default::default()
-    };
-    let txn = TxnRequest {
-        success: vec![
-            put("a"),
-            op(request_op::Request::RequestRange(RangeRequest {
-                key: b"r".to_vec(),
-                ..Default::default()
-            })),
-        ],
-        failure: vec![
-            op(request_op::Request::RequestDeleteRange(
-                DeleteRangeRequest {
-                    key: b"b".to_vec(),
-                    range_end: b"b9".to_vec(),
-                    ..Default::default()
-                },
-            )),
-            op(request_op::Request::RequestTxn(inner)),
-        ],
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    txn_writes(&txn, &mut out);
-    assert_eq!(
-        out,
-        vec![
-            (b"a".to_vec(), vec![]),
-            (b"b".to_vec(), b"b9".to_vec()),
-            (b"c".to_vec(), vec![])
-        ]
-    );
 }

@@ -2,13 +2,11 @@
 //! up first.
 
 use super::*;
+use crate::kv::ranges::{self, KeyRange};
 
 impl Leasing {
     /// Lists the leasing keys covering `ranges`, at one revision.
-    async fn holders(
-        &self,
-        ranges: &[(Vec<u8>, Vec<u8>)],
-    ) -> Result<(Vec<KeyValue>, i64), ProxyError> {
+    async fn holders(&self, ranges: &[KeyRange]) -> Result<(Vec<KeyValue>, i64), ProxyError> {
         let reads = ranges
             .iter()
             .map(|(k, e)| {
@@ -53,13 +51,13 @@ impl Leasing {
         below: &dyn Kv,
         fwd: &Forwarded,
         write: Vec<RequestOp>,
-        touched: &[(Vec<u8>, Vec<u8>)],
+        touched: &[KeyRange],
     ) -> Result<TxnResponse, ProxyError> {
-        let ranges: Vec<(Vec<u8>, Vec<u8>)> = touched
+        let leasing_ranges: Vec<KeyRange> = touched
             .iter()
             .map(|(k, e)| self.leasing_range(k, e))
             .collect();
-        let guards: Vec<Compare> = ranges
+        let guards: Vec<Compare> = leasing_ranges
             .iter()
             .map(|(k, e)| create_rev_is(k.clone(), e.clone(), 0))
             .collect();
@@ -69,7 +67,7 @@ impl Leasing {
             {
                 let mut st = lock(&self.state);
                 st.owned
-                    .retain(|k, _| !touched.iter().any(|(s, e)| in_range(k, s, e)));
+                    .retain(|k, _| !touched.iter().any(|(s, e)| ranges::contains(s, e, k)));
             }
             let compare = if guarded { guards.clone() } else { Vec::new() };
             let txn = TxnRequest {
@@ -81,7 +79,7 @@ impl Leasing {
             if resp.succeeded {
                 return Ok(resp);
             }
-            let (holders, rev) = self.holders(&ranges).await?;
+            let (holders, rev) = self.holders(&leasing_ranges).await?;
             let lease = lock(&self.state).session.map(|(l, _)| l);
             let mut wait = Vec::new();
             for kv in holders {
