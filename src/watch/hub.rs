@@ -44,7 +44,7 @@ pub struct WatchKey {
 }
 
 /// What one client asked for in its create request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct WatcherSpec {
     /// The id the client knows this watch by (chosen by the proxy).
     pub watch_id: i64,

@@ -135,20 +135,26 @@ fn created(
             w.next_rev = w.spec.start_revision.max(position + 1);
         }
         if !w.announced {
-            let r = WatchResponse {
-                header: resp.header,
-                watch_id: w.spec.watch_id,
-                created: true,
-                ..Default::default()
-            };
-            sends.out.push(Outgoing {
-                id: *id,
-                tx: w.tx.clone(),
-                resp: Some(r.into()),
-                next: w.next_rev,
-                announces: true,
-            });
+            sends.out.push(header_only(*id, w, resp, true));
         }
+    }
+}
+
+/// A response with `resp`'s header and no events for watcher `w`: its
+/// `created` answer (`announces`), or a progress notification.
+fn header_only(id: u64, w: &Watcher, resp: &WatchResponse, announces: bool) -> Outgoing {
+    let r = WatchResponse {
+        header: resp.header,
+        watch_id: w.spec.watch_id,
+        created: announces,
+        ..Default::default()
+    };
+    Outgoing {
+        id,
+        tx: w.tx.clone(),
+        resp: Some(r.into()),
+        next: w.next_rev,
+        announces,
     }
 }
 
@@ -167,18 +173,7 @@ fn progressed(st: &mut BroadcastState, resp: &WatchResponse, header_rev: i64, se
             w.next_rev = header_rev + 1;
             // An answer to a request is the requester's alone.
             if w.spec.progress_notify && !answer {
-                let r = WatchResponse {
-                    header: resp.header,
-                    watch_id: w.spec.watch_id,
-                    ..Default::default()
-                };
-                sends.out.push(Outgoing {
-                    id: *id,
-                    tx: w.tx.clone(),
-                    resp: Some(r.into()),
-                    next: w.next_rev,
-                    announces: false,
-                });
+                sends.out.push(header_only(*id, w, resp, false));
             }
         }
     }

@@ -10,11 +10,7 @@ use crate::watch::hub::WatcherSpec;
 fn spec(watch_id: i64) -> WatcherSpec {
     WatcherSpec {
         watch_id,
-        start_revision: 0,
-        prev_kv: false,
-        progress_notify: false,
-        no_put: false,
-        no_delete: false,
+        ..WatcherSpec::default()
     }
 }
 

@@ -17,11 +17,7 @@ fn key(k: &str) -> WatchKey {
 fn spec(watch_id: i64) -> WatcherSpec {
     WatcherSpec {
         watch_id,
-        start_revision: 0,
-        prev_kv: false,
-        progress_notify: false,
-        no_put: false,
-        no_delete: false,
+        ..WatcherSpec::default()
     }
 }
 
