@@ -14,7 +14,6 @@
 //! - [`grpc_service`]: the gRPC stack (unknown paths, spans, size-limit wording, metrics, drain cut).
 //! - [`http_api`]: `/health`, `/livez`, `/readyz`, `/metrics`, `/debug/pprof`.
 //! - [`compression`]: gzip requests and answers, as members handle them.
-//! - [`size_limit`]: etcd's wording for messages over the size limits.
 //! - [`profile`]: CPU flamegraphs for `--enable-pprof`.
 
 pub mod compression;
@@ -23,7 +22,6 @@ pub mod grpc_service;
 pub mod http_api;
 pub mod memory;
 pub mod profile;
-pub mod size_limit;
 pub mod tls_accept;
 
 use std::future::Future;
