@@ -2,9 +2,13 @@
 //!
 //! Upstream statuses (anything an etcd member answered) are never rewritten:
 //! clients parse etcd's error strings, so they travel through untouched as
-//! [`ProxyError::Upstream`].
+//! [`ProxyError::Upstream`], except for one thing: a size-limit refusal in
+//! tonic's words is answered in etcd's ([`size_limit`]).
 
 use tonic::{Code, Status};
+
+pub mod size_limit;
+pub use size_limit::size_limit_status;
 
 /// Everything that can go wrong while serving one call.
 #[derive(Debug, thiserror::Error)]
@@ -186,38 +190,6 @@ pub enum ConfigError {
 /// Result type of gRPC handlers, as tonic expects them.
 pub type RpcResult<T> = Result<tonic::Response<T>, Status>;
 
-/// tonic reports a message over the size limit as `OutOfRange` with its own
-/// wording; etcd (grpc-go) answers `ResourceExhausted` with
-/// "grpc: received message larger than max (N vs. M)" or "grpc: trying to
-/// send message larger than max (N vs. M)". Clients match on those, so the
-/// proxy answers as etcd would. Returns `None` for any other status.
-pub fn size_limit_status(code: Code, message: &str) -> Option<(Code, String)> {
-    if code != Code::OutOfRange {
-        return None;
-    }
-    let verb = if message.starts_with("Error, decoded message length too large") {
-        "received"
-    } else if message.starts_with("Error, encoded message length too large") {
-        "trying to send"
-    } else {
-        return None;
-    };
-    let numbers: Vec<&str> = message
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let (found, limit) = match numbers.as_slice() {
-        [found, limit, ..] => (*found, *limit),
-        _ => return None,
-    };
-    let text = if verb == "received" {
-        format!("grpc: received message larger than max ({found} vs. {limit})")
-    } else {
-        format!("grpc: trying to send message larger than max ({found} vs. {limit})")
-    };
-    Some((Code::ResourceExhausted, text))
-}
-
 /// The cancel reason for a watch whose permission check failed with
 /// `status`: etcd writes grpc-go's text of the refusal
 /// (`rpc error: code = PermissionDenied desc = etcdserver: permission denied`),
@@ -264,25 +236,6 @@ pub fn go_code_name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn size_errors_read_as_grpc_go_writes_them() {
-        let (code, msg) = size_limit_status(
-            Code::OutOfRange,
-            "Error, decoded message length too large: found 4104 bytes, the limit is: 1024 bytes",
-        )
-        .unwrap();
-        assert_eq!(code, Code::ResourceExhausted);
-        assert_eq!(
-            msg,
-            "grpc: received message larger than max (4104 vs. 1024)"
-        );
-        assert!(size_limit_status(Code::OutOfRange, "etcdserver: something").is_none());
-        assert!(
-            size_limit_status(Code::Unavailable, "Error, decoded message length too large")
-                .is_none()
-        );
-    }
 
     #[test]
     fn go_quoting() {

@@ -14,7 +14,7 @@
 //! - [`registration`]: `--resolver-prefix`, proxies registered in etcd and listed by MemberList.
 //! - [`kv`]: KV as a stack of layers (ordering, namespace, leasing, cache) over the upstream.
 //! - [`watch`]: watch coalescing, one upstream watch per key range.
-//! - [`lease`]: lease keep-alive coalescing.
+//! - [`keepalive`]: lease keep-alive coalescing.
 //! - [`upstream`]: the member pool and the one way calls reach members:
 //!   membership, health, retry, credentials, long-lived streams.
 //! - [`tls`]: TLS towards clients and towards members.

@@ -12,6 +12,8 @@
 //! - [`identity`]: whose limits a call counts against.
 //! - [`settings`]: the limits, from flags and the limits file.
 //! - [`reload`]: the limits file, followed while the proxy runs.
+//! - `refusal.rs`: what a limit refuses, and how it is told.
+//! - `client.rs`: one client's state (token buckets, counts held, permits).
 //!
 //! With no limit configured none of this exists: the gRPC stack holds
 //! `None` and each call pays one branch.
@@ -22,6 +24,12 @@ pub mod settings;
 
 pub use identity::{client_of, ClientId, PeerAddr, TokenUsers};
 pub use settings::{LimitSet, LimitSettings, LimitsFileError};
+
+mod client;
+mod refusal;
+pub use client::Permit;
+use client::{evict, Bucket, Client, Rates};
+pub use refusal::{Refusal, RefusalKind};
 
 use crate::sync::{lock, read, write};
 use std::collections::HashMap;
@@ -56,75 +64,6 @@ impl ClientLimitsConfig {
     }
 }
 
-/// What a limit refused, as counted in `/metrics`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// The client's read rate.
-    Read = 0,
-    /// The client's write rate.
-    Write = 1,
-    /// The client's unary calls in flight.
-    Concurrency = 2,
-    /// The client's open watchers.
-    Watchers = 3,
-    /// The client's open keep-alive streams.
-    KeepAlive = 4,
-}
-
-impl RefusalKind {
-    /// Every kind, in counter order.
-    pub const ALL: [RefusalKind; 5] = [
-        RefusalKind::Read,
-        RefusalKind::Write,
-        RefusalKind::Concurrency,
-        RefusalKind::Watchers,
-        RefusalKind::KeepAlive,
-    ];
-
-    /// The `kind` label of the refusal counter.
-    pub fn label(self) -> &'static str {
-        match self {
-            RefusalKind::Read => "read",
-            RefusalKind::Write => "write",
-            RefusalKind::Concurrency => "concurrency",
-            RefusalKind::Watchers => "watchers",
-            RefusalKind::KeepAlive => "keepalive",
-        }
-    }
-}
-
-/// A call, stream or watcher a client's limits refused. Calls and
-/// keep-alive streams reach the client as etcd's overload answer (see
-/// [`crate::error`]); a watcher as a canceled watch with this text.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("etcd-grpc-proxy: {client} is over its {} limit ({limit})", kind_words(*.kind))]
-pub struct Refusal {
-    /// Which limit.
-    pub kind: RefusalKind,
-    /// The client refused.
-    pub client: ClientId,
-    /// The limit's value, for the operator reading a cancel reason.
-    pub limit: f64,
-}
-
-/// The refusal's own words are for logs and watch cancel reasons; the
-/// client is told etcd's overload answer.
-impl From<Refusal> for crate::error::ProxyError {
-    fn from(_: Refusal) -> Self {
-        crate::error::ProxyError::TooManyRequests
-    }
-}
-
-fn kind_words(kind: RefusalKind) -> &'static str {
-    match kind {
-        RefusalKind::Read => "read rate",
-        RefusalKind::Write => "write rate",
-        RefusalKind::Concurrency => "concurrent calls",
-        RefusalKind::Watchers => "watchers",
-        RefusalKind::KeepAlive => "keep-alive streams",
-    }
-}
-
 /// How a call counts against its client's rates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallClass {
@@ -151,104 +90,6 @@ pub struct ClientLimits {
     metrics: Arc<Metrics>,
     /// How the limits were configured (the file is read again on change).
     pub config: ClientLimitsConfig,
-}
-
-/// One client's state.
-struct Client {
-    /// Rates and the limits they were last checked against.
-    rates: Mutex<Rates>,
-    /// Unary calls in flight.
-    calls: AtomicU32,
-    /// Watchers open.
-    watchers: AtomicU32,
-    /// Keep-alive streams open.
-    keepalives: AtomicU32,
-    /// Calls admitted or refused since this state was made, for the top-N
-    /// clients on `/metrics`.
-    requests: AtomicU64,
-    /// Calls, watchers and streams refused since this state was made.
-    refusals: AtomicU64,
-}
-
-struct Rates {
-    generation: u64,
-    limits: LimitSet,
-    read: Bucket,
-    write: Bucket,
-    last_used: Instant,
-}
-
-/// A token bucket.
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn full(now: Instant) -> Bucket {
-        Bucket {
-            tokens: f64::INFINITY,
-            at: now,
-        }
-    }
-
-    fn capacity(rate: f64, burst: u32) -> f64 {
-        if burst > 0 {
-            f64::from(burst)
-        } else {
-            rate.max(1.0)
-        }
-    }
-
-    /// Takes one token if there is one; `rate` 0 is no limit.
-    fn take(&mut self, rate: f64, burst: u32, now: Instant) -> bool {
-        if rate <= 0.0 {
-            return true;
-        }
-        let cap = Bucket::capacity(rate, burst);
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(cap);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Whether forgetting this bucket loses nothing (it is full again).
-    fn is_full(&self, rate: f64, burst: u32, now: Instant) -> bool {
-        rate <= 0.0
-            || self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * rate
-                >= Bucket::capacity(rate, burst)
-    }
-}
-
-/// One unit of a client's concurrency, watchers or keep-alive streams,
-/// given back when dropped.
-pub struct Permit {
-    client: Arc<Client>,
-    kind: RefusalKind,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.client
-            .counter(self.kind)
-            .fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Client {
-    fn counter(&self, kind: RefusalKind) -> &AtomicU32 {
-        match kind {
-            RefusalKind::Watchers => &self.watchers,
-            RefusalKind::KeepAlive => &self.keepalives,
-            _ => &self.calls,
-        }
-    }
 }
 
 impl ClientLimits {
@@ -444,34 +285,7 @@ impl ClientLimits {
     }
 }
 
-/// Makes room in a full shard: every idle client whose buckets are full
-/// again goes (nothing is lost); if none, the least recently used idle one.
-/// A client holding a permit stays.
-fn evict(map: &mut HashMap<Arc<str>, Arc<Client>>) {
-    let now = Instant::now();
-    let before = map.len();
-    map.retain(|_, c| {
-        if Arc::strong_count(c) > 1 {
-            return true;
-        }
-        let r = lock(&c.rates);
-        let l = r.limits;
-        !(r.read.is_full(l.read_rps, l.read_burst, now)
-            && r.write.is_full(l.write_rps, l.write_burst, now))
-    });
-    if map.len() < before {
-        return;
-    }
-    let oldest = map
-        .iter()
-        .filter(|(_, c)| Arc::strong_count(c) == 1)
-        .min_by_key(|(_, c)| lock(&c.rates).last_used)
-        .map(|(k, _)| k.clone());
-    if let Some(k) = oldest {
-        map.remove(&k);
-    }
-}
-
+/// The shard of the client map `name` is kept in.
 fn shard_of(name: &str) -> usize {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     BuildHasherDefault::<DefaultHasher>::default().hash_one(name) as usize % SHARDS

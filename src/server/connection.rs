@@ -1,7 +1,30 @@
 //! Each accepted connection, served by hyper (HTTP/1.1 and HTTP/2): gRPC and HTTP told apart by content type; the accept loop.
 
-use super::*;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::body::Body;
+use tracing::{debug, warn, Instrument};
+
+use crate::config::Config;
+
+use super::grpc_service::GrpcService;
+use super::http_api::HttpApi;
+use super::{Acceptor, Io};
 
 /// What every connection serves: gRPC or HTTP, by content type.
 #[derive(Clone)]

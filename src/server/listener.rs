@@ -1,6 +1,12 @@
-//! The shared listener: the accept loop, each connection served by hyper (HTTP/1.1 and HTTP/2), gRPC and HTTP told apart by content type.
+//! What the accept loop hands each connection: the byte stream served ([`Io`]) and the step that makes it from a TCP stream ([`Acceptor`], e.g. a TLS handshake).
 
-use super::*;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 /// A connection's byte stream once accepted (plain TCP, or TLS around it).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}

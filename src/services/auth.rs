@@ -8,6 +8,7 @@ use tonic::Request;
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::*;
+use crate::services::forward::forward;
 use crate::services::ServiceDeps;
 use crate::upstream::RetryPolicy;
 
@@ -38,33 +39,8 @@ impl Auth for AuthService {
         answer
     }
 
-    async fn auth_disable(
-        &self,
-        request: Request<AuthDisableRequest>,
-    ) -> RpcResult<AuthDisableResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/AuthDisable",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
-    }
-
-    async fn auth_status(
-        &self,
-        request: Request<AuthStatusRequest>,
-    ) -> RpcResult<AuthStatusResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/AuthStatus",
-                RetryPolicy::Idempotent,
-                request,
-            )
-            .await
-    }
+    forward!(auth_disable: AuthDisableRequest => AuthDisableResponse, "/etcdserverpb.Auth/AuthDisable", UnlessApplied);
+    forward!(auth_status: AuthStatusRequest => AuthStatusResponse, "/etcdserverpb.Auth/AuthStatus", Idempotent);
 
     async fn authenticate(
         &self,
@@ -98,185 +74,17 @@ impl Auth for AuthService {
         answer
     }
 
-    async fn user_add(
-        &self,
-        request: Request<AuthUserAddRequest>,
-    ) -> RpcResult<AuthUserAddResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/UserAdd",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
-    }
-
-    async fn user_get(
-        &self,
-        request: Request<AuthUserGetRequest>,
-    ) -> RpcResult<AuthUserGetResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/UserGet",
-                RetryPolicy::Idempotent,
-                request,
-            )
-            .await
-    }
-
-    async fn user_list(
-        &self,
-        request: Request<AuthUserListRequest>,
-    ) -> RpcResult<AuthUserListResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/UserList",
-                RetryPolicy::Idempotent,
-                request,
-            )
-            .await
-    }
-
-    async fn user_delete(
-        &self,
-        request: Request<AuthUserDeleteRequest>,
-    ) -> RpcResult<AuthUserDeleteResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/UserDelete",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
-    }
-
-    async fn user_change_password(
-        &self,
-        request: Request<AuthUserChangePasswordRequest>,
-    ) -> RpcResult<AuthUserChangePasswordResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/UserChangePassword",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
-    }
-
-    async fn user_grant_role(
-        &self,
-        request: Request<AuthUserGrantRoleRequest>,
-    ) -> RpcResult<AuthUserGrantRoleResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/UserGrantRole",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
-    }
-
-    async fn user_revoke_role(
-        &self,
-        request: Request<AuthUserRevokeRoleRequest>,
-    ) -> RpcResult<AuthUserRevokeRoleResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/UserRevokeRole",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
-    }
-
-    async fn role_add(
-        &self,
-        request: Request<AuthRoleAddRequest>,
-    ) -> RpcResult<AuthRoleAddResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/RoleAdd",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
-    }
-
-    async fn role_get(
-        &self,
-        request: Request<AuthRoleGetRequest>,
-    ) -> RpcResult<AuthRoleGetResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/RoleGet",
-                RetryPolicy::Idempotent,
-                request,
-            )
-            .await
-    }
-
-    async fn role_list(
-        &self,
-        request: Request<AuthRoleListRequest>,
-    ) -> RpcResult<AuthRoleListResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/RoleList",
-                RetryPolicy::Idempotent,
-                request,
-            )
-            .await
-    }
-
-    async fn role_delete(
-        &self,
-        request: Request<AuthRoleDeleteRequest>,
-    ) -> RpcResult<AuthRoleDeleteResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/RoleDelete",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
-    }
-
-    async fn role_grant_permission(
-        &self,
-        request: Request<AuthRoleGrantPermissionRequest>,
-    ) -> RpcResult<AuthRoleGrantPermissionResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/RoleGrantPermission",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
-    }
-
-    async fn role_revoke_permission(
-        &self,
-        request: Request<AuthRoleRevokePermissionRequest>,
-    ) -> RpcResult<AuthRoleRevokePermissionResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Auth/RoleRevokePermission",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
-    }
+    forward!(user_add: AuthUserAddRequest => AuthUserAddResponse, "/etcdserverpb.Auth/UserAdd", UnlessApplied);
+    forward!(user_get: AuthUserGetRequest => AuthUserGetResponse, "/etcdserverpb.Auth/UserGet", Idempotent);
+    forward!(user_list: AuthUserListRequest => AuthUserListResponse, "/etcdserverpb.Auth/UserList", Idempotent);
+    forward!(user_delete: AuthUserDeleteRequest => AuthUserDeleteResponse, "/etcdserverpb.Auth/UserDelete", UnlessApplied);
+    forward!(user_change_password: AuthUserChangePasswordRequest => AuthUserChangePasswordResponse, "/etcdserverpb.Auth/UserChangePassword", UnlessApplied);
+    forward!(user_grant_role: AuthUserGrantRoleRequest => AuthUserGrantRoleResponse, "/etcdserverpb.Auth/UserGrantRole", UnlessApplied);
+    forward!(user_revoke_role: AuthUserRevokeRoleRequest => AuthUserRevokeRoleResponse, "/etcdserverpb.Auth/UserRevokeRole", UnlessApplied);
+    forward!(role_add: AuthRoleAddRequest => AuthRoleAddResponse, "/etcdserverpb.Auth/RoleAdd", UnlessApplied);
+    forward!(role_get: AuthRoleGetRequest => AuthRoleGetResponse, "/etcdserverpb.Auth/RoleGet", Idempotent);
+    forward!(role_list: AuthRoleListRequest => AuthRoleListResponse, "/etcdserverpb.Auth/RoleList", Idempotent);
+    forward!(role_delete: AuthRoleDeleteRequest => AuthRoleDeleteResponse, "/etcdserverpb.Auth/RoleDelete", UnlessApplied);
+    forward!(role_grant_permission: AuthRoleGrantPermissionRequest => AuthRoleGrantPermissionResponse, "/etcdserverpb.Auth/RoleGrantPermission", UnlessApplied);
+    forward!(role_revoke_permission: AuthRoleRevokePermissionRequest => AuthRoleRevokePermissionResponse, "/etcdserverpb.Auth/RoleRevokePermission", UnlessApplied);
 }

@@ -8,6 +8,7 @@ use crate::error::RpcResult;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::*;
 use crate::registration::{self, Registered, Registration};
+use crate::services::forward::forward;
 use crate::services::ServiceDeps;
 use crate::upstream::RetryPolicy;
 
@@ -20,6 +21,7 @@ pub struct ClusterService {
 }
 
 impl ClusterService {
+    /// A member change that took effect makes the pool refresh at once.
     fn changed<T>(&self, result: RpcResult<T>) -> RpcResult<T> {
         if result.is_ok() {
             self.deps.upstream.pool().request_refresh();
@@ -30,50 +32,9 @@ impl ClusterService {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, request: Request<MemberAddRequest>) -> RpcResult<MemberAddResponse> {
-        let r: RpcResult<MemberAddResponse> = self
-            .deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Cluster/MemberAdd",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await;
-        self.changed(r)
-    }
-
-    async fn member_remove(
-        &self,
-        request: Request<MemberRemoveRequest>,
-    ) -> RpcResult<MemberRemoveResponse> {
-        let r: RpcResult<MemberRemoveResponse> = self
-            .deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Cluster/MemberRemove",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await;
-        self.changed(r)
-    }
-
-    async fn member_update(
-        &self,
-        request: Request<MemberUpdateRequest>,
-    ) -> RpcResult<MemberUpdateResponse> {
-        let r: RpcResult<MemberUpdateResponse> = self
-            .deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Cluster/MemberUpdate",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await;
-        self.changed(r)
-    }
+    forward!(member_add: MemberAddRequest => MemberAddResponse, "/etcdserverpb.Cluster/MemberAdd", UnlessApplied, then changed);
+    forward!(member_remove: MemberRemoveRequest => MemberRemoveResponse, "/etcdserverpb.Cluster/MemberRemove", UnlessApplied, then changed);
+    forward!(member_update: MemberUpdateRequest => MemberUpdateResponse, "/etcdserverpb.Cluster/MemberUpdate", UnlessApplied, then changed);
 
     /// Without `--resolver-prefix`, the cluster's own list. With it, the
     /// proxies registered under the prefix (this one alone until any is
@@ -114,19 +75,5 @@ impl Cluster for ClusterService {
         Ok(tonic::Response::new(MemberListResponse { header, members }))
     }
 
-    async fn member_promote(
-        &self,
-        request: Request<MemberPromoteRequest>,
-    ) -> RpcResult<MemberPromoteResponse> {
-        let r: RpcResult<MemberPromoteResponse> = self
-            .deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Cluster/MemberPromote",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await;
-        self.changed(r)
-    }
+    forward!(member_promote: MemberPromoteRequest => MemberPromoteResponse, "/etcdserverpb.Cluster/MemberPromote", UnlessApplied, then changed);
 }

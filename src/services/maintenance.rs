@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::RpcResult;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::*;
+use crate::services::forward::forward;
 use crate::services::ServiceDeps;
 use crate::upstream::Forwarded;
 use crate::upstream::{Credentials, RetryPolicy, Target};
@@ -34,47 +35,16 @@ impl Maintenance for MaintenanceService {
             .await
     }
 
-    /// The pinned member's own status, so `etcdctl endpoint status` over
-    /// several proxies shows each one's member, and `move-leader` finds the
-    /// leader's endpoint.
-    async fn status(&self, request: Request<StatusRequest>) -> RpcResult<StatusResponse> {
-        self.pinned(
-            "/etcdserverpb.Maintenance/Status",
-            RetryPolicy::Idempotent,
-            request,
-        )
-        .await
-    }
+    forward!(
+        /// The pinned member's own status, so `etcdctl endpoint status` over
+        /// several proxies shows each one's member, and `move-leader` finds the
+        /// leader's endpoint.
+        status: StatusRequest => StatusResponse, "/etcdserverpb.Maintenance/Status", Idempotent, to Pinned
+    );
 
-    async fn defragment(
-        &self,
-        request: Request<DefragmentRequest>,
-    ) -> RpcResult<DefragmentResponse> {
-        self.pinned(
-            "/etcdserverpb.Maintenance/Defragment",
-            RetryPolicy::UnlessApplied,
-            request,
-        )
-        .await
-    }
-
-    async fn hash(&self, request: Request<HashRequest>) -> RpcResult<HashResponse> {
-        self.pinned(
-            "/etcdserverpb.Maintenance/Hash",
-            RetryPolicy::Idempotent,
-            request,
-        )
-        .await
-    }
-
-    async fn hash_kv(&self, request: Request<HashKvRequest>) -> RpcResult<HashKvResponse> {
-        self.pinned(
-            "/etcdserverpb.Maintenance/HashKV",
-            RetryPolicy::Idempotent,
-            request,
-        )
-        .await
-    }
+    forward!(defragment: DefragmentRequest => DefragmentResponse, "/etcdserverpb.Maintenance/Defragment", UnlessApplied, to Pinned);
+    forward!(hash: HashRequest => HashResponse, "/etcdserverpb.Maintenance/Hash", Idempotent, to Pinned);
+    forward!(hash_kv: HashKvRequest => HashKvResponse, "/etcdserverpb.Maintenance/HashKV", Idempotent, to Pinned);
 
     type SnapshotStream =
         Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
@@ -114,16 +84,7 @@ impl Maintenance for MaintenanceService {
         answer
     }
 
-    async fn downgrade(&self, request: Request<DowngradeRequest>) -> RpcResult<DowngradeResponse> {
-        self.deps
-            .upstream
-            .forward(
-                "/etcdserverpb.Maintenance/Downgrade",
-                RetryPolicy::UnlessApplied,
-                request,
-            )
-            .await
-    }
+    forward!(downgrade: DowngradeRequest => DowngradeResponse, "/etcdserverpb.Maintenance/Downgrade", UnlessApplied);
 }
 
 impl MaintenanceService {

@@ -1,7 +1,8 @@
 //! One file per etcd gRPC service. Each handler takes the client's request,
 //! forwards it through the [`Pool`] with the client's metadata (auth token,
 //! deadline), and hands etcd's answer back unchanged. `grpc_health` is the
-//! exception: the proxy answers health checks itself.
+//! exception: the proxy answers health checks itself. A handler that only
+//! forwards is one line of the `forward!` macro (`forward.rs`).
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use crate::upstream::Upstream;
 pub mod auth;
 pub mod cluster;
 pub mod election;
+pub(crate) mod forward;
 pub mod grpc_health;
 pub mod kv;
 pub mod lease;

@@ -1,10 +1,19 @@
 //! TLS towards members: the `--cert`/`--key`/`--cacert` family and `--insecure-skip-tls-verify`.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::CertificateError;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tonic::transport::{ClientTlsConfig, Identity};
+use tracing::warn;
 use x509_parser::prelude::FromDer;
 
-use super::*;
+use super::files::{file_err, load_certs, read_file};
+use super::{crypto_provider, identity, TlsError};
 
 /// TLS towards etcd members (`--cert`, `--key`, `--cacert`,
 /// `--insecure-skip-tls-verify`). Any of them set makes endpoints given

@@ -15,7 +15,8 @@ use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
 
-use super::{crypto_provider, file_err, load_certs, load_key, TlsError};
+use super::files::{file_err, load_certs, load_key};
+use super::{crypto_provider, TlsError};
 
 /// A loaded certificate chain and key, checked to belong together.
 pub(super) struct Pair {

@@ -17,7 +17,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use tracing::{info, warn};
 
-use super::{load_crls, TlsError};
+use super::files::load_crls;
+use super::TlsError;
 
 /// What a file looked like when last read: modification time and size.
 type Stamp = Option<(SystemTime, u64)>;

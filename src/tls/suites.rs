@@ -1,6 +1,7 @@
 //! Cipher suites by their Go names, as `--cipher-suites` takes them.
 
-use super::*;
+use rustls::CipherSuite;
+use tracing::warn;
 
 /// The Go (etcd) names of the TLS 1.2 cipher suites rustls implements, and
 /// the rustls suite each one is.

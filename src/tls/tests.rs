@@ -1,5 +1,10 @@
 //! Unit tests of the parent module.
 
+use std::path::{Path, PathBuf};
+
+use rustls::{CipherSuite, SignatureScheme};
+
+use super::server::provider;
 use super::*;
 
 #[test]

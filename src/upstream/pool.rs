@@ -1,41 +1,29 @@
 //! The set of etcd members in use, each with a lazily connected channel,
-//! a health flag and an in-flight counter used for balancing.
+//! a health flag and an in-flight counter used for balancing; which member
+//! a call goes to.
+//!
+//! Beside it: a member (`backend.rs`), one call across members with its
+//! retries (`attempts.rs`), and the proxy's own user (`own_user.rs`).
 
 use crate::sync::{read, write};
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tonic::transport::{Channel, Endpoint};
-use tonic::Status;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 
 use super::endpoint::EndpointUrl;
-use super::retry::{AttemptTimedOut, Failure, RetryPolicy};
-use crate::error::ProxyError;
+use super::retry::RetryPolicy;
 use crate::proto::etcdserverpb::ResponseHeader;
 
+mod attempts;
 mod backend;
+mod own_user;
+pub use attempts::{describe, Target, ATTEMPT_TIMEOUT};
 pub use backend::{Backend, ChannelSettings, InflightGuard, OwnUser};
-
-/// How long one attempt of a unary call (or the opening of a stream) may
-/// wait for a member. A healthy etcd answers within its own request timeout
-/// (about 7 s by default: "request timed out"); past this the member is
-/// taken for black-holed: it leaves rotation, a read goes to another
-/// member, and a write is answered `Unavailable` (it may have been applied).
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Which member a call goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// Balanced over healthy members (writes to the leader first).
-    Balanced,
-    /// The pinned member ([`Pool::pinned`]), for member-scoped calls.
-    Pinned,
-}
 
 /// Pool-wide counters, exported as metrics.
 #[derive(Debug, Default)]
@@ -85,61 +73,6 @@ impl Pool {
     /// Pool-wide counters.
     pub fn stats(&self) -> &PoolStats {
         &self.inner.stats
-    }
-
-    /// The metadata of the proxy's own calls: its user's token, if it has
-    /// one (see [`Pool::authenticate_own_user`]); empty otherwise.
-    pub fn own_metadata(&self) -> tonic::metadata::MetadataMap {
-        super::Caller::metadata(self.own_token().as_ref())
-    }
-
-    /// The proxy's own token, if it has logged in.
-    pub fn own_token(&self) -> Option<tonic::metadata::AsciiMetadataValue> {
-        read(&self.inner.own_token).clone()
-    }
-
-    /// `msg` as one of the proxy's own calls (see [`Pool::own_metadata`]).
-    pub fn own_request<T>(&self, msg: T) -> tonic::Request<T> {
-        tonic::Request::from_parts(self.own_metadata(), tonic::Extensions::default(), msg)
-    }
-
-    /// Logs the proxy's own user in (once, or again after `stale` said its
-    /// token was refused). Without `--user` it does nothing.
-    pub async fn authenticate_own_user(&self, stale: bool) {
-        let Some(user) = self.inner.settings.own_user.clone() else {
-            return;
-        };
-        if !stale && read(&self.inner.own_token).is_some() {
-            return;
-        }
-        let req = crate::proto::etcdserverpb::AuthenticateRequest {
-            name: user.name.clone(),
-            password: user.password.clone(),
-        };
-        let answer = self
-            .call(RetryPolicy::Idempotent, |ch| {
-                let req = req.clone();
-                async move {
-                    crate::proto::etcdserverpb::auth_client::AuthClient::new(ch)
-                        .authenticate(req)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
-            })
-            .await;
-        let token = match answer {
-            Ok(resp) => std::str::from_utf8(&resp.token)
-                .ok()
-                .and_then(|t| t.parse::<tonic::metadata::AsciiMetadataValue>().ok()),
-            Err(e) => {
-                warn!(user = %String::from_utf8_lossy(&user.name), error = %e, "the proxy's own user cannot log in");
-                None
-            }
-        };
-        if token.is_some() {
-            info!(user = %String::from_utf8_lossy(&user.name), "the proxy's own calls are authenticated");
-        }
-        *write(&self.inner.own_token) = token;
     }
 
     /// The endpoints given at start.
@@ -314,125 +247,6 @@ impl Pool {
             .or_else(|| order.first())
             .map(|b| (*b).clone())
     }
-
-    /// Runs one unary call on a member, retrying on other members as
-    /// `policy` allows. Upstream answers reach the caller unchanged.
-    pub async fn call<T, F, Fut>(&self, policy: RetryPolicy, attempt: F) -> Result<T, ProxyError>
-    where
-        F: FnMut(Channel) -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
-    {
-        self.call_on(Target::Balanced, policy, attempt).await
-    }
-
-    /// Like [`Pool::call`], on the members `target` chooses.
-    pub async fn call_on<T, F, Fut>(
-        &self,
-        target: Target,
-        policy: RetryPolicy,
-        mut attempt: F,
-    ) -> Result<T, ProxyError>
-    where
-        F: FnMut(Channel) -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
-    {
-        let mut tried: Vec<EndpointUrl> = Vec::new();
-        let mut last_unreached: Option<Status> = None;
-        let mut last_failed: Option<ProxyError> = None;
-        loop {
-            let picked = match target {
-                Target::Balanced => self.pick_for(policy, &tried),
-                Target::Pinned => self.pinned(&tried),
-            };
-            let Some(backend) = picked else { break };
-            tried.push(backend.url.clone());
-            crate::trace::event("attempt", || {
-                vec![
-                    opentelemetry::KeyValue::new("etcd.member", backend.url.to_string()),
-                    opentelemetry::KeyValue::new("attempt", tried.len() as i64),
-                ]
-            });
-            let _inflight = backend.start_call();
-            let span = tracing::debug_span!("upstream", backend = %backend.url);
-            let answer = tokio::time::timeout(
-                ATTEMPT_TIMEOUT,
-                attempt(backend.channel.clone()).instrument(span),
-            )
-            .await
-            .unwrap_or_else(|_| Err(AttemptTimedOut::status(ATTEMPT_TIMEOUT)));
-            let status = match answer {
-                Ok(v) => {
-                    if !backend.is_healthy() {
-                        self.mark_healthy(&backend);
-                    }
-                    crate::trace::attribute(|| {
-                        opentelemetry::KeyValue::new("etcd.member", backend.url.to_string())
-                    });
-                    return Ok(v);
-                }
-                Err(status) => status,
-            };
-            let failure = Failure::of(&status);
-            if failure.member_unhealthy() {
-                self.mark_unhealthy(&backend, status.message());
-            }
-            let retry = failure.retry_allowed(policy);
-            if retry {
-                tracing::debug!(backend = %backend.url, ?failure, error = %status.message(), "retrying on another member");
-                self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-                crate::trace::event("retry", || {
-                    vec![
-                        opentelemetry::KeyValue::new("etcd.member", backend.url.to_string()),
-                        opentelemetry::KeyValue::new("error", status.message().to_string()),
-                    ]
-                });
-            }
-            let error = match failure {
-                Failure::NotReached if retry => {
-                    last_unreached = Some(status);
-                    continue;
-                }
-                Failure::LostInFlight => ProxyError::AnswerLost {
-                    member: backend.url.to_string(),
-                    detail: describe(&status),
-                },
-                _ => ProxyError::Upstream(status),
-            };
-            if !retry {
-                return Err(error);
-            }
-            last_failed = Some(error);
-        }
-        if let Some(error) = last_failed {
-            return Err(error);
-        }
-        Err(ProxyError::NoMemberReachable {
-            tried: tried
-                .iter()
-                .map(|u| u.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            last: last_unreached
-                .map(|s| describe(&s))
-                .unwrap_or_else(|| "no endpoints configured".into()),
-        })
-    }
-}
-
-/// A transport status with its source chain, for messages operators read.
-pub fn describe(status: &Status) -> String {
-    use std::error::Error as _;
-    let mut text = status.message().to_string();
-    let mut source = status.source();
-    while let Some(err) = source {
-        let s = err.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = err.source();
-    }
-    text
 }
 
 fn join(urls: &BTreeSet<EndpointUrl>) -> String {

@@ -11,7 +11,8 @@
 //! 6. [`spanned`]: a debug span per call.
 //! 7. [`drained`]: long-lived streams end when the drain cuts them.
 //! 8. [`deadline`]: the client's `grpc-timeout` bounds the wait for the answer.
-//! 9. [`sized`]: etcd's wording for messages over the size limits.
+//! 9. [`SizeLimited`]: etcd's wording for messages over the size limits
+//!    (it lives with that wording, in [`crate::error::size_limit`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,6 +27,7 @@ use tonic::service::Routes;
 use tower::ServiceBuilder;
 
 use crate::drain::Drain;
+use crate::error::size_limit::SizeLimited;
 use crate::error::WireError;
 use crate::metrics::{MethodId, Metrics, METHODS};
 
@@ -34,7 +36,6 @@ mod drained;
 mod limited;
 mod measured;
 mod overloaded;
-mod sized;
 mod spanned;
 mod traced;
 mod wire_checks;
@@ -51,9 +52,7 @@ type Stack = measured::Measured<
         wire_checks::WireChecks<
             traced::Traced<
                 limited::Limited<
-                    spanned::Spanned<
-                        drained::Drained<deadline::Deadline<sized::SizeLimited<Routes>>>,
-                    >,
+                    spanned::Spanned<drained::Drained<deadline::Deadline<SizeLimited<Routes>>>>,
                 >,
             >,
         >,
@@ -91,7 +90,7 @@ impl GrpcService {
             .layer_fn(spanned::Spanned::new)
             .layer_fn(|inner| drained::Drained::new(inner, drain.clone()))
             .layer_fn(deadline::Deadline::new)
-            .layer_fn(sized::SizeLimited::new)
+            .layer_fn(SizeLimited::new)
             .service(routes.prepare());
         GrpcService { stack }
     }
