@@ -1,7 +1,8 @@
 //! The command line, flag for flag as `etcd grpc-proxy start` (etcd 3.4 to
-//! 3.6): same names, meanings and defaults. A flag this build does not
-//! implement yet is refused with an error naming it when it is given a
-//! value other than etcd's default; it is never silently ignored.
+//! 3.7): same names, meanings and defaults, every one implemented. A flag
+//! etcd's proxy does not have is refused with an error naming it, and so
+//! is a bad value; nothing is silently ignored. Flags of our own (limits,
+//! traces, log format, per-prefix metrics) are off by default.
 
 use std::net::SocketAddr;
 use std::path::Path;

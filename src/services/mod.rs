@@ -1,5 +1,5 @@
 //! One file per etcd gRPC service. Each handler takes the client's request,
-//! forwards it through the [`Pool`] with the client's metadata (auth token,
+//! forwards it through the [`Upstream`] with the client's metadata (auth token,
 //! deadline), and hands etcd's answer back unchanged. `grpc_health` is the
 //! exception: the proxy answers health checks itself. A handler that only
 //! forwards is one line of the `forward!` macro (`forward.rs`).

@@ -1,4 +1,8 @@
-//! [`Upstream`]: the one way a call reaches an etcd member.
+//! [`Upstream`]: the one way a client's unary call reaches an etcd member.
+//! Long-lived streams (watch, keep-alive, leasing) run as
+//! `resilient_stream` sessions, and membership probes call each member
+//! directly; all of them use the channels of the same [`Pool`], so members,
+//! health, TLS and message limits are decided in one place.
 //!
 //! It owns what every upstream call needs: the member pool (leader or
 //! balanced choice, retry on another member by [`RetryPolicy`], the
