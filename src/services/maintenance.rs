@@ -31,7 +31,14 @@ impl Maintenance for MaintenanceService {
         } else {
             RetryPolicy::UnlessApplied
         };
-        self.pinned("/etcdserverpb.Maintenance/Alarm", policy, request)
+        self.deps
+            .upstream
+            .forward_to(
+                Target::Pinned,
+                "/etcdserverpb.Maintenance/Alarm",
+                policy,
+                request,
+            )
             .await
     }
 
@@ -74,7 +81,10 @@ impl Maintenance for MaintenanceService {
         request: Request<MoveLeaderRequest>,
     ) -> RpcResult<MoveLeaderResponse> {
         let answer = self
-            .pinned(
+            .deps
+            .upstream
+            .forward_to(
+                Target::Pinned,
                 "/etcdserverpb.Maintenance/MoveLeader",
                 RetryPolicy::UnlessApplied,
                 request,
@@ -85,23 +95,4 @@ impl Maintenance for MaintenanceService {
     }
 
     forward!(downgrade: DowngradeRequest => DowngradeResponse, "/etcdserverpb.Maintenance/Downgrade", UnlessApplied);
-}
-
-impl MaintenanceService {
-    /// A client's call forwarded to the pinned member.
-    async fn pinned<Req, Resp>(
-        &self,
-        method: &'static str,
-        policy: RetryPolicy,
-        request: Request<Req>,
-    ) -> RpcResult<Resp>
-    where
-        Req: prost::Message + Clone + Send + Sync + 'static,
-        Resp: prost::Message + Default + Send + Sync + 'static,
-    {
-        self.deps
-            .upstream
-            .forward_to(Target::Pinned, method, policy, request)
-            .await
-    }
 }
