@@ -46,7 +46,10 @@ a_bin="$(binary_of "$base")"
 b_bin="$(binary_of "$head")"
 a_name="$(git rev-parse --short "$base")"
 b_name="${head:+$(git rev-parse --short "$head")}"
-b_name="${b_name:-$(git rev-parse --short HEAD)$( [ -n "$(git status --porcelain -- src Cargo.toml)" ] && echo +)}"
+if [ -z "$b_name" ]; then
+  b_name="$(git rev-parse --short HEAD)"
+  [ -z "$(git status --porcelain -- src Cargo.toml)" ] || b_name="$b_name+"
+fi
 declare -A a b
 while read -r k v; do a[$k]=$v; done < <(count "$a_bin" "A/B: A = $a_name")
 while read -r k v; do b[$k]=$v; done < <(count "$b_bin" "A/B: B = $b_name")
