@@ -8,8 +8,8 @@
 # Each commit is exported with `git archive` under target/ab/ and built in
 # release mode there (sharing target/ for dependencies); HEAD defaults to
 # the working tree. Writes bench/results/ab/latest.md: per call kind, A, B
-# and the change. Callgrind counts move by well under 1% between runs of
-# one binary, so a change above 2% is a real one.
+# and the change. Callgrind counts of one binary move by up to about 1%
+# between runs (timing of the member's answers), so a change above 2% is real.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
