@@ -6,7 +6,7 @@
 #   scripts/bench-ab.sh BASE [HEAD]     (make bench-ab AB_BASE=<rev>)
 #
 # Each commit is exported with `git archive` under target/ab/ and built in
-# release mode there (sharing target/ for dependencies); HEAD defaults to
+# release mode there (in its own target/ab/target); HEAD defaults to
 # the working tree. Writes bench/results/ab/latest.md: per call kind, A, B
 # and the change. Callgrind counts of one binary move by up to about 1%
 # between runs (timing of the member's answers), so a change above 2% is real.
