@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +32,7 @@ type Cluster struct {
 	// Dir holds the members' data and every process's log.
 	Dir     string
 	procs   []*exec.Cmd
+	named   map[string]*exec.Cmd
 	etcdBin string
 }
 
@@ -119,8 +121,64 @@ func (c *Cluster) run(name, bin string, args ...string) (*exec.Cmd, error) {
 	}
 	c.mu.Lock()
 	c.procs = append(c.procs, cmd)
+	if c.named == nil {
+		c.named = map[string]*exec.Cmd{}
+	}
+	c.named[name] = cmd
 	c.mu.Unlock()
 	return cmd, nil
+}
+
+// CPU is the CPU time (user and system) the processes started under these
+// names have used so far, read from /proc; a name not running counts zero.
+func (c *Cluster) CPU(names ...string) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var total time.Duration
+	for _, n := range names {
+		if cmd := c.named[n]; cmd != nil && cmd.Process != nil {
+			total += processCPU(cmd.Process.Pid)
+		}
+	}
+	return total
+}
+
+// MemberNames are the names of the members running now, for CPU.
+func (c *Cluster) MemberNames() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var names []string
+	for _, m := range c.members {
+		if m.cmd != nil {
+			names = append(names, m.Name)
+		}
+	}
+	return names
+}
+
+// processCPU reads utime and stime (fields 14 and 15, in clock ticks of
+// 1/100 s on Linux) of /proc/<pid>/stat; zero if it cannot.
+func processCPU(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count from after it.
+	s := string(raw)
+	end := strings.LastIndexByte(s, ')')
+	if end < 0 {
+		return 0
+	}
+	fields := strings.Fields(s[end+1:])
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // StartProxy runs a proxy binary with args (its listen address is "{addr}"
