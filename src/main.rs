@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(&listen).await {
+        let listener = match etcd_grpc_proxy::server::bind::listen(&listen).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("etcd-grpc-proxy: cannot listen on {listen}: {e}");

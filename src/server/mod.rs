@@ -16,6 +16,7 @@
 //! - [`compression`]: gzip requests and answers, as members handle them.
 //! - [`profile`]: CPU flamegraphs for `--enable-pprof`.
 
+pub mod bind;
 pub mod compression;
 pub mod exposition;
 pub mod grpc_service;
@@ -109,7 +110,7 @@ pub async fn run_with(
         (Some(l), _) => Some(l),
         (None, Some(addr)) => {
             Some(
-                TcpListener::bind(addr)
+                bind::listen(addr)
                     .await
                     .map_err(|source| RunError::MetricsAddr {
                         addr: addr.clone(),

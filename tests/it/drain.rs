@@ -238,6 +238,18 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
         )
         .await;
     }
+    // Both ports listen with the backlog a member's own port has (Go's
+    // somaxconn), not the 128 of a plain bind.
+    let member_port = cluster.members[0]
+        .addr()
+        .rsplit(':')
+        .next()
+        .map(str::to_string);
+    let member = listen_backlog(member_port.as_deref().expect("member port"));
+    for addr in [&listen, &metrics] {
+        let port = addr.rsplit(':').next().expect("port");
+        assert_eq!(listen_backlog(port), member, "backlog of {addr}");
+    }
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -308,4 +320,22 @@ async fn a_call_that_never_ends_cannot_hold_the_drain_past_its_timeout() {
         answer.is_err(),
         "the Lock cannot have succeeded: {answer:?}"
     );
+}
+
+/// The accept backlog of the socket listening on loopback `port`, as `ss`
+/// shows it (the Send-Q of a listening socket).
+fn listen_backlog(port: &str) -> u32 {
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) is needed: apt-get install iproute2");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("nothing listens on {port}: {text}"));
+    line.split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no backlog in {line:?}"))
 }
