@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-use crate::support::etcd::http_get;
+use crate::support::etcd::wait_member_healthy;
 use crate::support::proxy::config;
 use crate::support::{eventually, free_port, grpc, TestProxy};
 
@@ -186,21 +186,7 @@ impl TracingMember {
             addr: client,
             _dir: dir,
         };
-        let addr = member.addr.clone();
-        eventually(
-            "the tracing member is healthy",
-            Duration::from_secs(30),
-            || {
-                let addr = addr.clone();
-                async move {
-                    let body = tokio::task::spawn_blocking(move || http_get(&addr, "/health"))
-                        .await
-                        .ok()??;
-                    body.contains("\"health\":\"true\"").then_some(())
-                }
-            },
-        )
-        .await;
+        wait_member_healthy(&member.addr, "the tracing member", Duration::from_secs(30)).await;
         member
     }
 }

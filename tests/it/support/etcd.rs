@@ -227,19 +227,10 @@ impl Cluster {
     /// Waits until every running member reports itself healthy (has a leader).
     pub async fn wait_healthy(&self) {
         for m in self.members.iter().filter(|m| m.is_running()) {
-            let addr = m.addr();
-            eventually(
-                &format!("etcd member {} healthy", m.name),
+            wait_member_healthy(
+                &m.addr(),
+                &format!("etcd member {}", m.name),
                 Duration::from_secs(60),
-                || {
-                    let addr = addr.clone();
-                    async move {
-                        let body = tokio::task::spawn_blocking(move || http_get(&addr, "/health"))
-                            .await
-                            .ok()??;
-                        body.contains("\"health\":\"true\"").then_some(())
-                    }
-                },
             )
             .await;
         }
@@ -329,4 +320,19 @@ pub fn server_version() -> String {
                 .unwrap_or_else(|| panic!("no version in `etcd --version`: {text}"))
         })
         .clone()
+}
+
+/// Waits until the member at `addr` answers `/health` healthy (it has a
+/// leader); `what` names it in the timeout's message.
+pub async fn wait_member_healthy(addr: &str, what: &str, bound: Duration) {
+    eventually(&format!("{what} healthy"), bound, || {
+        let addr = addr.to_string();
+        async move {
+            let body = tokio::task::spawn_blocking(move || http_get(&addr, "/health"))
+                .await
+                .ok()??;
+            body.contains("\"health\":\"true\"").then_some(())
+        }
+    })
+    .await;
 }
