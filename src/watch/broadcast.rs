@@ -38,8 +38,9 @@ pub(super) struct Watcher {
     /// Whether the client has had its `created` response.
     announced: bool,
     /// The client's token, so the upstream watch can be re-opened under a
-    /// watcher still present when its opener has gone (or its token expired).
-    token: Option<AsciiMetadataValue>,
+    /// watcher still present when its opener has gone (or its token expired);
+    /// one copy per client stream, shared by its watchers.
+    token: Option<Arc<AsciiMetadataValue>>,
 }
 
 impl Watcher {
@@ -47,7 +48,7 @@ impl Watcher {
     pub(super) fn new(
         spec: WatcherSpec,
         tx: ClientTx,
-        token: Option<AsciiMetadataValue>,
+        token: Option<Arc<AsciiMetadataValue>>,
     ) -> Watcher {
         Watcher {
             spec,
@@ -146,7 +147,7 @@ impl Broadcast {
         id: u64,
         spec: WatcherSpec,
         tx: ClientTx,
-        token: Option<AsciiMetadataValue>,
+        token: Option<Arc<AsciiMetadataValue>>,
     ) -> Join {
         let mut st = lock(&self.state);
         let joinable = !st.closed
@@ -330,7 +331,7 @@ impl Broadcast {
             .filter(|(_, w)| w.token.is_some())
             .max_by_key(|(id, _)| **id);
         match newest {
-            Some((_, w)) => self.fwd.with_token(w.token.as_ref()),
+            Some((_, w)) => self.fwd.with_token(w.token.as_deref()),
             None => self.fwd.clone(),
         }
     }

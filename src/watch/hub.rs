@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
+use tonic::metadata::AsciiMetadataValue;
 use tonic::Status;
 use tracing::{debug, info_span, Instrument};
 
@@ -41,6 +42,29 @@ pub struct WatchKey {
     pub key: Vec<u8>,
     /// End of the range (empty: the single key).
     pub range_end: Vec<u8>,
+}
+
+/// Who opens watchers: a client stream's metadata, and its token held once
+/// and shared by every watcher of the stream (a watcher keeps the token so
+/// its broadcast can re-open under it; a copy per watcher would cost 32
+/// bytes each, a million times over).
+#[derive(Clone)]
+pub struct Opener {
+    fwd: Forwarded,
+    token: Option<Arc<AsciiMetadataValue>>,
+}
+
+impl Opener {
+    /// The opener of a stream whose client sent `fwd`.
+    pub fn new(fwd: Forwarded) -> Opener {
+        let token = fwd.caller().token().cloned().map(Arc::new);
+        Opener { fwd, token }
+    }
+
+    /// The client's metadata (for `hasleader`, say).
+    pub fn metadata(&self) -> &tonic::metadata::MetadataMap {
+        self.fwd.metadata()
+    }
 }
 
 /// What one client asked for in its create request.
@@ -142,10 +166,10 @@ impl WatchHub {
         key: WatchKey,
         spec: WatcherSpec,
         tx: ClientTx,
-        fwd: Forwarded,
+        opener: &Opener,
     ) -> WatcherId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let token = fwd.caller().token().cloned();
+        let token = opener.token.clone();
         let mut hub = lock(&self.state);
         let (spec, tx) = match hub.shared.get(&key).cloned() {
             None => (spec, tx),
@@ -168,7 +192,7 @@ impl WatchHub {
         };
         let shared = spec.start_revision == 0 && !hub.shared.contains_key(&key);
         let start = spec.start_revision;
-        let b = Broadcast::new(key.clone(), shared, fwd, start);
+        let b = Broadcast::new(key.clone(), shared, opener.fwd.clone(), start);
         b.insert(id, Watcher::new(spec, tx, token));
         if shared {
             hub.shared.insert(key, b.clone());

@@ -16,7 +16,7 @@ use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use crate::upstream::Forwarded;
 use crate::upstream::RetryPolicy;
 use crate::upstream::{Credentials, Upstream};
-use crate::watch::hub::{WatchHub, WatchKey, WatcherSpec};
+use crate::watch::hub::{Opener, WatchHub, WatchKey, WatcherSpec};
 
 impl RangeCache {
     /// Follows every change in the cluster until dropped: keeps one watch
@@ -51,7 +51,7 @@ impl RangeCache {
             range_end: vec![0],
         };
         let (anonymous, ()) = Forwarded::split(tonic::Request::new(()));
-        let id = hub.add(everything, spec, tx, anonymous);
+        let id = hub.add(everything, spec, tx, &Opener::new(anonymous));
         let _remove = WatcherGuard(hub.clone(), id);
         let mut auth_check = tokio::time::interval(Duration::from_secs(1));
         loop {

@@ -19,7 +19,7 @@ use crate::proto::etcdserverpb::*;
 use crate::services::ServiceDeps;
 use crate::upstream::Forwarded;
 use crate::watch::control::{ControlStream, CreateVerdict};
-use crate::watch::hub::{WatchHub, WatchKey, WatcherId, WatcherSpec};
+use crate::watch::hub::{Opener, WatchHub, WatchKey, WatcherId, WatcherSpec};
 use crate::watch::shared_response::WatchOut;
 
 use super::fragmenting::Fragmenting;
@@ -33,7 +33,8 @@ pub(super) struct ClientStream {
     control: ControlStream,
     hub: Arc<WatchHub>,
     deps: ServiceDeps,
-    fwd: Forwarded,
+    /// The client's metadata, with its token held once for all its watchers.
+    opener: Opener,
     tx: mpsc::Sender<Result<WatchOut, Status>>,
     /// The client's watch ids and the hub's watchers behind them.
     ids: HashMap<i64, WatcherId>,
@@ -77,7 +78,7 @@ impl ClientStream {
             control,
             hub: service.hub.clone(),
             deps: service.deps.clone(),
-            fwd,
+            opener: Opener::new(fwd),
             tx,
             ids: HashMap::new(),
             next_id: 0,
@@ -96,7 +97,7 @@ impl ClientStream {
     /// the stream's watchers out of the hub.
     pub(super) async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
         let pool = self.deps.upstream.pool().clone();
-        let required = crate::upstream::require_leader::requested(self.fwd.metadata());
+        let required = crate::upstream::require_leader::requested(self.opener.metadata());
         let lost = crate::upstream::require_leader::lost(&pool, required);
         tokio::pin!(lost);
         loop {
@@ -247,7 +248,7 @@ impl ClientStream {
             range_end: create.range_end.clone(),
         };
         let spec = WatcherSpec::from_create(&create, watch_id);
-        let id = self.hub.add(key, spec, self.tx.clone(), self.fwd.clone());
+        let id = self.hub.add(key, spec, self.tx.clone(), &self.opener);
         self.ids.insert(watch_id, id);
         if let Some((prefixes, bucket, received)) = counted {
             use crate::metrics::prefixes::KeyedMethod;

@@ -29,9 +29,9 @@ fn fwd() -> Forwarded {
 async fn watchers_of_one_range_share_one_broadcast() {
     let hub = hub();
     let (tx, _rx) = mpsc::channel(4);
-    let a = hub.add(key("k"), spec(1), tx.clone(), fwd());
-    let b = hub.add(key("k"), spec(2), tx.clone(), fwd());
-    let c = hub.add(key("other"), spec(3), tx, fwd());
+    let a = hub.add(key("k"), spec(1), tx.clone(), &Opener::new(fwd()));
+    let b = hub.add(key("k"), spec(2), tx.clone(), &Opener::new(fwd()));
+    let c = hub.add(key("other"), spec(3), tx, &Opener::new(fwd()));
     {
         let st = lock(&hub.state);
         assert_eq!(st.shared.len(), 2);
