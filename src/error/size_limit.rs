@@ -49,12 +49,10 @@ pub fn size_limit_status(code: Code, message: &str) -> Option<(Code, String)> {
         [found, limit, ..] => (*found, *limit),
         _ => return None,
     };
-    let text = if verb == "received" {
-        format!("grpc: received message larger than max ({found} vs. {limit})")
-    } else {
-        format!("grpc: trying to send message larger than max ({found} vs. {limit})")
-    };
-    Some((Code::ResourceExhausted, text))
+    Some((
+        Code::ResourceExhausted,
+        format!("grpc: {verb} message larger than max ({found} vs. {limit})"),
+    ))
 }
 
 /// Rewrites a trailers-only size-limit answer in `resp`'s headers into
@@ -148,6 +146,16 @@ mod tests {
         assert_eq!(
             msg,
             "grpc: received message larger than max (4104 vs. 1024)"
+        );
+        let (code, msg) = size_limit_status(
+            Code::OutOfRange,
+            "Error, encoded message length too large: found 3000000 bytes, the limit is: 2097152 bytes",
+        )
+        .unwrap();
+        assert_eq!(code, Code::ResourceExhausted);
+        assert_eq!(
+            msg,
+            "grpc: trying to send message larger than max (3000000 vs. 2097152)"
         );
         assert!(size_limit_status(Code::OutOfRange, "etcdserver: something").is_none());
         assert!(
