@@ -4,10 +4,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use etcd_grpc_proxy::proto::etcdserverpb::kv_client::KvClient;
-use etcd_grpc_proxy::proto::etcdserverpb::RangeRequest;
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 
@@ -65,31 +63,6 @@ pub async fn connect_n(addr: &str, n: usize) -> Result<Vec<Channel>, String> {
         out.push(connect(addr).await?);
     }
     Ok(out)
-}
-
-/// Waits until a Range through `addr` succeeds.
-pub async fn wait_ready(addr: &str, limit: Duration) -> Result<(), String> {
-    let start = Instant::now();
-    loop {
-        let ok = async {
-            let ch = connect(addr).await.ok()?;
-            KvClient::new(ch)
-                .range(RangeRequest {
-                    key: b"ready".to_vec(),
-                    ..Default::default()
-                })
-                .await
-                .ok()
-        }
-        .await;
-        if ok.is_some() {
-            return Ok(());
-        }
-        if start.elapsed() > limit {
-            return Err(format!("{addr} not ready after {limit:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Whether `pid` still runs (not gone, not a zombie); None when this

@@ -220,7 +220,7 @@ impl Run {
             )),
         };
         let addr = proxy.as_ref().map_or(member.clone(), |p| p.addr.clone());
-        rt.block_on(common::wait_ready(&addr, Duration::from_secs(30)))?;
+        rt.block_on(procs::wait_ready(&addr, Duration::from_secs(30)))?;
         Ok(Run {
             addr,
             member,

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use etcd_grpc_proxy::proto::etcdserverpb::kv_client::KvClient;
+use etcd_grpc_proxy::proto::etcdserverpb::RangeRequest;
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -489,5 +492,35 @@ impl ProxyProc {
             addr,
             proc: Proc::spawn(cmd, &dir.join(format!("{}.log", kind.name()))),
         }
+    }
+}
+
+/// Waits until a Range through `addr` succeeds: the process behind it
+/// (member, proxy or L4 forwarder) serves etcd's API, not only listens.
+pub async fn wait_ready(addr: &str, limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let ok = async {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            KvClient::new(ch)
+                .range(RangeRequest {
+                    key: b"ready".to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .ok()
+        }
+        .await;
+        if ok.is_some() {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return Err(format!("{addr} not ready after {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

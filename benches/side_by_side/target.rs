@@ -1,10 +1,8 @@
 //! A target under test: where the client connections go (etcd members
 //! directly, or one proxy) and which process, if any, to measure.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use etcd_grpc_proxy::proto::etcdserverpb::kv_client::KvClient;
-use etcd_grpc_proxy::proto::etcdserverpb::RangeRequest;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::procs;
@@ -34,32 +32,8 @@ impl Target {
 
     /// Waits until a Range through the target succeeds.
     pub async fn wait_ready(&self, limit: Duration) {
-        let start = Instant::now();
-        loop {
-            let ok = async {
-                let ch = Endpoint::from_shared(format!("http://{}", self.addrs[0]))
-                    .ok()?
-                    .connect()
-                    .await
-                    .ok()?;
-                KvClient::new(ch)
-                    .range(RangeRequest {
-                        key: b"ready".to_vec(),
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()
-            }
-            .await;
-            if ok.is_some() {
-                return;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "{} not ready after {limit:?}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(e) = procs::wait_ready(&self.addrs[0], limit).await {
+            panic!("{}: {e}", self.name);
         }
     }
 
